@@ -1,0 +1,12 @@
+//! Keyless media wire formats shared by the clients and the SFU.
+//!
+//! Everything here can be read without any key material: the SFrame header (RFC 9605 §4.3)
+//! and the layout of the MLS-derived key id (RFC 9605 §5.2). The SFU depends on this crate
+//! to bind each packet to its sender; it must never depend on `sotto-media`, which holds the
+//! key schedule. Keep this crate free of anything that can derive or hold a key.
+
+pub mod kid;
+pub mod sframe_header;
+
+pub use kid::{ContextId, KidError, KidLayout, KidParts};
+pub use sframe_header::{HeaderError, SframeHeader};
