@@ -15,7 +15,10 @@ pub mod backend;
 mod vectors;
 
 use sframe::{
-    frame::{EncryptedFrameView, FrameCounter, MediaFrameView},
+    frame::{
+        EncryptedFrameView, FrameCounter, MediaFrameView,
+        validation::{ReplayAttackProtection, ReplayAttackProtectionError, Tolerance},
+    },
     key::{GenericDecryptionKey, GenericEncryptionKey},
 };
 use sotto_wire::{HeaderError, SframeHeader};
@@ -103,6 +106,12 @@ pub enum SframeError {
     /// The tag did not verify: forged, tampered, truncated, or the wrong key.
     #[error("SFrame authentication failed")]
     AuthenticationFailed,
+    /// The counter was seen before, or is older than the replay window reaches.
+    #[error("replayed SFrame (counter {ctr})")]
+    Replay {
+        /// The counter of the rejected frame.
+        ctr: u64,
+    },
     /// A key could not be derived (wrong base key length).
     #[error("SFrame key derivation failed")]
     KeyDerivation,
@@ -184,16 +193,35 @@ impl EncryptKey {
     }
 }
 
-/// A receiver's key for one KID.
+/// Counters a receiver remembers per KID for replay protection, by default.
+pub const DEFAULT_REPLAY_WINDOW: usize = 128;
+
+/// A receiver's key for one KID, with that KID's replay window.
+///
+/// The window only records a counter after its frame authenticated, so forged frames
+/// cannot poison it.
 pub struct DecryptKey {
     inner: GenericDecryptionKey<backend::Aead, backend::Kdf>,
+    replay: ReplayAttackProtection,
 }
 
 impl DecryptKey {
-    /// Derives the SFrame key and salt for `kid` from `base_key` (RFC 9605 §4.4.2).
+    /// Derives the SFrame key and salt for `kid` from `base_key` (RFC 9605 §4.4.2), with
+    /// a replay window of [`DEFAULT_REPLAY_WINDOW`] counters.
     pub fn derive(suite: CipherSuite, kid: u64, base_key: &[u8]) -> Result<Self, SframeError> {
+        Self::with_replay_window(suite, kid, base_key, DEFAULT_REPLAY_WINDOW)
+    }
+
+    /// As [`Self::derive`], remembering `window` counters (at least 1).
+    pub fn with_replay_window(
+        suite: CipherSuite,
+        kid: u64,
+        base_key: &[u8],
+        window: usize,
+    ) -> Result<Self, SframeError> {
         Ok(Self {
             inner: GenericDecryptionKey::derive_from(suite.to_crate(), kid, base_key)?,
+            replay: ReplayAttackProtection::new(kid, Tolerance::new(window.max(Tolerance::MIN))),
         })
     }
 
@@ -202,10 +230,10 @@ impl DecryptKey {
         self.inner.key_id()
     }
 
-    /// Authenticates and decrypts `frame` (header included) into `out` (cleared first).
-    /// On error `out` holds no plaintext.
+    /// Authenticates and decrypts `frame` (header included) into `out` (cleared first),
+    /// rejecting replays. On error `out` holds no plaintext.
     pub fn decrypt_into(
-        &self,
+        &mut self,
         frame: &[u8],
         metadata: &[u8],
         out: &mut Vec<u8>,
@@ -219,9 +247,16 @@ impl DecryptKey {
         }
         out.clear();
         let view = EncryptedFrameView::try_with_meta_data(frame, metadata)?;
-        if let Err(e) = view.decrypt_into(&self.inner, out) {
+        if let Err(e) = view.validated_decrypt_into(&self.inner, out, &mut self.replay) {
             out.clear();
             return Err(match e {
+                sframe::error::SframeError::FrameValidationFailed(source)
+                    if source
+                        .downcast_ref::<ReplayAttackProtectionError>()
+                        .is_some() =>
+                {
+                    SframeError::Replay { ctr: header.ctr }
+                }
                 sframe::error::SframeError::MissingDecryptionKey { key_id, .. } => {
                     SframeError::WrongKid {
                         expected: self.kid(),
@@ -266,13 +301,19 @@ mod tests {
         for suite in CipherSuite::ALL {
             let base = vec![9u8; suite.key_len()];
             let ek = EncryptKey::derive(suite, 0x1234, &base).expect("derive");
-            let dk = DecryptKey::derive(suite, 0x1234, &base).expect("derive");
             for meta in [&b""[..], b"rtp-header"] {
+                let mut dk = DecryptKey::derive(suite, 0x1234, &base).expect("derive");
                 let mut wire = Vec::new();
                 let mut plain = Vec::new();
                 ek.encrypt_into(77, meta, b"opus frame", &mut wire)
                     .expect("encrypt");
                 assert_eq!(wire.len(), 10 + ek.overhead(77));
+                // Metadata is authenticated: a different one fails (and records nothing).
+                assert!(matches!(
+                    dk.decrypt_into(&wire, b"other", &mut plain),
+                    Err(SframeError::AuthenticationFailed)
+                ));
+                assert!(plain.is_empty());
                 let got = dk.decrypt_into(&wire, meta, &mut plain).expect("decrypt");
                 assert_eq!(
                     got,
@@ -282,12 +323,6 @@ mod tests {
                     }
                 );
                 assert_eq!(plain, b"opus frame");
-                // Metadata is authenticated: a different one fails.
-                assert!(matches!(
-                    dk.decrypt_into(&wire, b"other", &mut plain),
-                    Err(SframeError::AuthenticationFailed)
-                ));
-                assert!(plain.is_empty());
             }
         }
     }
@@ -297,7 +332,7 @@ mod tests {
         let suite = CipherSuite::default();
         let base = [3u8; 16];
         let ek = EncryptKey::derive(suite, 9, &base).expect("derive");
-        let dk = DecryptKey::derive(suite, 9, &base).expect("derive");
+        let mut dk = DecryptKey::derive(suite, 9, &base).expect("derive");
         let mut wire = Vec::new();
         ek.encrypt_into(1000, b"", &[5u8; 40], &mut wire)
             .expect("encrypt");
@@ -318,5 +353,34 @@ mod tests {
                 );
             }
         }
+        // None of the forgeries poisoned the replay window: the real frame still decrypts,
+        // exactly once.
+        dk.decrypt_into(&wire, b"", &mut out)
+            .expect("authentic frame");
+        assert!(matches!(
+            dk.decrypt_into(&wire, b"", &mut out),
+            Err(SframeError::Replay { ctr: 1000 })
+        ));
+    }
+
+    #[test]
+    fn replay_window_accepts_reordering_and_rejects_too_old() {
+        let suite = CipherSuite::default();
+        let ek = EncryptKey::derive(suite, 1, &[1u8; 16]).expect("derive");
+        let mut dk = DecryptKey::with_replay_window(suite, 1, &[1u8; 16], 4).expect("derive");
+        let frame = |ctr| {
+            let mut w = Vec::new();
+            ek.encrypt_into(ctr, b"", b"f", &mut w).expect("encrypt");
+            w
+        };
+        let mut out = Vec::new();
+        for ctr in [10, 8, 9, 12, 11] {
+            dk.decrypt_into(&frame(ctr), b"", &mut out)
+                .expect("in window");
+        }
+        assert!(matches!(
+            dk.decrypt_into(&frame(2), b"", &mut out),
+            Err(SframeError::Replay { ctr: 2 })
+        ));
     }
 }

@@ -138,7 +138,7 @@ fn sframe_vectors_all_5_suites() {
             .expect("encrypt");
         assert_eq!(out, ct, "ciphertext, suite {}", t.cipher_suite);
 
-        let dk = DecryptKey::derive(s, t.kid, &base).expect("derive");
+        let mut dk = DecryptKey::derive(s, t.kid, &base).expect("derive");
         let got = dk.decrypt_into(&ct, &meta, &mut plain).expect("decrypt");
         assert_eq!((got.kid, got.ctr), (t.kid, t.ctr));
         assert_eq!(plain, pt, "plaintext, suite {}", t.cipher_suite);
