@@ -1,1 +1,10 @@
-//! placeholder
+//! The sotto client: everything a device needs to place and take encrypted calls.
+//!
+//! - [`mls`]: the device's MLS identity and call groups (openmls), and the bridge from a
+//!   group's exporter to the SFrame key schedule in `sotto-media`. Every call, one-to-one
+//!   included, is an MLS group.
+//!
+//! Capture, codecs, the WebRTC transport, playout and the `sotto` CLI join as the calling
+//! features land. This crate may derive media keys; the SFU never links it.
+
+pub mod mls;

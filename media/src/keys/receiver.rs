@@ -15,6 +15,13 @@ pub enum RejectReason {
     /// Not an SFrame: the header is truncated or garbage.
     #[error("malformed SFrame")]
     Malformed,
+    /// Shorter than its header plus an authentication tag: cut off in transit or on purpose.
+    /// (A cut that leaves a tag's worth of bytes fails authentication instead.)
+    #[error("truncated SFrame ({len} bytes)")]
+    Truncated {
+        /// The frame's length.
+        len: usize,
+    },
     /// The KID names a context or epoch this receiver has no keys for (for example an
     /// epoch from before it joined).
     #[error("unknown KID")]
@@ -177,9 +184,17 @@ impl ReceiverKeys {
             reason,
         };
 
-        let (header, _) =
+        let (header, header_len) =
             SframeHeader::parse(frame).map_err(|_| reject(None, None, RejectReason::Malformed))?;
         let kid = header.kid;
+        if frame.len() < header_len + self.config.suite.tag_len() {
+            return Err(reject(
+                None,
+                Some(kid),
+                RejectReason::Truncated { len: frame.len() },
+            ));
+        }
+
         let parts = self
             .config
             .layout
@@ -355,6 +370,10 @@ mod tests {
         assert_eq!(
             err(bob.decrypt(&b[..n + 16], b"", &mut out, t0)),
             RejectReason::UnknownKid
+        );
+        assert_eq!(
+            err(bob.decrypt(&b[..n + 15], b"", &mut out, t0)),
+            RejectReason::Truncated { len: n + 15 }
         );
 
         // Right KID, different secret: authentication.

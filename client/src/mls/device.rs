@@ -1,0 +1,109 @@
+//! A device's MLS identity: its credential (the handle), its Ed25519 signature key, and
+//! the crypto and storage provider its groups live in.
+
+use openmls::prelude::{
+    BasicCredential, CredentialWithKey, KeyPackage, MlsGroup, MlsGroupCreateConfig,
+    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, StagedWelcome,
+    tls_codec::{Deserialize as _, Serialize as _},
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::OpenMlsProvider as _;
+
+use super::{CIPHERSUITE, CallGroup, MlsError, boxed};
+
+/// One device's MLS state: credential, signer, provider (crypto + group storage).
+pub struct MlsDevice {
+    provider: OpenMlsRustCrypto,
+    signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+}
+
+impl std::fmt::Debug for MlsDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlsDevice").finish_non_exhaustive()
+    }
+}
+
+impl MlsDevice {
+    /// A device for `identity` (the user's handle) with a fresh Ed25519 key.
+    pub fn new(identity: &str) -> Result<Self, MlsError> {
+        let provider = OpenMlsRustCrypto::default();
+        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm())
+            .map_err(|e| MlsError::local("signature key generation")(boxed(e)))?;
+        signer
+            .store(provider.storage())
+            .map_err(|e| MlsError::local("storing the signature key")(boxed(e)))?;
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(identity.as_bytes().to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        Ok(Self {
+            provider,
+            signer,
+            credential,
+        })
+    }
+
+    pub(crate) fn provider(&self) -> &OpenMlsRustCrypto {
+        &self.provider
+    }
+
+    pub(crate) fn signer(&self) -> &SignatureKeyPair {
+        &self.signer
+    }
+
+    /// The device's public signature key (the key its credential binds).
+    pub fn signature_public_key(&self) -> &[u8] {
+        self.signer.public()
+    }
+
+    /// A fresh KeyPackage, serialized as an MLS message for the delivery service. Each one
+    /// is good for one join; its private keys stay in this device's storage.
+    pub fn key_package(&self) -> Result<Vec<u8>, MlsError> {
+        let bundle = KeyPackage::builder()
+            .build(
+                CIPHERSUITE,
+                &self.provider,
+                &self.signer,
+                self.credential.clone(),
+            )
+            .map_err(|e| MlsError::local("building a KeyPackage")(boxed(e)))?;
+        MlsMessageOut::from(bundle.key_package().clone())
+            .tls_serialize_detached()
+            .map_err(|e| MlsError::local("encoding a KeyPackage")(boxed(e)))
+    }
+
+    /// Starts a new group with this device as its only member (leaf 0, epoch 0).
+    pub fn create_group(&self) -> Result<CallGroup, MlsError> {
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .use_ratchet_tree_extension(true)
+            .build();
+        let group = MlsGroup::new(
+            &self.provider,
+            &self.signer,
+            &config,
+            self.credential.clone(),
+        )
+        .map_err(|e| MlsError::local("creating a group")(boxed(e)))?;
+        Ok(CallGroup::from_group(group))
+    }
+
+    /// Joins a group from a serialized Welcome addressed to one of our KeyPackages.
+    pub fn join(&self, welcome: &[u8]) -> Result<CallGroup, MlsError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(welcome)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
+            return Err(MlsError::Malformed("expected a Welcome".into()));
+        };
+        let join_config = MlsGroupJoinConfig::builder()
+            .use_ratchet_tree_extension(true)
+            .build();
+        let group = StagedWelcome::new_from_welcome(&self.provider, &join_config, welcome, None)
+            .map_err(|e| MlsError::Join(boxed(e)))?
+            .into_group(&self.provider)
+            .map_err(|e| MlsError::Join(boxed(e)))?;
+        Ok(CallGroup::from_group(group))
+    }
+}

@@ -1,0 +1,242 @@
+//! A call's MLS group and its bridge to the SFrame key schedule.
+
+use openmls::prelude::{
+    KeyPackage, LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent,
+    ProtocolVersion,
+    tls_codec::{Deserialize as _, Serialize as _},
+};
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::OpenMlsProvider as _;
+use sotto_media::keys::{EpochKeys, KeyConfig, KeyScheduleError, MlsExporter};
+
+use super::{MlsDevice, MlsError, boxed};
+
+/// A commit we created, to hand to the delivery service.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The Commit for the current members.
+    pub commit: Vec<u8>,
+    /// The Welcome for members it adds, if any.
+    pub welcome: Option<Vec<u8>>,
+    /// The epoch the commit was made in; the server accepts one commit per epoch.
+    pub epoch: u64,
+}
+
+/// What processing a handshake message did to the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupEvent {
+    /// A commit was applied: the group is now in `epoch`.
+    EpochAdvanced {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// A commit removed us: no later epoch's keys will reach us.
+    Removed,
+    /// A proposal was stored for a later commit.
+    ProposalStored,
+}
+
+/// One call's MLS group.
+pub struct CallGroup {
+    group: MlsGroup,
+}
+
+impl std::fmt::Debug for CallGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallGroup")
+            .field("epoch", &self.epoch())
+            .field("own_index", &self.own_index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallGroup {
+    pub(crate) fn from_group(group: MlsGroup) -> Self {
+        Self { group }
+    }
+
+    /// The group id, as the delivery service knows it.
+    pub fn group_id(&self) -> &[u8] {
+        self.group.group_id().as_slice()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.group.epoch().as_u64()
+    }
+
+    /// Our leaf index: our sender index in SFrame KIDs.
+    pub fn own_index(&self) -> u32 {
+        self.group.own_leaf_index().u32()
+    }
+
+    /// Whether we are still a member.
+    pub fn is_active(&self) -> bool {
+        self.group.is_active()
+    }
+
+    /// Leaf indices of the current members, ascending.
+    pub fn member_indices(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.group.members().map(|m| m.index.u32()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The identity (handle bytes) of the member at `index`, if any.
+    pub fn member_identity(&self, index: u32) -> Option<Vec<u8>> {
+        self.group
+            .member(LeafNodeIndex::new(index))
+            .map(|c| c.serialized_content().to_vec())
+    }
+
+    /// The epoch authenticator (RFC 9420 §8.7): equal for all members of an epoch, the
+    /// input to the group verification code.
+    pub fn epoch_authenticator(&self) -> Vec<u8> {
+        self.group.epoch_authenticator().as_slice().to_vec()
+    }
+
+    /// Creates a commit adding the members whose serialized KeyPackages are given. The
+    /// commit stays pending until [`Self::merge_pending`] or [`Self::discard_pending`].
+    pub fn add(
+        &mut self,
+        device: &MlsDevice,
+        key_packages: &[Vec<u8>],
+    ) -> Result<Commit, MlsError> {
+        let kps = key_packages
+            .iter()
+            .map(|bytes| parse_key_package(device.provider(), bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let epoch = self.epoch();
+        let (commit, welcome, _) = self
+            .group
+            .add_members(device.provider(), device.signer(), &kps)
+            .map_err(|e| MlsError::local("committing an add")(boxed(e)))?;
+        Ok(Commit {
+            commit: encode(&commit)?,
+            welcome: Some(encode(&welcome)?),
+            epoch,
+        })
+    }
+
+    /// Creates a commit removing the members at `indices`; pending like [`Self::add`].
+    pub fn remove(&mut self, device: &MlsDevice, indices: &[u32]) -> Result<Commit, MlsError> {
+        let leaves: Vec<LeafNodeIndex> = indices.iter().map(|&i| LeafNodeIndex::new(i)).collect();
+        let epoch = self.epoch();
+        let (commit, welcome, _) = self
+            .group
+            .remove_members(device.provider(), device.signer(), &leaves)
+            .map_err(|e| MlsError::local("committing a remove")(boxed(e)))?;
+        Ok(Commit {
+            commit: encode(&commit)?,
+            welcome: welcome.map(|w| encode(&w)).transpose()?,
+            epoch,
+        })
+    }
+
+    /// The delivery service accepted our pending commit: move to the next epoch.
+    pub fn merge_pending(&mut self, device: &MlsDevice) -> Result<u64, MlsError> {
+        self.group
+            .merge_pending_commit(device.provider())
+            .map_err(|e| MlsError::local("merging our commit")(boxed(e)))?;
+        Ok(self.epoch())
+    }
+
+    /// The delivery service rejected our pending commit (another won the epoch): forget it.
+    pub fn discard_pending(&mut self, device: &MlsDevice) -> Result<(), MlsError> {
+        self.group
+            .clear_pending_commit(device.provider().storage())
+            .map_err(|e| MlsError::local("discarding our commit")(boxed(e)))
+    }
+
+    /// Processes a handshake message (Commit or Proposal) from another member.
+    ///
+    /// The commit is validated into a staged state first and merged only if valid; an
+    /// invalid one leaves the group unchanged.
+    pub fn process(&mut self, device: &MlsDevice, message: &[u8]) -> Result<GroupEvent, MlsError> {
+        if !self.group.is_active() {
+            return Err(MlsError::Inactive);
+        }
+        let msg = MlsMessageIn::tls_deserialize_exact(message)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        let protocol: openmls::prelude::ProtocolMessage = match msg.extract() {
+            MlsMessageBodyIn::PublicMessage(m) => m.into(),
+            MlsMessageBodyIn::PrivateMessage(m) => m.into(),
+            _ => return Err(MlsError::Malformed("expected a handshake message".into())),
+        };
+        let processed = self
+            .group
+            .process_message(device.provider(), protocol)
+            .map_err(|e| MlsError::Rejected(boxed(e)))?;
+        match processed.into_content() {
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let removed = staged.self_removed();
+                self.group
+                    .merge_staged_commit(device.provider(), *staged)
+                    .map_err(|e| MlsError::local("merging a commit")(boxed(e)))?;
+                Ok(if removed {
+                    GroupEvent::Removed
+                } else {
+                    GroupEvent::EpochAdvanced {
+                        epoch: self.epoch(),
+                    }
+                })
+            }
+            ProcessedMessageContent::ProposalMessage(p) => {
+                self.group
+                    .store_pending_proposal(device.provider().storage(), *p)
+                    .map_err(|e| MlsError::local("storing a proposal")(boxed(e)))?;
+                Ok(GroupEvent::ProposalStored)
+            }
+            _ => Err(MlsError::Malformed("unexpected MLS message content".into())),
+        }
+    }
+
+    /// The SFrame keys of the current epoch (RFC 9605 §5.2), for this group's members.
+    pub fn epoch_keys(
+        &self,
+        device: &MlsDevice,
+        config: &KeyConfig,
+    ) -> Result<EpochKeys, KeyScheduleError> {
+        let exporter = GroupExporter {
+            group: &self.group,
+            provider: device.provider(),
+        };
+        EpochKeys::derive(&exporter, self.epoch(), self.member_indices(), config)
+    }
+}
+
+/// The current epoch's MLS exporter, as the key schedule sees it.
+struct GroupExporter<'a> {
+    group: &'a MlsGroup,
+    provider: &'a OpenMlsRustCrypto,
+}
+
+impl MlsExporter for GroupExporter<'_> {
+    type Error = openmls::prelude::ExportSecretError;
+
+    fn export_secret(
+        &self,
+        label: &str,
+        context: &[u8],
+        len: usize,
+    ) -> Result<Vec<u8>, Self::Error> {
+        self.group
+            .export_secret(self.provider.crypto(), label, context, len)
+    }
+}
+
+fn parse_key_package(provider: &OpenMlsRustCrypto, bytes: &[u8]) -> Result<KeyPackage, MlsError> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| MlsError::Malformed(e.to_string()))?;
+    let MlsMessageBodyIn::KeyPackage(kp) = msg.extract() else {
+        return Err(MlsError::Malformed("expected a KeyPackage".into()));
+    };
+    kp.validate(provider.crypto(), ProtocolVersion::Mls10)
+        .map_err(|e| MlsError::InvalidKeyPackage(boxed(e)))
+}
+
+fn encode(msg: &openmls::prelude::MlsMessageOut) -> Result<Vec<u8>, MlsError> {
+    msg.tls_serialize_detached()
+        .map_err(|e| MlsError::local("encoding an MLS message")(boxed(e)))
+}
