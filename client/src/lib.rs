@@ -3,8 +3,11 @@
 //! - [`mls`]: the device's MLS identity and call groups (openmls), and the bridge from a
 //!   group's exporter to the SFrame key schedule in `sotto-media`. Every call, one-to-one
 //!   included, is an MLS group.
+//! - [`verify`]: verification codes people compare out of band.
+
 //!
 //! Capture, codecs, the WebRTC transport, playout and the `sotto` CLI join as the calling
 //! features land. This crate may derive media keys; the SFU never links it.
 
 pub mod mls;
+pub mod verify;

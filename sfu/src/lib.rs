@@ -1,1 +1,13 @@
-//! placeholder
+//! The sotto SFU: a selective forwarding unit for group calls that forwards SFrame-encrypted
+//! media it cannot decrypt.
+//!
+//! It reads only what it needs to forward well: RTP headers and header extensions (audio
+//! level, frame marking, transport-wide sequence numbers) and the SFrame header's KID,
+//! which needs no key. It holds no keys and cannot derive any: this crate depends on the
+//! keyless `sotto-wire` only, never on `sotto-media` or openmls, and
+//! `tests/tests/sfu_holds_no_keys.rs` checks that structurally.
+//!
+//! - [`sender_binding`]: drops a packet whose KID names a sender other than the participant
+//!   it arrived from, so no member can impersonate another's stream at the hop.
+
+pub mod sender_binding;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sotto_client::mls::{CallGroup, GroupEvent, MlsDevice};
 use sotto_media::{
     ContextId,
-    keys::{FrameEncryptor, KeyConfig, ReceiverKeys, RejectReason},
+    keys::{CallKeys, KeyConfig, RejectReason},
 };
 use sotto_wire::SframeHeader;
 
@@ -15,49 +15,47 @@ struct Member {
     name: &'static str,
     device: MlsDevice,
     group: CallGroup,
-    rx: ReceiverKeys,
-    audio: FrameEncryptor,
-    video: FrameEncryptor,
+    keys: CallKeys,
 }
 
 impl Member {
     fn new(name: &'static str, device: MlsDevice, group: CallGroup) -> Self {
-        let cfg = KeyConfig::default();
-        let keys = group.epoch_keys(&device, &cfg).expect("epoch keys");
-        let mut audio = FrameEncryptor::new(ContextId::Audio, group.own_index());
-        let mut video = FrameEncryptor::new(ContextId::Video, group.own_index());
-        audio.install(&keys).expect("install");
-        video.install(&keys).expect("install");
+        let epoch = group
+            .epoch_keys(&device, &KeyConfig::default())
+            .expect("epoch keys");
+        let keys = CallKeys::new(group.own_index(), epoch).expect("call keys");
         Self {
             name,
-            rx: ReceiverKeys::new(keys),
             device,
             group,
-            audio,
-            video,
+            keys,
         }
     }
 
     /// After a commit merged: rotate sender and receiver keys at `now`.
     fn rotate(&mut self, now: Instant) {
-        let keys = self
+        let epoch = self
             .group
             .epoch_keys(&self.device, &KeyConfig::default())
             .expect("epoch keys");
-        self.audio.install(&keys).expect("install");
-        self.video.install(&keys).expect("install");
-        self.rx.advance(keys, now).expect("advance");
+        self.keys.advance(epoch, now).expect("advance");
+    }
+
+    fn send(&mut self, context: ContextId, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.keys
+            .encrypt(context, b"", payload, &mut out)
+            .expect("encrypt");
+        out
     }
 
     fn send_audio(&mut self, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.audio.encrypt(b"", payload, &mut out).expect("encrypt");
-        out
+        self.send(ContextId::Audio, payload)
     }
 
     fn recv(&mut self, frame: &[u8], now: Instant) -> Result<Vec<u8>, RejectReason> {
         let mut out = Vec::new();
-        match self.rx.decrypt(frame, b"", &mut out, now) {
+        match self.keys.decrypt(frame, b"", &mut out, now) {
             Ok(_) => Ok(out),
             Err(e) => {
                 assert!(out.is_empty(), "{}: no plaintext on error", self.name);
@@ -110,21 +108,13 @@ fn all_members_derive_identical_keys_and_frames_roundtrip() {
     // Identical keys: every member's frames, in every context, decrypt at every other.
     let members = [&mut alice, &mut bob, &mut carol];
     for s in 0..3 {
-        let mut audio = Vec::new();
-        let mut video = Vec::new();
-        members[s]
-            .audio
-            .encrypt(b"", b"audio", &mut audio)
-            .expect("encrypt");
-        members[s]
-            .video
-            .encrypt(b"", b"video", &mut video)
-            .expect("encrypt");
+        let audio = members[s].send(ContextId::Audio, b"audio");
+        let video = members[s].send(ContextId::Video, b"video");
         for r in (0..3).filter(|r| *r != s) {
             let sender = members[s].group.own_index();
             let mut out = Vec::new();
             let got = members[r]
-                .rx
+                .keys
                 .decrypt(&audio, b"", &mut out, now)
                 .expect("audio decrypts");
             assert_eq!(
@@ -132,7 +122,7 @@ fn all_members_derive_identical_keys_and_frames_roundtrip() {
                 (sender, ContextId::Audio, 1, &b"audio"[..])
             );
             let got = members[r]
-                .rx
+                .keys
                 .decrypt(&video, b"", &mut out, now)
                 .expect("video decrypts");
             assert_eq!(
@@ -204,11 +194,8 @@ fn removed_member_is_cut_off_and_old_epoch_dies_after_grace() {
             .expect("in grace"),
         b"sent in epoch 1"
     );
-    let mut late_old = Vec::new();
-    carol
-        .audio
-        .encrypt(b"", b"old epoch, late", &mut late_old)
-        .expect("carol still has her old key");
+    let late_old = carol.send_audio(b"old epoch, late: carol still has her old key");
+
     for m in [&mut alice, &mut bob] {
         assert_eq!(
             m.recv(&late_old, t0 + Duration::from_secs(2)),
@@ -249,7 +236,8 @@ fn late_joiner_cannot_decrypt_frames_from_before_he_joined() {
     // sealed under a key Dave never had.
     let (h, n) = SframeHeader::parse(&before).expect("header");
     let current_kid = dave
-        .rx
+        .keys
+        .receiver()
         .current()
         .kid(ContextId::Audio, alice.group.own_index())
         .expect("kid");
@@ -293,7 +281,8 @@ fn bad_frames_are_rejected_each_with_its_own_reason() {
         Err(RejectReason::UnknownKid)
     );
     let bobs_kid = bob
-        .rx
+        .keys
+        .receiver()
         .current()
         .kid(ContextId::Audio, bob.group.own_index())
         .expect("kid");
@@ -304,7 +293,8 @@ fn bad_frames_are_rejected_each_with_its_own_reason() {
 
     // A sender index that is not in the group.
     let outsider_kid = bob
-        .rx
+        .keys
+        .receiver()
         .current()
         .config()
         .layout

@@ -9,16 +9,20 @@
 //!   lives in the client, out of the SFU's reach.
 //! - [`EpochKeys`] holds one epoch's secret and membership and derives sender keys.
 //! - [`FrameEncryptor`] encrypts one of our own tracks under the current epoch.
+//! - [`CallKeys`] bundles one participant's encryptors (one per context) and receiver
+//!   store, rotated together.
 //! - [`ReceiverKeys`] decrypts everyone else's frames: the current epoch, the previous one
 //!   for a grace period (time passed in, never read from a clock), per-KID replay windows,
 //!   and errors that name the sender and the reason.
 
+mod call;
 mod epoch;
 mod receiver;
 mod sender;
 
 use std::time::Duration;
 
+pub use call::CallKeys;
 pub use epoch::EpochKeys;
 pub use receiver::{DecryptError, ReceivedFrame, ReceiverKeys, RejectReason};
 pub use sender::{EncryptError, FrameEncryptor};
