@@ -1,8 +1,13 @@
 //! SFrame (RFC 9605): encryption of one whole encoded media frame under a key named by its
 //! KID, with a per-frame counter as nonce input.
 //!
-//! The `sframe` crate does the framing (header, AAD, buffer layout); [`backend`] does the
-//! cipher work with each key set up once. Nothing outside this module sees either crate's
+//! The `sframe` crate derives the keys (RFC 9605 §4.4.2), runs the AEAD through its
+//! backend traits and keeps the replay windows; [`backend`] does the cipher work with each
+//! key set up once. We lay out the frame ourselves around the crate's key type: its frame
+//! API re-parses the header with a heap allocation, re-serializes it into a fresh AAD,
+//! zero-fills the output and moves the plaintext again on every frame, which measured
+//! ~2,100 instructions (~0.7 of raw AES-GCM) per 1200-byte decrypt. The header codec is
+//! `sotto-wire`'s, checked against all 289 RFC header vectors. Nothing outside this module sees either crate's
 //! types: the rest of sotto speaks [`CipherSuite`], [`EncryptKey`], [`DecryptKey`] and
 //! [`SframeError`].
 //!
@@ -15,13 +20,11 @@ pub mod backend;
 mod vectors;
 
 use sframe::{
-    frame::{
-        EncryptedFrameView, FrameCounter, MediaFrameView,
-        validation::{ReplayAttackProtection, ReplayAttackProtectionError, Tolerance},
-    },
+    crypto::{DecryptionBufferView, EncryptionBufferView},
+    frame::validation::{FrameValidation, ReplayAttackProtection, Tolerance, UnvalidatedFrame},
     key::{GenericDecryptionKey, GenericEncryptionKey},
 };
-use sotto_wire::{HeaderError, SframeHeader};
+use sotto_wire::{HeaderError, SframeHeader, sframe_header::MAX_HEADER_LEN};
 
 /// The five cipher suites of RFC 9605 §4.5. The default is AES_128_GCM_SHA256_128.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -184,12 +187,57 @@ impl EncryptKey {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), SframeError> {
+        let header = SframeHeader {
+            kid: self.kid(),
+            ctr,
+        };
+        let tag_len = self.suite.tag_len();
         out.clear();
-        let view = MediaFrameView::with_meta_data(&mut FixedCounter(ctr), payload, metadata);
-        view.encrypt_into(&self.inner, out)?;
-        // The crate leaves `metadata || frame`; only the frame goes on the wire.
-        strip_prefix(out, metadata.len());
+        out.reserve(MAX_HEADER_LEN + payload.len() + tag_len);
+        let mut hbuf = [0u8; MAX_HEADER_LEN];
+        let hlen = header.encode(&mut hbuf)?;
+        out.extend_from_slice(&hbuf[..hlen]);
+        out.extend_from_slice(payload);
+        out.resize(hlen + payload.len() + tag_len, 0);
+        let mut aad = Aad::new(&hbuf[..hlen], metadata);
+        let (_, body) = out.split_at_mut(hlen);
+        let (data, tag) = body.split_at_mut(payload.len());
+        let view = EncryptionBufferView {
+            aad: aad.as_mut(),
+            data,
+            tag,
+        };
+        if let Err(e) = self.inner.encrypt(view, ctr) {
+            out.clear();
+            return Err(e.into());
+        }
         Ok(())
+    }
+}
+
+/// The AEAD's associated data, `header || metadata` (RFC 9605 §4.4.3): on the stack for
+/// the usual empty metadata.
+enum Aad {
+    Stack([u8; MAX_HEADER_LEN], usize),
+    Heap(Vec<u8>),
+}
+
+impl Aad {
+    fn new(header: &[u8], metadata: &[u8]) -> Self {
+        if metadata.is_empty() {
+            let mut b = [0u8; MAX_HEADER_LEN];
+            b[..header.len()].copy_from_slice(header);
+            Aad::Stack(b, header.len())
+        } else {
+            Aad::Heap([header, metadata].concat())
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        match self {
+            Aad::Stack(b, n) => &mut b[..*n],
+            Aad::Heap(v) => v,
+        }
     }
 }
 
@@ -238,57 +286,41 @@ impl DecryptKey {
         metadata: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<DecryptedFrame, SframeError> {
-        let (header, _) = SframeHeader::parse(frame)?;
+        out.clear();
+        let (header, hlen) = SframeHeader::parse(frame)?;
         if header.kid != self.kid() {
             return Err(SframeError::WrongKid {
                 expected: self.kid(),
                 got: header.kid,
             });
         }
-        out.clear();
-        let view = EncryptedFrameView::try_with_meta_data(frame, metadata)?;
-        if let Err(e) = view.validated_decrypt_into(&self.inner, out, &mut self.replay) {
-            out.clear();
-            return Err(match e {
-                sframe::error::SframeError::FrameValidationFailed(source)
-                    if source
-                        .downcast_ref::<ReplayAttackProtectionError>()
-                        .is_some() =>
-                {
-                    SframeError::Replay { ctr: header.ctr }
-                }
-                sframe::error::SframeError::MissingDecryptionKey { key_id, .. } => {
-                    SframeError::WrongKid {
-                        expected: self.kid(),
-                        got: key_id,
-                    }
-                }
-                other => other.into(),
-            });
+        let body = &frame[hlen..];
+        let tag_len = self.inner.cipher_suite().auth_tag_len();
+        if body.len() < tag_len {
+            return Err(SframeError::AuthenticationFailed);
         }
-        strip_prefix(out, metadata.len());
+        // Screen for replay before decrypting; record only once the frame authenticated.
+        let crate_header = sframe::header::SframeHeader::new(header.kid, header.ctr);
+        let token = self
+            .replay
+            .screen(UnvalidatedFrame::new(&crate_header, metadata))
+            .map_err(|_| SframeError::Replay { ctr: header.ctr })?;
+        let mut aad = Aad::new(&frame[..hlen], metadata);
+        out.extend_from_slice(body);
+        let view = DecryptionBufferView {
+            aad: aad.as_mut(),
+            data: out.as_mut_slice(),
+        };
+        if let Err(e) = self.inner.decrypt(view, header.ctr) {
+            out.clear();
+            return Err(e.into());
+        }
+        self.replay.record(token);
+        out.truncate(body.len() - tag_len);
         Ok(DecryptedFrame {
             kid: header.kid,
             ctr: header.ctr,
         })
-    }
-}
-
-/// Removes the first `n` bytes in place (a no-op for the usual empty metadata).
-fn strip_prefix(buf: &mut Vec<u8>, n: usize) {
-    if n > 0 {
-        buf.copy_within(n.., 0);
-        buf.truncate(buf.len() - n);
-    }
-}
-
-/// Hands the crate the counter we chose.
-struct FixedCounter(u64);
-
-impl FrameCounter for FixedCounter {
-    type Error = std::convert::Infallible;
-    fn try_next(&mut self) -> Result<u64, Self::Error> {
-        Ok(self.0)
     }
 }
 
