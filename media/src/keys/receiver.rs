@@ -152,13 +152,12 @@ impl ReceiverKeys {
 
     /// Erases the previous epoch's keys once its grace period has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some((_, at)) = &self.previous {
-            if now >= *at {
-                if let Some((slot, _)) = self.previous.take() {
-                    self.note_erased(slot.keys.epoch());
-                }
-            }
+        if self.previous.as_ref().is_some_and(|(_, at)| now >= *at)
+            && let Some((slot, _)) = self.previous.take()
+        {
+            self.note_erased(slot.keys.epoch());
         }
+
     }
 
     fn note_erased(&mut self, epoch: u64) {
