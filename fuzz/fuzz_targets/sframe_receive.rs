@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         .expect("encrypt");
     let mut out = Vec::new();
     if data != genuine.as_slice() {
-        assert!(receiver.decrypt(data, b"", &mut out, now).is_err(), "forged frame accepted");
+        assert!(
+            receiver.decrypt(data, b"", &mut out, now).is_err(),
+            "forged frame accepted"
+        );
         assert!(out.is_empty());
     }
     receiver

@@ -157,7 +157,6 @@ impl ReceiverKeys {
         {
             self.note_erased(slot.keys.epoch());
         }
-
     }
 
     fn note_erased(&mut self, epoch: u64) {
