@@ -6,3 +6,7 @@
 //! (KeyPackages, Welcome and Commit fan-out, epoch fencing) and rooms for group calls with
 //! SFU placement. Protocol types live in `sotto-proto` so clients never link this crate's
 //! storage.
+//!
+//! - [`storage`]: what must survive a restart, behind a trait; SQLite by default.
+
+pub mod storage;

@@ -1,0 +1,141 @@
+//! What the signaling service must not lose: accounts, devices, KeyPackages, MLS groups,
+//! rooms and messages not yet delivered.
+//!
+//! [`Storage`] is the seam where a shared database can replace the embedded default when
+//! one node is not enough (DESIGN §6); [`sqlite::SqliteStorage`] is that default.
+//!
+//! SQLite (rusqlite, bundled) rather than redb: the delivery service needs multi-row
+//! transactions with secondary orderings (per-device queues by sequence, claims that delete
+//! exactly one row, epoch fencing as a compare-and-set), which are one SQL statement each;
+//! WAL mode survives `kill -9` without fsync on every write; and the schema carries over to
+//! PostgreSQL when several nodes share state.
+
+pub mod sqlite;
+
+use sotto_proto::{DeviceAddr, DeviceId, Handle, RoomId};
+
+/// An account as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// The handle.
+    pub handle: Handle,
+    /// Its Ed25519 identity key.
+    pub identity_key: Vec<u8>,
+    /// Its devices, in the order they were added.
+    pub devices: Vec<DeviceId>,
+}
+
+/// A claimed KeyPackage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedKeyPackage {
+    /// Whose device it belongs to.
+    pub device: DeviceAddr,
+    /// The package.
+    pub package: Vec<u8>,
+    /// Whether it is the last-resort one (returned, not consumed).
+    pub last_resort: bool,
+}
+
+/// An MLS group as the delivery service tracks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The current epoch.
+    pub epoch: u64,
+    /// Member devices and their leaves, as committers reported them.
+    pub members: Vec<(DeviceAddr, u32)>,
+}
+
+/// What an attempt to commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// It won: the group is now in this epoch.
+    Accepted(u64),
+    /// Another commit already took that epoch: this is the current one.
+    Stale(u64),
+    /// No such group.
+    NoGroup,
+}
+
+/// A room as stored (who may join; who is in the call right now is session state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Room {
+    /// The owner.
+    pub owner: Handle,
+    /// Handles invited, owner excluded.
+    pub invited: Vec<Handle>,
+}
+
+/// A storage failure: the operation changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(pub String);
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Result of storage operations.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Durable state of the signaling service. Each method is atomic.
+pub trait Storage: Send {
+    /// Creates an account; `false` if the handle is taken.
+    fn create_account(&mut self, handle: &Handle, identity_key: &[u8]) -> Result<bool>;
+    /// The account of a handle.
+    fn account(&self, handle: &Handle) -> Result<Option<Account>>;
+    /// Adds a device to an account (idempotent).
+    fn add_device(&mut self, device: &DeviceAddr) -> Result<()>;
+
+    /// Stores one-use KeyPackages and, if given, replaces the last-resort one. Returns how
+    /// many one-use packages the device now has.
+    fn add_key_packages(
+        &mut self,
+        device: &DeviceAddr,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<usize>;
+    /// One-use KeyPackages stored for a device.
+    fn key_package_count(&self, device: &DeviceAddr) -> Result<usize>;
+    /// Takes one KeyPackage of `handle` (of `device` if given): a one-use package is
+    /// deleted as it is returned, so each goes to exactly one claimer; with none left, the
+    /// last-resort package is returned and kept.
+    fn claim_key_package(
+        &mut self,
+        handle: &Handle,
+        device: Option<DeviceId>,
+    ) -> Result<Option<ClaimedKeyPackage>>;
+
+    /// Appends an item to each device's queue; returns the sequence numbers given.
+    fn enqueue(&mut self, to: &[DeviceAddr], item: &[u8]) -> Result<Vec<u64>>;
+    /// Items waiting for a device.
+    fn pending_count(&self, to: &DeviceAddr) -> Result<usize>;
+    /// Items waiting for a device with sequence above `after`, oldest first.
+    fn pending(&self, to: &DeviceAddr, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Drops a device's items up to and including `seq`.
+    fn ack(&mut self, to: &DeviceAddr, seq: u64) -> Result<()>;
+
+    /// Registers a group at epoch 0 with `creator` at leaf 0; `false` if it exists.
+    fn create_group(&mut self, group: &[u8], creator: &DeviceAddr) -> Result<bool>;
+    /// A group's epoch and members.
+    fn group(&self, group: &[u8]) -> Result<Option<Group>>;
+    /// Epoch fencing: if the group is in `epoch`, moves it to `epoch + 1` and applies the
+    /// membership change; otherwise reports the current epoch and changes nothing.
+    fn commit(
+        &mut self,
+        group: &[u8],
+        epoch: u64,
+        added: &[(DeviceAddr, u32)],
+        removed: &[u32],
+    ) -> Result<CommitOutcome>;
+
+    /// Creates a room owned by `owner`.
+    fn create_room(&mut self, room: &RoomId, owner: &Handle) -> Result<()>;
+    /// A room.
+    fn room(&self, room: &RoomId) -> Result<Option<Room>>;
+    /// Invites handles to a room (idempotent).
+    fn invite(&mut self, room: &RoomId, handles: &[Handle]) -> Result<()>;
+    /// Withdraws an invitation.
+    fn uninvite(&mut self, room: &RoomId, handle: &Handle) -> Result<()>;
+}

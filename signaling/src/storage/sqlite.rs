@@ -1,0 +1,565 @@
+//! The embedded default: one SQLite database file in the data directory, WAL mode.
+//!
+//! WAL with `synchronous=NORMAL` keeps every committed transaction across a process crash
+//! (`kill -9` included: the OS still holds the written pages); only a power loss can drop
+//! the last transactions, never corrupt the file.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sotto_proto::{DeviceAddr, DeviceId, Handle, RoomId};
+
+use super::{
+    Account, ClaimedKeyPackage, CommitOutcome, Group, Result, Room, Storage, StorageError,
+};
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS accounts (
+    handle TEXT PRIMARY KEY,
+    identity_key BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    handle TEXT NOT NULL REFERENCES accounts(handle),
+    device INTEGER NOT NULL,
+    added INTEGER NOT NULL,
+    PRIMARY KEY (handle, device)
+);
+CREATE TABLE IF NOT EXISTS key_packages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    handle TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    last_resort INTEGER NOT NULL,
+    package BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS key_packages_by_device ON key_packages (handle, device, last_resort, id);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    handle TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    item BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_by_device ON queue (handle, device, seq);
+CREATE TABLE IF NOT EXISTS groups (
+    id BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    grp BLOB NOT NULL REFERENCES groups(id),
+    leaf INTEGER NOT NULL,
+    handle TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    PRIMARY KEY (grp, leaf)
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    id BLOB PRIMARY KEY,
+    owner TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS room_invites (
+    room BLOB NOT NULL REFERENCES rooms(id),
+    handle TEXT NOT NULL,
+    PRIMARY KEY (room, handle)
+);
+";
+
+/// SQLite-backed [`Storage`].
+pub struct SqliteStorage {
+    db: Connection,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A database in memory, for tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(db: Connection) -> Result<Self> {
+        db.execute_batch(SCHEMA)?;
+        Ok(Self { db })
+    }
+}
+
+fn handle(s: String) -> Result<Handle> {
+    Handle::parse(&s).map_err(|e| StorageError(format!("stored handle {s:?} is invalid: {e}")))
+}
+
+fn device_id(v: i64) -> Result<DeviceId> {
+    DeviceId::try_from(v).map_err(|_| StorageError(format!("stored device id {v} out of range")))
+}
+
+fn u64_of(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StorageError(format!("stored value {v} is negative")))
+}
+
+fn i64_of(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StorageError(format!("value {v} too large to store")))
+}
+
+impl Storage for SqliteStorage {
+    fn create_account(&mut self, h: &Handle, identity_key: &[u8]) -> Result<bool> {
+        let n = self.db.execute(
+            "INSERT INTO accounts (handle, identity_key) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![h.as_str(), identity_key],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn account(&self, h: &Handle) -> Result<Option<Account>> {
+        let Some(identity_key) = self
+            .db
+            .query_row(
+                "SELECT identity_key FROM accounts WHERE handle = ?1",
+                [h.as_str()],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = self.db.prepare_cached(
+            "SELECT device FROM devices WHERE handle = ?1 ORDER BY added, device",
+        )?;
+        let devices = stmt
+            .query_map([h.as_str()], |r| r.get::<_, i64>(0))?
+            .map(|d| d.map_err(StorageError::from).and_then(device_id))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Account {
+            handle: h.clone(),
+            identity_key,
+            devices,
+        }))
+    }
+
+    fn add_device(&mut self, d: &DeviceAddr) -> Result<()> {
+        self.db.execute(
+            "INSERT INTO devices (handle, device, added)
+             VALUES (?1, ?2, (SELECT COALESCE(MAX(added), 0) + 1 FROM devices WHERE handle = ?1))
+             ON CONFLICT DO NOTHING",
+            params![d.handle.as_str(), d.device],
+        )?;
+        Ok(())
+    }
+
+    fn add_key_packages(
+        &mut self,
+        d: &DeviceAddr,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<usize> {
+        let tx = self.db.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO key_packages (handle, device, last_resort, package) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for p in packages {
+                ins.execute(params![d.handle.as_str(), d.device, 0, p])?;
+            }
+            if let Some(p) = last_resort {
+                tx.execute(
+                    "DELETE FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = 1",
+                    params![d.handle.as_str(), d.device],
+                )?;
+                ins.execute(params![d.handle.as_str(), d.device, 1, p])?;
+            }
+        }
+        tx.commit()?;
+        self.key_package_count(d)
+    }
+
+    fn key_package_count(&self, d: &DeviceAddr) -> Result<usize> {
+        let n: i64 = self.db.query_row(
+            "SELECT COUNT(*) FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = 0",
+            params![d.handle.as_str(), d.device],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn claim_key_package(
+        &mut self,
+        h: &Handle,
+        device: Option<DeviceId>,
+    ) -> Result<Option<ClaimedKeyPackage>> {
+        let tx = self.db.transaction()?;
+        let one_use = tx
+            .query_row(
+                "DELETE FROM key_packages WHERE id = (
+                     SELECT id FROM key_packages
+                     WHERE handle = ?1 AND (?2 IS NULL OR device = ?2) AND last_resort = 0
+                     ORDER BY id LIMIT 1)
+                 RETURNING device, package",
+                params![h.as_str(), device],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?;
+        let found = match one_use {
+            Some((d, p)) => Some((d, p, false)),
+            None => tx
+                .query_row(
+                    "SELECT device, package FROM key_packages
+                     WHERE handle = ?1 AND (?2 IS NULL OR device = ?2) AND last_resort = 1
+                     ORDER BY id LIMIT 1",
+                    params![h.as_str(), device],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, true)),
+                )
+                .optional()?,
+        };
+        tx.commit()?;
+        found
+            .map(|(d, package, last_resort)| {
+                Ok(ClaimedKeyPackage {
+                    device: DeviceAddr {
+                        handle: h.clone(),
+                        device: device_id(d)?,
+                    },
+                    package,
+                    last_resort,
+                })
+            })
+            .transpose()
+    }
+
+    fn enqueue(&mut self, to: &[DeviceAddr], item: &[u8]) -> Result<Vec<u64>> {
+        let tx = self.db.transaction()?;
+        let mut seqs = Vec::with_capacity(to.len());
+        {
+            let mut ins =
+                tx.prepare_cached("INSERT INTO queue (handle, device, item) VALUES (?1, ?2, ?3)")?;
+            for d in to {
+                ins.execute(params![d.handle.as_str(), d.device, item])?;
+                seqs.push(u64_of(tx.last_insert_rowid())?);
+            }
+        }
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    fn pending_count(&self, to: &DeviceAddr) -> Result<usize> {
+        let n: i64 = self.db.query_row(
+            "SELECT COUNT(*) FROM queue WHERE handle = ?1 AND device = ?2",
+            params![to.handle.as_str(), to.device],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn pending(&self, to: &DeviceAddr, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT seq, item FROM queue WHERE handle = ?1 AND device = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                to.handle.as_str(),
+                to.device,
+                i64_of(after)?,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        rows.map(|r| {
+            let (s, item) = r?;
+            Ok((u64_of(s)?, item))
+        })
+        .collect()
+    }
+
+    fn ack(&mut self, to: &DeviceAddr, seq: u64) -> Result<()> {
+        self.db.execute(
+            "DELETE FROM queue WHERE handle = ?1 AND device = ?2 AND seq <= ?3",
+            params![to.handle.as_str(), to.device, i64_of(seq)?],
+        )?;
+        Ok(())
+    }
+
+    fn create_group(&mut self, group: &[u8], creator: &DeviceAddr) -> Result<bool> {
+        let tx = self.db.transaction()?;
+        let n = tx.execute(
+            "INSERT INTO groups (id, epoch) VALUES (?1, 0) ON CONFLICT DO NOTHING",
+            [group],
+        )?;
+        if n == 1 {
+            tx.execute(
+                "INSERT INTO group_members (grp, leaf, handle, device) VALUES (?1, 0, ?2, ?3)",
+                params![group, creator.handle.as_str(), creator.device],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    fn group(&self, group: &[u8]) -> Result<Option<Group>> {
+        let Some(epoch) = self
+            .db
+            .query_row("SELECT epoch FROM groups WHERE id = ?1", [group], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = self.db.prepare_cached(
+            "SELECT handle, device, leaf FROM group_members WHERE grp = ?1 ORDER BY leaf",
+        )?;
+        let members = stmt
+            .query_map([group], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .map(|row| {
+                let (h, d, leaf) = row?;
+                Ok((
+                    DeviceAddr {
+                        handle: handle(h)?,
+                        device: device_id(d)?,
+                    },
+                    u32::try_from(leaf)
+                        .map_err(|_| StorageError(format!("leaf {leaf} out of range")))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Group {
+            epoch: u64_of(epoch)?,
+            members,
+        }))
+    }
+
+    fn commit(
+        &mut self,
+        group: &[u8],
+        epoch: u64,
+        added: &[(DeviceAddr, u32)],
+        removed: &[u32],
+    ) -> Result<CommitOutcome> {
+        let tx = self.db.transaction()?;
+        let n = tx.execute(
+            "UPDATE groups SET epoch = epoch + 1 WHERE id = ?1 AND epoch = ?2",
+            params![group, i64_of(epoch)?],
+        )?;
+        if n == 0 {
+            let current = tx
+                .query_row("SELECT epoch FROM groups WHERE id = ?1", [group], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?;
+            return match current {
+                Some(e) => Ok(CommitOutcome::Stale(u64_of(e)?)),
+                None => Ok(CommitOutcome::NoGroup),
+            };
+        }
+        for leaf in removed {
+            tx.execute(
+                "DELETE FROM group_members WHERE grp = ?1 AND leaf = ?2",
+                params![group, leaf],
+            )?;
+        }
+        for (d, leaf) in added {
+            tx.execute(
+                "INSERT OR REPLACE INTO group_members (grp, leaf, handle, device) VALUES (?1, ?2, ?3, ?4)",
+                params![group, leaf, d.handle.as_str(), d.device],
+            )?;
+        }
+        tx.commit()?;
+        Ok(CommitOutcome::Accepted(epoch + 1))
+    }
+
+    fn create_room(&mut self, room: &RoomId, owner: &Handle) -> Result<()> {
+        self.db.execute(
+            "INSERT INTO rooms (id, owner) VALUES (?1, ?2)",
+            params![&room.0[..], owner.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn room(&self, room: &RoomId) -> Result<Option<Room>> {
+        let Some(owner) = self
+            .db
+            .query_row(
+                "SELECT owner FROM rooms WHERE id = ?1",
+                [&room.0[..]],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT handle FROM room_invites WHERE room = ?1 ORDER BY handle")?;
+        let invited = stmt
+            .query_map([&room.0[..]], |r| r.get::<_, String>(0))?
+            .map(|h| handle(h?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Room {
+            owner: handle(owner)?,
+            invited,
+        }))
+    }
+
+    fn invite(&mut self, room: &RoomId, handles: &[Handle]) -> Result<()> {
+        let tx = self.db.transaction()?;
+        for h in handles {
+            tx.execute(
+                "INSERT INTO room_invites (room, handle) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![&room.0[..], h.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn uninvite(&mut self, room: &RoomId, h: &Handle) -> Result<()> {
+        self.db.execute(
+            "DELETE FROM room_invites WHERE room = ?1 AND handle = ?2",
+            params![&room.0[..], h.as_str()],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(h: &str, d: DeviceId) -> DeviceAddr {
+        DeviceAddr {
+            handle: Handle::parse(h).expect("handle"),
+            device: d,
+        }
+    }
+
+    #[test]
+    fn accounts_and_devices() {
+        let mut s = SqliteStorage::in_memory().expect("db");
+        let alice = Handle::parse("@alice").expect("handle");
+        assert!(s.create_account(&alice, &[1; 32]).expect("create"));
+        assert!(
+            !s.create_account(&alice, &[2; 32]).expect("create"),
+            "taken"
+        );
+        s.add_device(&addr("@alice", 7)).expect("dev");
+        s.add_device(&addr("@alice", 3)).expect("dev");
+        s.add_device(&addr("@alice", 7)).expect("idempotent");
+        let a = s.account(&alice).expect("get").expect("exists");
+        assert_eq!((a.identity_key, a.devices), (vec![1; 32], vec![7, 3]));
+    }
+
+    #[test]
+    fn key_packages_are_claimed_once_and_last_resort_is_kept() {
+        let mut s = SqliteStorage::in_memory().expect("db");
+        let bob = Handle::parse("@bob").expect("handle");
+        s.create_account(&bob, &[1; 32]).expect("create");
+        let d = addr("@bob", 1);
+        s.add_device(&d).expect("dev");
+        assert_eq!(
+            s.add_key_packages(&d, &[vec![1], vec![2]], Some(&[9]))
+                .expect("add"),
+            2
+        );
+        let c = |s: &mut SqliteStorage| {
+            s.claim_key_package(&bob, None)
+                .expect("claim")
+                .map(|c| (c.package, c.last_resort))
+        };
+        assert_eq!(c(&mut s), Some((vec![1], false)));
+        assert_eq!(c(&mut s), Some((vec![2], false)));
+        assert_eq!(c(&mut s), Some((vec![9], true)));
+        assert_eq!(
+            c(&mut s),
+            Some((vec![9], true)),
+            "last resort is never consumed"
+        );
+        s.add_key_packages(&d, &[], Some(&[10]))
+            .expect("replace last resort");
+        assert_eq!(c(&mut s), Some((vec![10], true)));
+        assert_eq!(s.claim_key_package(&bob, Some(2)).expect("claim"), None);
+    }
+
+    #[test]
+    fn queue_is_ordered_and_acked() {
+        let mut s = SqliteStorage::in_memory().expect("db");
+        let (a, b) = (addr("@alice", 1), addr("@bob", 1));
+        let s1 = s.enqueue(&[a.clone(), b.clone()], b"one").expect("enq");
+        let s2 = s.enqueue(std::slice::from_ref(&a), b"two").expect("enq");
+        assert!(s2[0] > s1[0]);
+        let items: Vec<Vec<u8>> = s
+            .pending(&a, 0, 10)
+            .expect("pending")
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
+        assert_eq!(items, vec![b"one".to_vec(), b"two".to_vec()]);
+        s.ack(&a, s1[0]).expect("ack");
+        assert_eq!(s.pending_count(&a).expect("count"), 1);
+        assert_eq!(s.pending_count(&b).expect("count"), 1);
+    }
+
+    #[test]
+    fn commits_are_fenced_per_epoch() {
+        let mut s = SqliteStorage::in_memory().expect("db");
+        let a = addr("@alice", 1);
+        assert!(s.create_group(b"g", &a).expect("create"));
+        assert!(!s.create_group(b"g", &a).expect("create"));
+        let b = addr("@bob", 1);
+        assert_eq!(
+            s.commit(b"g", 0, &[(b.clone(), 1)], &[]).expect("commit"),
+            CommitOutcome::Accepted(1)
+        );
+        assert_eq!(
+            s.commit(b"g", 0, &[], &[1]).expect("commit"),
+            CommitOutcome::Stale(1)
+        );
+        assert_eq!(
+            s.commit(b"nope", 0, &[], &[]).expect("commit"),
+            CommitOutcome::NoGroup
+        );
+        assert_eq!(
+            s.group(b"g").expect("g").expect("exists").members,
+            vec![(a.clone(), 0), (b, 1)]
+        );
+        assert_eq!(
+            s.commit(b"g", 1, &[], &[1]).expect("commit"),
+            CommitOutcome::Accepted(2)
+        );
+        assert_eq!(
+            s.group(b"g").expect("g").expect("exists").members,
+            vec![(a, 0)]
+        );
+    }
+
+    #[test]
+    fn rooms_and_invites() {
+        let mut s = SqliteStorage::in_memory().expect("db");
+        let room = RoomId([4; 16]);
+        let (o, x) = (
+            Handle::parse("@owner").expect("h"),
+            Handle::parse("@xavier").expect("h"),
+        );
+        s.create_room(&room, &o).expect("room");
+        s.invite(&room, &[x.clone(), x.clone()]).expect("invite");
+        assert_eq!(
+            s.room(&room).expect("room"),
+            Some(Room {
+                owner: o,
+                invited: vec![x.clone()]
+            })
+        );
+        s.uninvite(&room, &x).expect("uninvite");
+        assert!(
+            s.room(&room)
+                .expect("room")
+                .expect("exists")
+                .invited
+                .is_empty()
+        );
+    }
+}
