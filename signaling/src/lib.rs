@@ -9,4 +9,5 @@
 //!
 //! - [`storage`]: what must survive a restart, behind a trait; SQLite by default.
 
+pub mod core;
 pub mod storage;

@@ -1,0 +1,269 @@
+//! One-to-one calls: ring every online device of the callee, first accept wins, and every
+//! way a call can end (hang-up, decline, cancel, timeout, disconnect) reaches both sides
+//! with its reason. WebRTC negotiation is relayed between the two parties of a call only.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
+
+use sotto_proto::{CallId, DeviceAddr, EndReason, ErrorCode, Event, Handle, Response, RtcSignal};
+
+use super::{Core, Reply, SessionId, Timer, err};
+
+struct Call {
+    caller: (DeviceAddr, SessionId),
+    /// Callee devices still ringing (before an answer).
+    ringing: BTreeMap<DeviceAddr, SessionId>,
+    /// The callee device that answered.
+    answered: Option<(DeviceAddr, SessionId)>,
+}
+
+/// Live calls, and which call each device is in.
+#[derive(Default)]
+pub(super) struct Calls {
+    calls: HashMap<CallId, Call>,
+    busy: HashMap<DeviceAddr, CallId>,
+}
+
+impl Core {
+    pub(super) fn invite(
+        &mut self,
+        sid: SessionId,
+        me: &DeviceAddr,
+        call: CallId,
+        to: Handle,
+        now: Instant,
+    ) -> Reply {
+        self.account_rate(&me.handle, now)?;
+        if self.calls.calls.contains_key(&call) {
+            return Err(err(ErrorCode::InvalidState, "call id already in use"));
+        }
+        if to == me.handle {
+            return Err(err(ErrorCode::Forbidden, "cannot call yourself"));
+        }
+        if self.calls.busy.contains_key(me) {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "this device is already in a call",
+            ));
+        }
+        if self.storage.account(&to)?.is_none() {
+            return Err(err(ErrorCode::NotFound, format!("no account {to}")));
+        }
+        let devices = self.sessions_of(&to);
+        if devices.is_empty() {
+            return Err(err(
+                ErrorCode::Offline,
+                format!("{to} has no device online"),
+            ));
+        }
+        if devices.iter().any(|(d, _)| self.calls.busy.contains_key(d)) {
+            return Err(err(ErrorCode::Busy, format!("{to} is in another call")));
+        }
+        for (d, s) in &devices {
+            self.calls.busy.insert(d.clone(), call);
+            self.event(
+                *s,
+                Event::IncomingCall {
+                    call,
+                    from: me.clone(),
+                },
+            );
+        }
+        self.calls.busy.insert(me.clone(), call);
+        self.calls.calls.insert(
+            call,
+            Call {
+                caller: (me.clone(), sid),
+                ringing: devices.iter().cloned().collect(),
+                answered: None,
+            },
+        );
+        self.timers
+            .insert((now + self.cfg.ring_timeout, Timer::Ring(call)));
+        self.metrics
+            .calls_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::Ringing {
+            call,
+            devices: devices.len().try_into().unwrap_or(u32::MAX),
+        })
+    }
+
+    pub(super) fn accept(&mut self, sid: SessionId, me: &DeviceAddr, call: CallId) -> Reply {
+        let c = self
+            .calls
+            .calls
+            .get_mut(&call)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such call"))?;
+        if c.answered.is_some() {
+            return Err(err(
+                ErrorCode::AlreadyAnswered,
+                "another device answered first",
+            ));
+        }
+        if c.ringing.remove(me).is_none() {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "this device is not ringing for that call",
+            ));
+        }
+        c.answered = Some((me.clone(), sid));
+        let others: Vec<(DeviceAddr, SessionId)> =
+            std::mem::take(&mut c.ringing).into_iter().collect();
+        let caller = c.caller.1;
+        for (d, s) in others {
+            self.calls.busy.remove(&d);
+            self.event(
+                s,
+                Event::CallEnded {
+                    call,
+                    reason: EndReason::AnsweredElsewhere,
+                },
+            );
+        }
+        self.event(
+            caller,
+            Event::CallAccepted {
+                call,
+                by: me.clone(),
+            },
+        );
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn decline(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+        let c = self
+            .calls
+            .calls
+            .get(&call)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such call"))?;
+        if !c.ringing.contains_key(me) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "this device is not ringing for that call",
+            ));
+        }
+        self.end_call(call, EndReason::Declined, Some(me));
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn cancel(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+        let c = self
+            .calls
+            .calls
+            .get(&call)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such call"))?;
+        if &c.caller.0 != me {
+            return Err(err(ErrorCode::Forbidden, "only the caller cancels"));
+        }
+        if c.answered.is_some() {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the call was answered: hang up instead",
+            ));
+        }
+        self.end_call(call, EndReason::Cancelled, Some(me));
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn hangup(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+        let c = self
+            .calls
+            .calls
+            .get(&call)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such call"))?;
+        let is_caller = &c.caller.0 == me;
+        let is_callee = c.answered.as_ref().is_some_and(|(d, _)| d == me);
+        let is_ringing = c.ringing.contains_key(me);
+        let reason = match (c.answered.is_some(), is_caller, is_callee, is_ringing) {
+            (true, true, _, _) | (true, _, true, _) => EndReason::HungUp,
+            (false, true, _, _) => EndReason::Cancelled,
+            (false, _, _, true) => EndReason::Declined,
+            _ => return Err(err(ErrorCode::Forbidden, "not a party to that call")),
+        };
+        self.end_call(call, reason, Some(me));
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn relay(&mut self, me: &DeviceAddr, call: CallId, signal: RtcSignal) -> Reply {
+        let c = self
+            .calls
+            .calls
+            .get(&call)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such call"))?;
+        let targets: Vec<SessionId> = if &c.caller.0 == me {
+            match &c.answered {
+                Some((_, s)) => vec![*s],
+                None => c.ringing.values().copied().collect(),
+            }
+        } else if c.answered.as_ref().is_some_and(|(d, _)| d == me) {
+            vec![c.caller.1]
+        } else {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the two parties of an answered call relay",
+            ));
+        };
+        for s in targets {
+            self.event(
+                s,
+                Event::Relayed {
+                    call,
+                    from: me.clone(),
+                    signal: signal.clone(),
+                },
+            );
+        }
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn ring_timeout(&mut self, call: CallId, _now: Instant) {
+        if self
+            .calls
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.answered.is_none())
+        {
+            self.end_call(call, EndReason::Timeout, None);
+        }
+    }
+
+    pub(super) fn calls_on_disconnect(&mut self, me: &DeviceAddr, sid: SessionId, _now: Instant) {
+        let Some(&call) = self.calls.busy.get(me) else {
+            return;
+        };
+        let Some(c) = self.calls.calls.get_mut(&call) else {
+            return;
+        };
+        if c.caller.1 == sid || c.answered.as_ref().is_some_and(|(_, s)| *s == sid) {
+            self.end_call(call, EndReason::PeerDisconnected, Some(me));
+        } else if c.ringing.get(me) == Some(&sid) {
+            // One ringing device went away; the call goes on while others ring.
+            c.ringing.remove(me);
+            self.calls.busy.remove(me);
+            if c.ringing.is_empty() && c.answered.is_none() {
+                self.end_call(call, EndReason::PeerDisconnected, None);
+            }
+        }
+    }
+
+    /// Ends a call: every party, the one who ended it included, hears `reason`, so each
+    /// side's call ends the same way whatever ended it.
+    fn end_call(&mut self, call: CallId, reason: EndReason, _by: Option<&DeviceAddr>) {
+        let Some(c) = self.calls.calls.remove(&call) else {
+            return;
+        };
+        let mut parties: Vec<(DeviceAddr, SessionId)> = vec![c.caller];
+        parties.extend(c.ringing);
+        parties.extend(c.answered);
+        for (d, s) in parties {
+            self.calls.busy.remove(&d);
+            if self.sessions.contains_key(&s) {
+                self.event(s, Event::CallEnded { call, reason });
+            }
+        }
+        self.metrics.call_ended(reason);
+    }
+}

@@ -1,0 +1,421 @@
+//! Rooms for group calls, SFU nodes, and join tokens.
+//!
+//! Who may join a room (owner, invitations) is stored; who is in the call right now is
+//! session state. Each live room is placed on the least-loaded registered SFU. A
+//! participant presents a join token signed with the service's Ed25519 token key (the SFU
+//! gets the public key when it registers) naming its MLS leaf, which the SFU enforces as
+//! the sender index of its frames. The leaf comes from the delivery service's record of the
+//! commit that added the device to the room's group (group id = room id).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
+
+use ed25519_dalek::Signer;
+use sotto_proto::{
+    DeviceAddr, ErrorCode, Event, Handle, JOIN_TOKEN_LABEL, JoinToken, Response, RoomId,
+    RosterEntry, RtcSignal, SignedJoinToken, Stored,
+};
+
+use super::{Core, Reply, SessionId, SessionState, err, room_id};
+
+struct SfuNode {
+    media_addr: String,
+    capacity: u32,
+}
+
+struct LiveRoom {
+    owner: Handle,
+    participants: BTreeMap<DeviceAddr, SessionId>,
+    sfu: Option<SessionId>,
+}
+
+/// Rooms with someone in them, and the SFU nodes.
+#[derive(Default)]
+pub(super) struct LiveRooms {
+    rooms: HashMap<RoomId, LiveRoom>,
+    sfus: BTreeMap<SessionId, SfuNode>,
+}
+
+impl Core {
+    pub(super) fn create_room(&mut self, me: &DeviceAddr) -> Reply {
+        let room = room_id(self.random::<16>());
+        self.storage.create_room(&room, &me.handle)?;
+        Ok(Response::RoomCreated { room })
+    }
+
+    pub(super) fn invite_to_room(
+        &mut self,
+        me: &DeviceAddr,
+        room: RoomId,
+        handles: Vec<Handle>,
+    ) -> Reply {
+        let r = self
+            .storage
+            .room(&room)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))?;
+        if r.owner != me.handle {
+            return Err(err(ErrorCode::Forbidden, "only the owner invites"));
+        }
+        if handles.len() > self.cfg.limits.max_invite {
+            return Err(err(
+                ErrorCode::LimitReached {
+                    what: "invitees".into(),
+                },
+                format!(
+                    "invite at most {} handles at once",
+                    self.cfg.limits.max_invite
+                ),
+            ));
+        }
+        let mut devices = Vec::new();
+        for h in &handles {
+            let acc = self
+                .storage
+                .account(h)?
+                .ok_or_else(|| err(ErrorCode::NotFound, format!("no account {h}")))?;
+            devices.extend(acc.devices.into_iter().map(|device| DeviceAddr {
+                handle: h.clone(),
+                device,
+            }));
+        }
+        self.storage.invite(&room, &handles)?;
+        self.store_and_deliver(
+            &devices,
+            &Stored::RoomInvite {
+                room,
+                from: me.handle.clone(),
+            },
+        )?;
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn join_room(&mut self, sid: SessionId, me: &DeviceAddr, room: RoomId) -> Reply {
+        let r = self
+            .storage
+            .room(&room)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))?;
+        if r.owner != me.handle && !r.invited.contains(&me.handle) {
+            return Err(err(ErrorCode::Forbidden, "not invited to that room"));
+        }
+        let least_loaded = self.least_loaded_sfu();
+        let live = self.rooms.rooms.entry(room).or_insert_with(|| LiveRoom {
+            owner: r.owner.clone(),
+            participants: BTreeMap::new(),
+            sfu: None,
+        });
+        live.participants.insert(me.clone(), sid);
+        if live.sfu.is_none() {
+            live.sfu = least_loaded;
+        }
+        let roster = self.roster(&room);
+        self.broadcast_roster(&room, Some(me));
+        Ok(Response::RoomJoined { room, roster })
+    }
+
+    pub(super) fn leave_room(&mut self, me: &DeviceAddr, room: RoomId) -> Reply {
+        if !self.drop_participant(&room, me) {
+            return Err(err(ErrorCode::NotFound, "not in that room"));
+        }
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn remove_from_room(
+        &mut self,
+        me: &DeviceAddr,
+        room: RoomId,
+        who: &Handle,
+    ) -> Reply {
+        let r = self
+            .storage
+            .room(&room)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))?;
+        if r.owner != me.handle {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the owner removes participants",
+            ));
+        }
+        if who == &r.owner {
+            return Err(err(ErrorCode::Forbidden, "the owner cannot be removed"));
+        }
+        self.storage.uninvite(&room, who)?;
+        let gone: Vec<(DeviceAddr, SessionId)> = self
+            .rooms
+            .rooms
+            .get(&room)
+            .map(|l| {
+                l.participants
+                    .iter()
+                    .filter(|(d, _)| &d.handle == who)
+                    .map(|(d, s)| (d.clone(), *s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (d, s) in gone {
+            self.event(s, Event::RemovedFromRoom { room });
+            self.drop_participant(&room, &d);
+        }
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn sfu_token(&mut self, me: &DeviceAddr, room: RoomId, now: Instant) -> Reply {
+        let sfu = self.participant_sfu(me, &room)?;
+        let leaf = self.leaf_of(me, &room)?;
+        let token = JoinToken {
+            room,
+            device: me.clone(),
+            leaf,
+            expires_unix: self.unix(now) + self.cfg.token_ttl.as_secs(),
+        };
+        let token =
+            sotto_proto::encode(&token).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        let mut signed = JOIN_TOKEN_LABEL.to_vec();
+        signed.extend_from_slice(&token);
+        let signature = self.token_key.sign(&signed).to_bytes().to_vec();
+        let media_addr = self
+            .rooms
+            .sfus
+            .get(&sfu)
+            .map(|n| n.media_addr.clone())
+            .unwrap_or_default();
+        Ok(Response::SfuToken {
+            token: SignedJoinToken { token, signature },
+            media_addr,
+        })
+    }
+
+    pub(super) fn relay_to_sfu(
+        &mut self,
+        me: &DeviceAddr,
+        room: RoomId,
+        signal: RtcSignal,
+    ) -> Reply {
+        let sfu = self.participant_sfu(me, &room)?;
+        let leaf = self.leaf_of(me, &room)?;
+        self.event(
+            sfu,
+            Event::ToSfu {
+                room,
+                from: me.clone(),
+                leaf,
+                signal,
+            },
+        );
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn register_sfu(
+        &mut self,
+        sid: SessionId,
+        state: &SessionState,
+        node: String,
+        secret: &str,
+        media_addr: String,
+        capacity: u32,
+    ) -> Reply {
+        if !matches!(state, SessionState::Greeted) {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "register an SFU on a fresh connection",
+            ));
+        }
+        let ok = self
+            .cfg
+            .sfu_secret
+            .as_deref()
+            .is_some_and(|s| constant_time_eq(s.as_bytes(), secret.as_bytes()));
+        if !ok {
+            tracing::warn!(node = %node, "SFU registration refused: bad secret");
+            return Err(err(ErrorCode::Forbidden, "SFU credential refused"));
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.state = SessionState::Sfu;
+        }
+        tracing::info!(node = %node, media_addr = %media_addr, capacity, "SFU registered");
+        self.rooms.sfus.insert(
+            sid,
+            SfuNode {
+                media_addr,
+                capacity,
+            },
+        );
+        Ok(Response::SfuRegistered {
+            token_key: self.token_key.verifying_key().to_bytes().to_vec(),
+        })
+    }
+
+    pub(super) fn sfu_relay(
+        &mut self,
+        sid: SessionId,
+        room: RoomId,
+        to: &DeviceAddr,
+        signal: RtcSignal,
+    ) -> Reply {
+        let target = self
+            .rooms
+            .rooms
+            .get(&room)
+            .filter(|l| l.sfu == Some(sid))
+            .and_then(|l| l.participants.get(to).copied())
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::NotFound,
+                    "no such participant in a room of this SFU",
+                )
+            })?;
+        self.event(target, Event::FromSfu { room, signal });
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn sfu_gone(&mut self, sid: SessionId) {
+        self.rooms.sfus.remove(&sid);
+        let next = self.least_loaded_sfu();
+        for live in self.rooms.rooms.values_mut() {
+            if live.sfu == Some(sid) {
+                live.sfu = next;
+            }
+        }
+    }
+
+    pub(super) fn rooms_on_disconnect(&mut self, me: &DeviceAddr, sid: SessionId) {
+        let rooms: Vec<RoomId> = self
+            .rooms
+            .rooms
+            .iter()
+            .filter(|(_, l)| l.participants.get(me) == Some(&sid))
+            .map(|(r, _)| *r)
+            .collect();
+        for r in rooms {
+            self.drop_participant(&r, me);
+        }
+    }
+
+    /// Removes a participant from a live room, tells the rest and the SFU.
+    fn drop_participant(&mut self, room: &RoomId, who: &DeviceAddr) -> bool {
+        let Some(live) = self.rooms.rooms.get_mut(room) else {
+            return false;
+        };
+        if live.participants.remove(who).is_none() {
+            return false;
+        }
+        let sfu = live.sfu;
+        let empty = live.participants.is_empty();
+        if let Some(sfu) = sfu {
+            self.event(
+                sfu,
+                Event::SfuParticipantGone {
+                    room: *room,
+                    device: who.clone(),
+                },
+            );
+        }
+        if empty {
+            self.rooms.rooms.remove(room);
+        } else {
+            self.broadcast_roster(room, None);
+        }
+        true
+    }
+
+    fn roster(&self, room: &RoomId) -> Vec<RosterEntry> {
+        self.rooms
+            .rooms
+            .get(room)
+            .map(|l| {
+                l.participants
+                    .keys()
+                    .map(|d| RosterEntry {
+                        device: d.clone(),
+                        owner: d.handle == l.owner,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn broadcast_roster(&mut self, room: &RoomId, except: Option<&DeviceAddr>) {
+        let roster = self.roster(room);
+        let targets: Vec<SessionId> = self
+            .rooms
+            .rooms
+            .get(room)
+            .map(|l| {
+                l.participants
+                    .iter()
+                    .filter(|(d, _)| Some(*d) != except)
+                    .map(|(_, s)| *s)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for s in targets {
+            self.event(
+                s,
+                Event::Roster {
+                    room: *room,
+                    roster: roster.clone(),
+                },
+            );
+        }
+    }
+
+    fn participant_sfu(
+        &self,
+        me: &DeviceAddr,
+        room: &RoomId,
+    ) -> Result<SessionId, sotto_proto::ErrorBody> {
+        let live = self
+            .rooms
+            .rooms
+            .get(room)
+            .filter(|l| l.participants.contains_key(me))
+            .ok_or_else(|| err(ErrorCode::Forbidden, "join the room first"))?;
+        live.sfu.ok_or_else(|| {
+            err(
+                ErrorCode::LimitReached { what: "sfu".into() },
+                "no SFU is available",
+            )
+        })
+    }
+
+    fn leaf_of(&mut self, me: &DeviceAddr, room: &RoomId) -> Result<u32, sotto_proto::ErrorBody> {
+        let group = self
+            .storage
+            .group(&room.0)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "the room has no MLS group yet"))?;
+        group
+            .members
+            .iter()
+            .find(|(d, _)| d == me)
+            .map(|(_, leaf)| *leaf)
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::Forbidden,
+                    "not a member of the room's MLS group yet",
+                )
+            })
+    }
+
+    fn least_loaded_sfu(&self) -> Option<SessionId> {
+        let load = |sid: &SessionId| {
+            self.rooms
+                .rooms
+                .values()
+                .filter(|l| l.sfu == Some(*sid))
+                .map(|l| l.participants.len())
+                .sum::<usize>()
+        };
+        self.rooms
+            .sfus
+            .iter()
+            .map(|(sid, n)| (load(sid) as f64 / f64::from(n.capacity.max(1)), *sid))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, sid)| sid)
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
