@@ -10,4 +10,6 @@
 //! - [`storage`]: what must survive a restart, behind a trait; SQLite by default.
 
 pub mod core;
+pub mod server;
 pub mod storage;
+pub mod tls;
