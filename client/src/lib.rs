@@ -10,4 +10,6 @@
 //! features land. This crate may derive media keys; the SFU never links it.
 
 pub mod mls;
+pub mod signaling;
+
 pub mod verify;

@@ -1,3 +1,135 @@
-//! End-to-end tests of sotto live in `tests/tests/`, one file per behaviour
-//! (`e2ee_group_keys.rs`, `sfu_holds_no_keys.rs`, ...). They start real servers on loopback
-//! and place real calls; this library holds nothing yet but their shared harness.
+//! End-to-end tests of sotto live in `tests/tests/`, one file per behaviour. They start
+//! real servers on loopback and talk to them over real QUIC; this library is their shared
+//! harness.
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use sotto_client::signaling::{Incoming, Pin, SignalingClient};
+use sotto_proto::{DeviceId, Handle, Response};
+use sotto_signaling::server::{Running, ServerConfig, start};
+
+/// A signaling server on an ephemeral loopback port, with its own data directory.
+pub struct TestServer {
+    /// The running server.
+    pub running: Running,
+    /// The certificate pin.
+    pub pin: Pin,
+    /// Its data directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a server; `tweak` adjusts the configuration first.
+pub async fn server(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_owned());
+    cfg.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    tweak(&mut cfg);
+    let running = start(cfg).await.expect("server starts");
+    let pin = running.fingerprint.parse().expect("pin");
+    TestServer { running, pin, dir }
+}
+
+/// A logged-in device.
+pub struct User {
+    /// Its connection.
+    pub client: SignalingClient,
+    /// Its handle.
+    pub handle: Handle,
+    /// Its identity key.
+    pub key: SigningKey,
+    /// Its device id.
+    pub device: DeviceId,
+}
+
+/// A deterministic identity key for a handle (tests only).
+pub fn key_for(handle: &str) -> SigningKey {
+    let mut seed = [0u8; 32];
+    for (i, b) in handle.bytes().enumerate() {
+        seed[i % 32] ^= b.wrapping_mul(31).wrapping_add(i as u8);
+    }
+    SigningKey::from_bytes(&seed)
+}
+
+/// Parses a handle.
+pub fn h(s: &str) -> Handle {
+    Handle::parse(s).expect("valid handle")
+}
+
+impl TestServer {
+    /// A new connection, handshake done.
+    pub async fn connect(&self) -> SignalingClient {
+        SignalingClient::connect(self.running.addr, &self.pin)
+            .await
+            .expect("connects")
+    }
+
+    /// Registers `handle` (if new) and logs `device` in.
+    pub async fn user(&self, handle: &str, device: DeviceId) -> User {
+        let client = self.connect().await;
+        let key = key_for(handle);
+        let hd = h(handle);
+        let r = match client.register(&hd, &key, device).await {
+            Ok(r) => r,
+            // The account exists: log this device in on the same connection.
+            Err(_) => client.login(&hd, &key, device).await.expect("login"),
+        };
+
+        assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+        User {
+            client,
+            handle: hd,
+            key,
+            device,
+        }
+    }
+}
+
+impl User {
+    /// The next event or delivery within 5 s (panics on silence: a test is waiting for it).
+    pub async fn next(&mut self) -> Incoming {
+        self.client
+            .next_within(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}#{}: nothing arrived within 5 s",
+                    self.handle, self.device
+                )
+            })
+    }
+
+    /// Skips arrivals until one matches, within 5 s.
+    pub async fn expect(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Incoming) -> bool,
+    ) -> Incoming {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.client.next_within(left).await {
+                Some(i) if pred(&i) => return i,
+                Some(_) => continue,
+                None => panic!("{}#{}: no {what} within 5 s", self.handle, self.device),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `d`.
+    pub async fn quiet_for(&mut self, d: Duration) {
+        if let Some(i) = self.client.next_within(d).await {
+            panic!(
+                "{}#{}: expected silence, got {i:?}",
+                self.handle, self.device
+            );
+        }
+    }
+}
+
+/// Random bytes.
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("OS randomness");
+    b
+}
