@@ -85,6 +85,13 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// [`Self::user`] for device 1, taking an owned handle (handy in `join_all`).
+    pub async fn user_owned(&self, handle: String) -> User {
+        self.user(&handle, 1).await
+    }
+}
+
 impl User {
     /// The next event or delivery within 5 s (panics on silence: a test is waiting for it).
     pub async fn next(&mut self) -> Incoming {

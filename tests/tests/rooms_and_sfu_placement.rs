@@ -1,0 +1,205 @@
+//! Rooms over real QUIC: create, invite (stored for offline devices), join, roster events,
+//! SFU registration and placement, signed join tokens carrying the MLS leaf, relay between
+//! participant and SFU, and removal by the owner.
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use sotto_client::signaling::{ClientError, Incoming};
+use sotto_proto::{
+    AddedMember, DeviceAddr, ErrorCode, Event, JOIN_TOKEN_LABEL, JoinToken, Request, Response,
+    RtcSignal, Stored,
+};
+use sotto_tests::{h, server};
+
+#[tokio::test]
+async fn room_lifecycle_with_sfu_tokens_and_relay() {
+    let s = server(|c| c.core.sfu_secret = Some("s3cret".into())).await;
+
+    // An SFU with the wrong secret is refused; with the right one it gets the token key.
+    let bad_sfu = s.connect().await;
+    let r = bad_sfu
+        .request(Request::RegisterSfu {
+            node: "x".into(),
+            secret: "guess".into(),
+            media_addr: "a".into(),
+            capacity: 1,
+        })
+        .await;
+    assert!(matches!(r, Err(ClientError::Server(e)) if e.code == ErrorCode::Forbidden));
+    let mut sfu = s.connect().await;
+    let Response::SfuRegistered { token_key } = sfu
+        .request(Request::RegisterSfu {
+            node: "sfu-1".into(),
+            secret: "s3cret".into(),
+            media_addr: "127.0.0.1:5000".into(),
+            capacity: 100,
+        })
+        .await
+        .expect("register sfu")
+    else {
+        panic!("registered")
+    };
+    let token_key = VerifyingKey::try_from(token_key.as_slice()).expect("ed25519 key");
+
+    let mut alice = s.user("@alice", 1).await;
+    s.user("@bob", 1).await.client.close();
+    let Response::RoomCreated { room } = alice
+        .client
+        .request(Request::CreateRoom)
+        .await
+        .expect("create")
+    else {
+        panic!()
+    };
+    // Only the owner invites; Bob is offline, so his invitation is stored.
+    alice
+        .client
+        .request(Request::InviteToRoom {
+            room,
+            handles: vec![h("@bob")],
+        })
+        .await
+        .expect("invite");
+    let mut bob = s.user("@bob", 1).await;
+    bob.expect("invite", |i| matches!(i, Incoming::Delivery { item: Stored::RoomInvite { room: r, .. }, .. } if *r == room))
+        .await;
+    let carol = s.user("@carol", 1).await;
+    let r = carol.client.request(Request::JoinRoom { room }).await;
+    assert!(
+        matches!(r, Err(ClientError::Server(e)) if e.code == ErrorCode::Forbidden),
+        "uninvited"
+    );
+
+    // The room's MLS group (id = room id) records leaves from commits.
+    alice
+        .client
+        .request(Request::CreateGroup {
+            group: room.0.to_vec(),
+        })
+        .await
+        .expect("group");
+    alice
+        .client
+        .request(Request::Commit {
+            group: room.0.to_vec(),
+            epoch: 0,
+            commit: b"c".to_vec(),
+            welcome: Some(b"w".to_vec()),
+            added: vec![AddedMember {
+                device: DeviceAddr {
+                    handle: h("@bob"),
+                    device: 1,
+                },
+                leaf: 1,
+            }],
+            removed: vec![],
+        })
+        .await
+        .expect("commit");
+
+    alice
+        .client
+        .request(Request::JoinRoom { room })
+        .await
+        .expect("alice joins");
+    let Response::RoomJoined { roster, .. } = bob
+        .client
+        .request(Request::JoinRoom { room })
+        .await
+        .expect("bob joins")
+    else {
+        panic!()
+    };
+    assert_eq!(roster.len(), 2);
+    alice
+        .expect(
+            "roster",
+            |i| matches!(i, Incoming::Event(Event::Roster { roster, .. }) if roster.len() == 2),
+        )
+        .await;
+
+    // Bob's token names his leaf and verifies under the key the SFU got.
+    let Response::SfuToken { token, media_addr } = bob
+        .client
+        .request(Request::SfuToken { room })
+        .await
+        .expect("token")
+    else {
+        panic!()
+    };
+    assert_eq!(media_addr, "127.0.0.1:5000");
+    let mut signed = JOIN_TOKEN_LABEL.to_vec();
+    signed.extend_from_slice(&token.token);
+    let sig = Signature::from_slice(&token.signature).expect("sig");
+    token_key
+        .verify(&signed, &sig)
+        .expect("the SFU can verify the token");
+    let t: JoinToken = sotto_proto::decode(&token.token).expect("token");
+    assert_eq!(
+        (t.room, t.leaf, t.device.handle.clone()),
+        (room, 1, h("@bob"))
+    );
+
+    // Negotiation flows participant -> SFU -> participant.
+    bob.client
+        .request(Request::RelayToSfu {
+            room,
+            signal: RtcSignal::Offer("sfu offer".into()),
+        })
+        .await
+        .expect("relay");
+    let Some(Incoming::Event(Event::ToSfu { from, leaf: 1, .. })) =
+        sfu.next_within(std::time::Duration::from_secs(5)).await
+    else {
+        panic!("sfu got the offer")
+    };
+    sfu.request(Request::SfuRelay {
+        room,
+        to: from.clone(),
+        signal: RtcSignal::Answer("sfu answer".into()),
+    })
+    .await
+    .expect("sfu relays");
+    bob.expect("answer", |i| {
+        matches!(
+            i,
+            Incoming::Event(Event::FromSfu {
+                signal: RtcSignal::Answer(_),
+                ..
+            })
+        )
+    })
+    .await;
+
+    // The owner removes Bob: he is told, the SFU stops forwarding, the roster shrinks.
+    alice
+        .client
+        .request(Request::RemoveFromRoom {
+            room,
+            handle: h("@bob"),
+        })
+        .await
+        .expect("remove");
+    bob.expect("removed", |i| {
+        *i == Incoming::Event(Event::RemovedFromRoom { room })
+    })
+    .await;
+    let gone = loop {
+        match sfu.next_within(std::time::Duration::from_secs(5)).await {
+            Some(Incoming::Event(Event::SfuParticipantGone { device, .. })) => break device,
+            Some(_) => continue,
+            None => panic!("sfu told"),
+        }
+    };
+    assert_eq!(gone, from);
+    alice
+        .expect(
+            "roster",
+            |i| matches!(i, Incoming::Event(Event::Roster { roster, .. }) if roster.len() == 1),
+        )
+        .await;
+    let r = bob.client.request(Request::JoinRoom { room }).await;
+    assert!(
+        matches!(r, Err(ClientError::Server(e)) if e.code == ErrorCode::Forbidden),
+        "invitation withdrawn"
+    );
+}
