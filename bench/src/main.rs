@@ -4,6 +4,7 @@
 //! self-check with real openmls members and SFrame frames, printing each step.
 
 mod selfcheck;
+mod signaling;
 
 use clap::{Parser, Subcommand};
 
@@ -27,11 +28,38 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         frames: u32,
     },
+    /// Signaling figures: logins/s, invite → ringing latency, memory per idle session,
+    /// against the real `sotto-signaling` binary in its own process.
+    Signaling {
+        /// Idle sessions to hold open.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Calls measured for invite → ringing latency.
+        #[arg(long, default_value_t = 1_000)]
+        calls: usize,
+        /// Logins in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// The server binary (default: `sotto-signaling` next to this binary).
+        #[arg(long)]
+        server_bin: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Selfcheck { frames } => selfcheck::run(frames),
+        Command::Signaling {
+            sessions,
+            calls,
+            concurrency,
+            server_bin,
+        } => tokio::runtime::Runtime::new()?.block_on(signaling::run(signaling::Options {
+            sessions,
+            calls,
+            concurrency,
+            server_bin,
+        })),
     }
 }

@@ -115,8 +115,33 @@ impl SignalingClient {
     /// Connects to `addr`, accepting only the certificate whose fingerprint is `pin`, and
     /// exchanges the version handshake.
     pub async fn connect(addr: SocketAddr, pin: &Pin) -> Result<Self, ClientError> {
-        let fail = |reason: String| ClientError::Connect { addr, reason };
         let (endpoint, conn) = connect_quic(addr, pin).await?;
+        Self::handshake(endpoint, conn, addr).await
+    }
+
+    /// Like [`Self::connect`], over an existing client endpoint (one UDP socket can carry
+    /// many connections; the bench opens thousands this way).
+    pub async fn connect_on(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        pin: &Pin,
+    ) -> Result<Self, ClientError> {
+        let fail = |reason: String| ClientError::Connect { addr, reason };
+        let conn = endpoint
+            .connect_with(client_config(pin)?, addr, "sotto-signaling")
+            .map_err(|e| fail(e.to_string()))?
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Self::handshake(endpoint.clone(), conn, addr).await
+    }
+
+    async fn handshake(
+        endpoint: quinn::Endpoint,
+        conn: quinn::Connection,
+        addr: SocketAddr,
+    ) -> Result<Self, ClientError> {
+        let fail = |reason: String| ClientError::Connect { addr, reason };
+
         let (mut send, recv) = conn.open_bi().await.map_err(|e| fail(e.to_string()))?;
 
         let (out, mut out_rx) = mpsc::channel::<ClientMsg>(256);
