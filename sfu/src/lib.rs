@@ -7,7 +7,10 @@
 //! keyless `sotto-wire` only, never on `sotto-media` or openmls, and
 //! `tests/tests/sfu_holds_no_keys.rs` checks that structurally.
 //!
+//! - [`join_token`]: verifies the signaling service's signed join tokens (room,
+//!   participant, MLS leaf, expiry).
 //! - [`sender_binding`]: drops a packet whose KID names a sender other than the participant
 //!   it arrived from, so no member can impersonate another's stream at the hop.
 
+pub mod join_token;
 pub mod sender_binding;

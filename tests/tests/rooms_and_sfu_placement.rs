@@ -2,11 +2,10 @@
 //! SFU registration and placement, signed join tokens carrying the MLS leaf, relay between
 //! participant and SFU, and removal by the owner.
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use sotto_client::signaling::{ClientError, Incoming};
 use sotto_proto::{
-    AddedMember, DeviceAddr, ErrorCode, Event, JOIN_TOKEN_LABEL, JoinToken, Request, Response,
-    RtcSignal, Stored,
+    AddedMember, DeviceAddr, ErrorCode, Event, Request, Response, RtcSignal, Stored,
 };
 use sotto_tests::{h, server};
 
@@ -127,13 +126,13 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
         panic!()
     };
     assert_eq!(media_addr, "127.0.0.1:5000");
-    let mut signed = JOIN_TOKEN_LABEL.to_vec();
-    signed.extend_from_slice(&token.token);
-    let sig = Signature::from_slice(&token.signature).expect("sig");
-    token_key
-        .verify(&signed, &sig)
-        .expect("the SFU can verify the token");
-    let t: JoinToken = sotto_proto::decode(&token.token).expect("token");
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t = sotto_sfu::join_token::verify(&token, &token_key, now_unix)
+        .expect("the SFU verifies the token");
+    assert!(t.expires_unix > now_unix);
     assert_eq!(
         (t.room, t.leaf, t.device.handle.clone()),
         (room, 1, h("@bob"))
