@@ -1,11 +1,16 @@
 //! Keyless media wire formats shared by the clients and the SFU.
 //!
-//! Everything here can be read without any key material: the SFrame header (RFC 9605 §4.3)
-//! and the layout of the MLS-derived key id (RFC 9605 §5.2). The SFU depends on this crate
+//! Everything here can be read without any key material: the SFrame header (RFC 9605 §4.3),
+//! the layout of the MLS-derived key id (RFC 9605 §5.2), the RTP payload format that
+//! carries encrypted frames ([`rtp_sframe`], draft-ietf-avtcore-rtp-sframe) and the header
+//! extensions the SFU forwards on ([`rtp_ext`]: RFC 6464 audio level, RFC 9626 frame
+//! marking). The SFU depends on this crate
 //! to bind each packet to its sender; it must never depend on `sotto-media`, which holds the
 //! key schedule. Keep this crate free of anything that can derive or hold a key.
 
 pub mod kid;
+pub mod rtp_ext;
+pub mod rtp_sframe;
 pub mod sframe_header;
 
 pub use kid::{ContextId, KidError, KidLayout, KidParts};

@@ -547,3 +547,71 @@ fn session_rate_limit_answers_rate_limited() {
         .is_ok()
     );
 }
+
+#[test]
+fn session_cap_refuses_new_connections() {
+    let mut w = World::new();
+    w.core.cfg.limits.max_sessions = 2;
+    assert!(w.core.connect(w.now).is_some());
+    assert!(w.core.connect(w.now).is_some());
+    assert!(w.core.connect(w.now).is_none(), "third connection refused");
+}
+
+#[test]
+fn full_device_queue_drops_for_that_device_only_and_counts_it() {
+    let mut w = World::new();
+    w.core.cfg.limits.max_pending = 2;
+    let alice = w.login("@alice", 1);
+    let bob = w.login("@bob", 1);
+    let carol = w.login("@carol", 1);
+    w.core.disconnect(bob, w.now);
+    let group = b"g".to_vec();
+    w.req(
+        alice,
+        Request::CreateGroup {
+            group: group.clone(),
+        },
+    )
+    .expect("group");
+    let add = |leaf: u32, who: &str, epoch: u64| Request::Commit {
+        group: group.clone(),
+        epoch,
+        commit: vec![epoch as u8],
+        welcome: Some(b"w".to_vec()),
+        added: vec![AddedMember {
+            device: DeviceAddr {
+                handle: h(who),
+                device: 1,
+            },
+            leaf,
+        }],
+        removed: vec![],
+    };
+    w.req(alice, add(1, "@bob", 0)).expect("add bob"); // bob: welcome (1 queued)
+    w.req(alice, add(2, "@carol", 1)).expect("add carol"); // bob: commit (2 queued)
+    // Bob's queue is full: the next commit is refused for him alone; the commit still
+    // wins its epoch and Carol (online) still gets it.
+    let r = w.req(
+        alice,
+        Request::Commit {
+            group: group.clone(),
+            epoch: 2,
+            commit: vec![9],
+            welcome: None,
+            added: vec![],
+            removed: vec![],
+        },
+    );
+    assert_eq!(r, Ok(Response::CommitAccepted { epoch: 3 }));
+    assert_eq!(
+        w.core
+            .metrics
+            .queue_drops
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let carol_got = w.drain(carol).into_iter().any(|m| {
+        matches!(m, ServerMsg::Delivery { item: Stored::Mls { data, .. }, .. } if data == vec![9])
+    });
+    assert!(carol_got);
+}
