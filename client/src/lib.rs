@@ -11,5 +11,6 @@
 
 pub mod mls;
 pub mod signaling;
+pub mod transport;
 
 pub mod verify;
