@@ -223,7 +223,6 @@ impl Transport {
             RTCRtpCodecParameters {
                 rtp_codec: codec(RtpCodecKind::Audio),
                 payload_type: AUDIO_PT,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         )
@@ -232,7 +231,6 @@ impl Transport {
             RTCRtpCodecParameters {
                 rtp_codec: codec(RtpCodecKind::Video),
                 payload_type: VIDEO_PT,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )
