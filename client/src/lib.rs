@@ -9,6 +9,7 @@
 //! Capture, codecs, the WebRTC transport, playout and the `sotto` CLI join as the calling
 //! features land. This crate may derive media keys; the SFU never links it.
 
+pub mod call;
 pub mod codec;
 pub mod mls;
 pub mod signaling;

@@ -44,3 +44,49 @@ mod tests {
         assert_ne!(a, group_code(b"epoch authenticator B"));
     }
 }
+
+/// Domain separation for 1:1 safety numbers.
+const SAFETY_LABEL: &[u8] = b"sotto safety number v1";
+
+/// The 1:1 safety number of two identities: 60 digits in twelve groups of five, the same
+/// on both sides (the two halves are ordered by handle), changing if either identity key
+/// changes. Each half is 30 digits from SHA-256 over the label, the handle and the key.
+pub fn safety_number(a_handle: &str, a_key: &[u8], b_handle: &str, b_key: &[u8]) -> String {
+    let half = |h: &str, k: &[u8]| -> Vec<String> {
+        let d = Sha256::new()
+            .chain_update(SAFETY_LABEL)
+            .chain_update((h.len() as u32).to_be_bytes())
+            .chain_update(h.as_bytes())
+            .chain_update(k)
+            .finalize();
+        d.chunks_exact(5)
+            .take(6)
+            .map(|c| {
+                let v = c.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+                format!("{:05}", v % 100_000)
+            })
+            .collect()
+    };
+    let (first, second) = if a_handle <= b_handle {
+        ((a_handle, a_key), (b_handle, b_key))
+    } else {
+        ((b_handle, b_key), (a_handle, a_key))
+    };
+    let mut groups = half(first.0, first.1);
+    groups.extend(half(second.0, second.1));
+    groups.join(" ")
+}
+
+#[cfg(test)]
+mod safety_tests {
+    use super::*;
+
+    #[test]
+    fn safety_number_is_symmetric_and_key_sensitive() {
+        let n = safety_number("@alice", &[1; 32], "@bob", &[2; 32]);
+        assert_eq!(n, safety_number("@bob", &[2; 32], "@alice", &[1; 32]));
+        assert_eq!(n.split(' ').count(), 12);
+        assert!(n.split(' ').all(|g| g.len() == 5));
+        assert_ne!(n, safety_number("@alice", &[1; 32], "@bob", &[3; 32]));
+    }
+}

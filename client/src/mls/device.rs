@@ -74,20 +74,38 @@ impl MlsDevice {
             .map_err(|e| MlsError::local("encoding a KeyPackage")(boxed(e)))
     }
 
-    /// Starts a new group with this device as its only member (leaf 0, epoch 0).
+    /// Starts a new group with a random id and this device as its only member (leaf 0,
+    /// epoch 0).
     pub fn create_group(&self) -> Result<CallGroup, MlsError> {
-        let config = MlsGroupCreateConfig::builder()
-            .ciphersuite(CIPHERSUITE)
-            .use_ratchet_tree_extension(true)
-            .build();
         let group = MlsGroup::new(
             &self.provider,
             &self.signer,
-            &config,
+            &Self::group_config(),
             self.credential.clone(),
         )
         .map_err(|e| MlsError::local("creating a group")(boxed(e)))?;
         Ok(CallGroup::from_group(group))
+    }
+
+    /// Starts a new group with the given id (a call's id, so both sides can match the
+    /// Welcome to the call).
+    pub fn create_group_with_id(&self, id: &[u8]) -> Result<CallGroup, MlsError> {
+        let group = MlsGroup::new_with_group_id(
+            &self.provider,
+            &self.signer,
+            &Self::group_config(),
+            openmls::prelude::GroupId::from_slice(id),
+            self.credential.clone(),
+        )
+        .map_err(|e| MlsError::local("creating a group")(boxed(e)))?;
+        Ok(CallGroup::from_group(group))
+    }
+
+    fn group_config() -> MlsGroupCreateConfig {
+        MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .use_ratchet_tree_extension(true)
+            .build()
     }
 
     /// Joins a group from a serialized Welcome addressed to one of our KeyPackages.

@@ -1,0 +1,589 @@
+//! A one-to-one call, end to end: signaling (invite, accept, relay), an MLS group of two
+//! (group id = call id) whose epoch keys SFrame, the WebRTC transport, and the audio
+//! pipeline (source → Opus → stamp → SFrame → RTP; RTP → SFrame → jitter buffer → Opus or
+//! FEC/PLC → sink). Headless: sources and sinks are synthetic, so tests, the bench and the
+//! demo place real calls without devices.
+//!
+//! A frame that fails to decrypt never reaches the decoder; it is counted per sender.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use ed25519_dalek::SigningKey;
+use sotto_media::{
+    ContextId,
+    jitter::{JitterBuffer, JitterConfig, Playout},
+    keys::{CallKeys, KeyConfig},
+    payload::{self, Stamp, WallClock},
+    synth::{ArrivalLog, AudioSignal, AudioSource, SAMPLE_RATE, estimate_frequency},
+};
+use sotto_proto::{
+    AddedMember, CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, MlsKind,
+    Request, Response, RtcSignal, Stored,
+};
+use sotto_wire::{rtp_ext::AudioLevel, rtp_sframe::Descriptor};
+use tokio::sync::mpsc;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::{
+    codec::{
+        CodecError,
+        audio::{AudioDecoder, AudioEncoder},
+    },
+    mls::{CallGroup, MlsDevice, MlsError},
+    signaling::{ClientError, Incoming, Pin, SignalingClient},
+    transport::{Transport, TransportConfig, TransportError, TransportEvent},
+    verify,
+};
+
+/// Why a call could not be placed or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// Signaling failed or refused (busy, offline, not found...).
+    #[error(transparent)]
+    Signaling(#[from] ClientError),
+    /// MLS setup failed.
+    #[error(transparent)]
+    Mls(#[from] MlsError),
+    /// Keys could not be derived.
+    #[error("key schedule: {0}")]
+    Keys(String),
+    /// The media transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A codec failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The peer or server broke the call protocol, or a step timed out.
+    #[error("call setup: {0}")]
+    Setup(String),
+}
+
+fn keys_err(e: impl std::fmt::Display) -> CallError {
+    CallError::Keys(e.to_string())
+}
+
+/// How to run a call.
+#[derive(Clone, Debug)]
+pub struct CallOptions {
+    /// Hang up after this long (from media start); `None` waits for the peer.
+    pub duration: Option<Duration>,
+    /// What the synthetic microphone plays.
+    pub audio: AudioSignal,
+    /// Audio frame length in ms (20, or 10).
+    pub frame_ms: u32,
+    /// Media transport settings.
+    pub transport: TransportConfig,
+    /// How long setup may take before giving up.
+    pub setup_timeout: Duration,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            duration: Some(Duration::from_secs(5)),
+            audio: AudioSignal::Tone { hz: 440.0 },
+            frame_ms: 20,
+            transport: TransportConfig::default(),
+            setup_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What happened in a call, for status lines, tests and the bench.
+#[derive(Clone, Debug, Default)]
+pub struct CallReport {
+    /// The call id.
+    pub call: Option<CallId>,
+    /// The peer device.
+    pub peer: Option<DeviceAddr>,
+    /// How it ended (as the server reported it).
+    pub ended: Option<EndReason>,
+    /// The 1:1 safety number (both identity keys).
+    pub safety_number: String,
+    /// The MLS epoch verification code.
+    pub verification_code: String,
+    /// Audio frames we encoded and sent (DTX-suppressed frames excluded).
+    pub audio_sent: u64,
+    /// Audio frames we received, decrypted and played.
+    pub audio_played: u64,
+    /// Slots concealed (FEC or PLC).
+    pub audio_concealed: u64,
+    /// Slots recovered from FEC data.
+    pub audio_fec: u64,
+    /// Frames that failed to decrypt, by claimed sender leaf (never decoded).
+    pub decrypt_failures: BTreeMap<u32, u64>,
+    /// Capture-to-playout latency of played frames (same machine clock).
+    pub latency: ArrivalLog,
+    /// Dominant frequency of what we played (after the first half second).
+    pub received_hz: Option<f64>,
+    /// ICE round-trip time at the end.
+    pub rtt: Option<Duration>,
+    /// Time from invite (or incoming call) to the first played frame.
+    pub setup_time: Option<Duration>,
+}
+
+/// A logged-in device able to place and take calls.
+pub struct Endpoint {
+    /// The account.
+    pub handle: Handle,
+    /// This device.
+    pub device: DeviceId,
+    identity: SigningKey,
+    signaling: SignalingClient,
+    mls: MlsDevice,
+}
+
+impl Endpoint {
+    /// Connects to the signaling server, registers `handle` if new (else logs in), and
+    /// publishes KeyPackages so others can add this device to calls.
+    pub async fn connect(
+        server: SocketAddr,
+        pin: &Pin,
+        handle: Handle,
+        identity: SigningKey,
+        device: DeviceId,
+    ) -> Result<Self, CallError> {
+        let signaling = SignalingClient::connect(server, pin).await?;
+        match signaling.register(&handle, &identity, device).await {
+            Ok(_) => {}
+            Err(ClientError::Server(e)) if e.code == ErrorCode::HandleTaken => {
+                signaling.login(&handle, &identity, device).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mls = MlsDevice::new(handle.as_str())?;
+        let packages = (0..8)
+            .map(|_| mls.key_package())
+            .collect::<Result<Vec<_>, _>>()?;
+        signaling
+            .request(Request::UploadKeyPackages {
+                packages,
+                last_resort: None,
+            })
+            .await?;
+        Ok(Self {
+            handle,
+            device,
+            identity,
+            signaling,
+            mls,
+        })
+    }
+
+    /// The signaling connection (for presence, lookups...).
+    pub fn signaling(&self) -> &SignalingClient {
+        &self.signaling
+    }
+
+    async fn peer_key(&self, handle: &Handle) -> Result<Vec<u8>, CallError> {
+        match self
+            .signaling
+            .request(Request::Lookup {
+                handle: handle.clone(),
+            })
+            .await?
+        {
+            Response::Identity { identity_key, .. } => Ok(identity_key),
+            other => Err(CallError::Setup(format!("lookup answered {other:?}"))),
+        }
+    }
+
+    async fn next_incoming(
+        &mut self,
+        deadline: tokio::time::Instant,
+        what: &str,
+    ) -> Result<Incoming, CallError> {
+        match tokio::time::timeout_at(deadline, self.signaling.next()).await {
+            Ok(Some(i)) => Ok(i),
+            Ok(None) => Err(CallError::Setup("signaling connection closed".into())),
+            Err(_) => Err(CallError::Setup(format!("timed out waiting for {what}"))),
+        }
+    }
+
+    /// Calls `to`, runs the call, and returns its report.
+    pub async fn call(&mut self, to: &Handle, opts: &CallOptions) -> Result<CallReport, CallError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + opts.setup_timeout;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| CallError::Setup(e.to_string()))?;
+        let call = CallId(id);
+        let mut report = CallReport {
+            call: Some(call),
+            ..CallReport::default()
+        };
+        self.signaling
+            .request(Request::Invite {
+                call,
+                to: to.clone(),
+            })
+            .await?;
+        tracing::info!(%call, "ringing");
+        let peer = loop {
+            match self.next_incoming(deadline, "an answer").await? {
+                Incoming::Event(Event::CallAccepted { call: c, by }) if c == call => break by,
+                Incoming::Event(Event::CallEnded { call: c, reason }) if c == call => {
+                    report.ended = Some(reason);
+                    return Ok(report);
+                }
+                _ => {}
+            }
+        };
+        report.peer = Some(peer.clone());
+        // Start the transport now so ICE runs while MLS is set up.
+        let (transport, mut events) = Transport::new(
+            &opts.transport,
+            false,
+            u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+        )
+        .await?;
+        let offer = transport.create_offer().await?;
+        self.signaling
+            .request(Request::Relay {
+                call,
+                signal: RtcSignal::Offer(offer),
+            })
+            .await?;
+
+        let package = match self
+            .signaling
+            .request(Request::ClaimKeyPackage {
+                handle: peer.handle.clone(),
+                device: Some(peer.device),
+            })
+            .await?
+        {
+            Response::KeyPackage { package, .. } => package,
+            other => return Err(CallError::Setup(format!("claim answered {other:?}"))),
+        };
+        let mut group = self.mls.create_group_with_id(&call.0)?;
+        self.signaling
+            .request(Request::CreateGroup {
+                group: call.0.to_vec(),
+            })
+            .await?;
+        let commit = group.add(&self.mls, &[package])?;
+        let peer_leaf = 1;
+        match self
+            .signaling
+            .request(Request::Commit {
+                group: call.0.to_vec(),
+                epoch: commit.epoch,
+                commit: commit.commit.clone(),
+                welcome: commit.welcome.clone(),
+                added: vec![AddedMember {
+                    device: peer.clone(),
+                    leaf: peer_leaf,
+                }],
+                removed: vec![],
+            })
+            .await
+        {
+            Ok(_) => {
+                group.merge_pending(&self.mls)?;
+            }
+            Err(e) => {
+                group.discard_pending(&self.mls)?;
+                return Err(e.into());
+            }
+        }
+        self.run(
+            call,
+            group,
+            transport,
+            &mut events,
+            peer,
+            opts,
+            report,
+            started,
+        )
+        .await
+    }
+
+    /// Waits for an incoming call, answers it, runs it, and returns its report.
+    pub async fn answer(
+        &mut self,
+        opts: &CallOptions,
+        wait: Duration,
+    ) -> Result<CallReport, CallError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let (call, from) = loop {
+            if let Incoming::Event(Event::IncomingCall { call, from }) =
+                self.next_incoming(deadline, "a call").await?
+            {
+                break (call, from);
+            }
+        };
+        let started = Instant::now();
+        let mut report = CallReport {
+            call: Some(call),
+            peer: Some(from.clone()),
+            ..CallReport::default()
+        };
+        self.signaling.request(Request::Accept { call }).await?;
+        let (transport, mut events) = Transport::new(
+            &opts.transport,
+            false,
+            u32::from_be_bytes([call.0[4], call.0[5], call.0[6], call.0[7]]),
+        )
+        .await?;
+        let deadline = tokio::time::Instant::now() + opts.setup_timeout;
+        let mut group = None;
+        let mut answered = false;
+        while group.is_none() || !answered {
+            match self
+                .next_incoming(deadline, "the call's Welcome and offer")
+                .await?
+            {
+                Incoming::Delivery {
+                    seq,
+                    item:
+                        Stored::Mls {
+                            group: g,
+                            kind: MlsKind::Welcome,
+                            data,
+                            ..
+                        },
+                } if g == call.0 => {
+                    group = Some(self.mls.join(&data)?);
+                    self.signaling.ack(seq).await?;
+                }
+                Incoming::Delivery { seq, .. } => self.signaling.ack(seq).await?,
+                Incoming::Event(Event::Relayed {
+                    call: c, signal, ..
+                }) if c == call => match signal {
+                    RtcSignal::Offer(sdp) => {
+                        let answer = transport.accept_offer(sdp).await?;
+                        self.signaling
+                            .request(Request::Relay {
+                                call,
+                                signal: RtcSignal::Answer(answer),
+                            })
+                            .await?;
+                        answered = true;
+                    }
+                    RtcSignal::Candidate { candidate, mid } => {
+                        transport.add_remote_candidate(candidate, mid).await?
+                    }
+                    _ => {}
+                },
+                Incoming::Event(Event::CallEnded { call: c, reason }) if c == call => {
+                    transport.close().await;
+                    report.ended = Some(reason);
+                    return Ok(report);
+                }
+                _ => {}
+            }
+        }
+        let group = group.ok_or_else(|| CallError::Setup("no Welcome".into()))?;
+        self.run(
+            call,
+            group,
+            transport,
+            &mut events,
+            from,
+            opts,
+            report,
+            started,
+        )
+        .await
+    }
+
+    /// The media phase, shared by both sides.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        call: CallId,
+        group: CallGroup,
+        transport: Transport,
+        events: &mut mpsc::Receiver<TransportEvent>,
+        peer: DeviceAddr,
+        opts: &CallOptions,
+        mut report: CallReport,
+        started: Instant,
+    ) -> Result<CallReport, CallError> {
+        let peer_key = self.peer_key(&peer.handle).await?;
+        report.safety_number = verify::safety_number(
+            self.handle.as_str(),
+            &self.identity.verifying_key().to_bytes(),
+            peer.handle.as_str(),
+            &peer_key,
+        );
+        report.verification_code = verify::group_code(&group.epoch_authenticator());
+        let epoch = group
+            .epoch_keys(&self.mls, &KeyConfig::default())
+            .map_err(keys_err)?;
+        let mut keys = CallKeys::new(group.own_index(), epoch).map_err(keys_err)?;
+
+        let frame = Duration::from_millis(u64::from(opts.frame_ms));
+        let samples = (SAMPLE_RATE / 1000 * opts.frame_ms) as usize;
+        let mut source = AudioSource::new(opts.audio, opts.frame_ms);
+        let mut encoder = AudioEncoder::new()?;
+        let mut decoder = AudioDecoder::new(samples)?;
+        let mut jitter = JitterBuffer::new(JitterConfig {
+            frame,
+            min_delay: frame,
+            ..JitterConfig::default()
+        });
+        let clock = WallClock::new();
+        let mut ts_unwrap = TimestampUnwrap::default();
+        let mut rtp_ts: u32 = u32::from_be_bytes([call.0[8], call.0[9], call.0[10], call.0[11]]);
+        let mut connected = false;
+        let mut played_pcm: Vec<i16> = Vec::new();
+        let (mut plain, mut wire, mut pbuf, mut pcm) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut tick = tokio::time::interval(frame);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut hangup_at: Option<tokio::time::Instant> = None;
+        let setup_deadline = tokio::time::Instant::now() + opts.setup_timeout;
+        let mut hung_up = false;
+
+        loop {
+            let jitter_due = jitter.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                _ = tick.tick() => {
+                    if !connected {
+                        if tokio::time::Instant::now() > setup_deadline {
+                            let _ = self.signaling.request(Request::Hangup { call }).await;
+                            transport.close().await;
+                            return Err(CallError::Setup("media did not connect in time".into()));
+                        }
+                        continue;
+                    }
+                    let now = Instant::now();
+                    let f = source.next_frame(now);
+                    let level = AudioLevel::of_samples(&f.samples, true);
+                    if let Some(opus) = encoder.encode(&f.samples)? {
+                        payload::encode(Some(Stamp { id: f.id, captured_us: clock.micros(f.captured) }), opus, &mut pbuf);
+                        keys.encrypt(ContextId::Audio, b"", &pbuf, &mut wire).map_err(keys_err)?;
+                        transport.send_audio(rtp_ts, &wire, level).await?;
+                        report.audio_sent += 1;
+                    }
+                    rtp_ts = rtp_ts.wrapping_add(samples as u32);
+                }
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    match ev {
+                        TransportEvent::Signal(signal) => {
+                            self.signaling.request(Request::Relay { call, signal }).await?;
+                        }
+                        TransportEvent::State(RTCPeerConnectionState::Connected) if !connected => {
+                            connected = true;
+                            tracing::info!(%call, "media connected");
+                            if let Some(d) = opts.duration {
+                                hangup_at = Some(tokio::time::Instant::now() + d);
+                            }
+                        }
+                        TransportEvent::State(RTCPeerConnectionState::Failed) => {
+                            let _ = self.signaling.request(Request::Hangup { call }).await;
+                            break;
+                        }
+                        TransportEvent::Audio(r) => {
+                            let Some((d, body)) = Descriptor::parse(&r.payload) else { continue };
+                            if !(d.start && d.end) {
+                                continue;
+                            }
+                            let now = Instant::now();
+                            match keys.decrypt(body, b"", &mut plain, now) {
+                                Ok(_) => {
+                                    let index = ts_unwrap.unwrap(r.timestamp) / samples as u64;
+                                    jitter.push(index, now, std::mem::take(&mut plain));
+                                }
+                                Err(e) => {
+                                    *report.decrypt_failures.entry(e.sender.unwrap_or(u32::MAX)).or_default() += 1;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                () = sleep_until(jitter_due) => {
+                    let now = Instant::now();
+                    while let Some(p) = jitter.poll(now) {
+                        match p {
+                            Playout::Frame { payload: data, .. } => {
+                                let Ok((stamp, opus)) = payload::decode(&data) else { continue };
+                                decoder.decode(opus, &mut pcm)?;
+                                if let Some(s) = stamp {
+                                    report.latency.record(s.id, now - clock.since(s.captured_us, now), now);
+                                    report.setup_time.get_or_insert(started.elapsed());
+                                }
+                                report.audio_played += 1;
+                            }
+                            Playout::Conceal { next, .. } => {
+                                let next_opus = next.as_deref().and_then(|n| payload::decode(n).ok()).map(|(_, o)| o);
+                                decoder.conceal(next_opus, &mut pcm)?;
+                            }
+                        }
+                        if report.audio_played > 25 {
+                            played_pcm.extend_from_slice(&pcm);
+                        }
+                    }
+                }
+                incoming = self.signaling.next() => {
+                    match incoming {
+                        Some(Incoming::Event(Event::Relayed { call: c, signal, .. })) if c == call => match signal {
+                            RtcSignal::Answer(sdp) => transport.accept_answer(sdp).await?,
+                            RtcSignal::Candidate { candidate, mid } => transport.add_remote_candidate(candidate, mid).await?,
+                            _ => {}
+                        },
+                        Some(Incoming::Event(Event::CallEnded { call: c, reason })) if c == call => {
+                            report.ended = Some(reason);
+                            break;
+                        }
+                        Some(Incoming::Delivery { seq, .. }) => self.signaling.ack(seq).await?,
+                        Some(Incoming::Goodbye(e)) => return Err(CallError::Signaling(ClientError::Server(e))),
+                        None => break,
+                        _ => {}
+                    }
+                }
+                () = sleep_until(hangup_at), if !hung_up => {
+                    hung_up = true;
+                    tracing::info!(%call, "hanging up");
+                    self.signaling.request(Request::Hangup { call }).await?;
+                }
+            }
+        }
+        report.audio_concealed = decoder.concealed + decoder.fec_recovered;
+        report.audio_fec = decoder.fec_recovered;
+        report.received_hz = estimate_frequency(&played_pcm);
+        report.rtt = transport.rtt().await;
+        transport.close().await;
+        Ok(report)
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Extends 32-bit RTP timestamps to 64 bits across wraps.
+#[derive(Default)]
+struct TimestampUnwrap {
+    last: Option<u64>,
+}
+
+impl TimestampUnwrap {
+    fn unwrap(&mut self, ts: u32) -> u64 {
+        let v = match self.last {
+            None => u64::from(ts) + (1 << 32),
+            Some(last) => {
+                let base = last & !0xffff_ffff;
+                [base.wrapping_sub(1 << 32), base, base + (1 << 32)]
+                    .iter()
+                    .map(|b| b + u64::from(ts))
+                    .min_by_key(|c| c.abs_diff(last))
+                    .unwrap_or(base + u64::from(ts))
+            }
+        };
+        self.last = Some(self.last.map_or(v, |l| l.max(v)));
+        v
+    }
+}
