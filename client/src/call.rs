@@ -80,6 +80,10 @@ pub struct CallOptions {
     pub transport: TransportConfig,
     /// How long setup may take before giving up.
     pub setup_timeout: Duration,
+    /// Test hook: derive media keys from a group of our own instead of the call's, to
+    /// prove that a client with the wrong MLS state decodes nothing.
+    #[doc(hidden)]
+    pub test_wrong_keys: bool,
 }
 
 impl Default for CallOptions {
@@ -90,6 +94,7 @@ impl Default for CallOptions {
             frame_ms: 20,
             transport: TransportConfig::default(),
             setup_timeout: Duration::from_secs(20),
+            test_wrong_keys: false,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Endpoint {
     identity: SigningKey,
     signaling: SignalingClient,
     mls: MlsDevice,
+    /// Arrivals read ahead (while checking a call was still ringing), handled first.
+    backlog: std::collections::VecDeque<Incoming>,
 }
 
 impl Endpoint {
@@ -172,6 +179,7 @@ impl Endpoint {
             identity,
             signaling,
             mls,
+            backlog: std::collections::VecDeque::new(),
         })
     }
 
@@ -198,6 +206,9 @@ impl Endpoint {
         deadline: tokio::time::Instant,
         what: &str,
     ) -> Result<Incoming, CallError> {
+        if let Some(i) = self.backlog.pop_front() {
+            return Ok(i);
+        }
         match tokio::time::timeout_at(deadline, self.signaling.next()).await {
             Ok(Some(i)) => Ok(i),
             Ok(None) => Err(CallError::Setup("signaling connection closed".into())),
@@ -304,20 +315,58 @@ impl Endpoint {
         .await
     }
 
+    /// Waits up to `wait` for an incoming call that is still ringing; returns it without
+    /// answering. Calls that already ended (their `CallEnded` queued behind them) are
+    /// skipped.
+    pub async fn next_call(&mut self, wait: Duration) -> Result<(CallId, DeviceAddr), CallError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.next_incoming(deadline, "a call").await? {
+                Incoming::Event(Event::IncomingCall { call, from }) => {
+                    let mut ended = false;
+                    let mut later = Vec::new();
+                    while let Some(i) = self.signaling.try_next() {
+                        if matches!(&i, Incoming::Event(Event::CallEnded { call: c, .. }) if *c == call)
+                        {
+                            ended = true;
+                        } else {
+                            later.push(i);
+                        }
+                    }
+                    self.backlog.extend(later);
+                    if !ended {
+                        return Ok((call, from));
+                    }
+                }
+                Incoming::Delivery { seq, .. } => self.signaling.ack(seq).await?,
+                _ => {}
+            }
+        }
+    }
+
+    /// Declines a ringing call (it stops ringing on every device of ours).
+    pub async fn decline(&self, call: CallId) -> Result<(), CallError> {
+        self.signaling.request(Request::Decline { call }).await?;
+        Ok(())
+    }
+
     /// Waits for an incoming call, answers it, runs it, and returns its report.
     pub async fn answer(
         &mut self,
         opts: &CallOptions,
         wait: Duration,
     ) -> Result<CallReport, CallError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let (call, from) = loop {
-            if let Incoming::Event(Event::IncomingCall { call, from }) =
-                self.next_incoming(deadline, "a call").await?
-            {
-                break (call, from);
-            }
-        };
+        let (call, from) = self.next_call(wait).await?;
+        self.answer_call(call, from, opts).await
+    }
+
+    /// Answers a ringing call, runs it, and returns its report.
+    pub async fn answer_call(
+        &mut self,
+        call: CallId,
+        from: DeviceAddr,
+        opts: &CallOptions,
+    ) -> Result<CallReport, CallError> {
         let started = Instant::now();
         let mut report = CallReport {
             call: Some(call),
@@ -414,10 +463,19 @@ impl Endpoint {
             &peer_key,
         );
         report.verification_code = verify::group_code(&group.epoch_authenticator());
-        let epoch = group
-            .epoch_keys(&self.mls, &KeyConfig::default())
-            .map_err(keys_err)?;
-        let mut keys = CallKeys::new(group.own_index(), epoch).map_err(keys_err)?;
+        let epoch = if opts.test_wrong_keys {
+            // Same epoch, same members, a secret the peer does not share.
+            sotto_media::keys::EpochKeys::derive(
+                &RandomExporter,
+                group.epoch(),
+                group.member_indices(),
+                &KeyConfig::default(),
+            )
+        } else {
+            group.epoch_keys(&self.mls, &KeyConfig::default())
+        };
+        let mut keys =
+            CallKeys::new(group.own_index(), epoch.map_err(keys_err)?).map_err(keys_err)?;
 
         let frame = Duration::from_millis(u64::from(opts.frame_ms));
         let samples = (SAMPLE_RATE / 1000 * opts.frame_ms) as usize;
@@ -524,7 +582,12 @@ impl Endpoint {
                         }
                     }
                 }
-                incoming = self.signaling.next() => {
+                incoming = async {
+                    match self.backlog.pop_front() {
+                        Some(i) => Some(i),
+                        None => self.signaling.next().await,
+                    }
+                } => {
                     match incoming {
                         Some(Incoming::Event(Event::Relayed { call: c, signal, .. })) if c == call => match signal {
                             RtcSignal::Answer(sdp) => transport.accept_answer(sdp).await?,
@@ -554,6 +617,18 @@ impl Endpoint {
         report.rtt = transport.rtt().await;
         transport.close().await;
         Ok(report)
+    }
+}
+
+/// Test hook: an MLS exporter that knows nothing (random secrets).
+struct RandomExporter;
+
+impl sotto_media::keys::MlsExporter for RandomExporter {
+    type Error = std::io::Error;
+    fn export_secret(&self, _: &str, _: &[u8], len: usize) -> Result<Vec<u8>, Self::Error> {
+        let mut v = vec![0u8; len];
+        getrandom::fill(&mut v).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(v)
     }
 }
 

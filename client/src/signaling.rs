@@ -307,6 +307,11 @@ impl SignalingClient {
         self.incoming.recv().await
     }
 
+    /// The next arrival if one is already here, without waiting.
+    pub fn try_next(&mut self) -> Option<Incoming> {
+        self.incoming.try_recv().ok()
+    }
+
     /// Like [`Self::next`] with a time limit.
     pub async fn next_within(&mut self, limit: Duration) -> Option<Incoming> {
         tokio::time::timeout(limit, self.incoming.recv())
