@@ -6,4 +6,4 @@ bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 echo "building sotto (release; the first build takes a few minutes)..." >&2
 cargo build --release --locked -q -p sotto-bench
-exec ./target/release/sotto-bench selfcheck "$@"
+exec ./target/release/sotto-bench demo "$@"

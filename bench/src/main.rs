@@ -3,6 +3,7 @@
 //! Until the call demo lands, its one job is `selfcheck`: an end-to-end encryption
 //! self-check with real openmls members and SFrame frames, printing each step.
 
+mod demo;
 mod selfcheck;
 mod signaling;
 
@@ -21,6 +22,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: a real end-to-end encrypted 1:1 call on loopback (signaling server and
+    /// two headless clients in this process) with a latency report. Exits non-zero unless
+    /// media flowed both ways.
+    Demo {
+        /// Call length in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// End-to-end encryption self-check: a 3-member MLS group exchanging SFrame-encrypted
     /// frames, a removal, and a late joiner. Exits non-zero if any check fails.
     Selfcheck {
@@ -50,6 +59,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Selfcheck { frames } => selfcheck::run(frames),
+        Command::Demo { seconds } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            tokio::runtime::Runtime::new()?.block_on(demo::run(seconds))
+        }
         Command::Signaling {
             sessions,
             calls,
