@@ -179,10 +179,15 @@ impl PatternSource {
     }
 }
 
-/// Reads the frame id drawn by [`PatternSource`] from a decoded I420 luma plane (the
-/// inner 8x8 of each block, thresholded at mid-grey). `None` if the picture is too small.
-pub fn read_pattern_id(luma: &[u8], width: usize, height: usize) -> Option<u64> {
-    if width < ID_BITS * BLOCK || height < BLOCK || luma.len() < width * height {
+/// Reads the frame id drawn by [`PatternSource`] from a decoded luma plane with rows
+/// `stride` bytes apart (the inner 8x8 of each block, thresholded at mid-grey). `None` if
+/// the picture is too small.
+pub fn read_pattern_id(luma: &[u8], stride: usize, width: usize, height: usize) -> Option<u64> {
+    if width < ID_BITS * BLOCK
+        || height < BLOCK
+        || stride < width
+        || luma.len() < stride * (BLOCK - 1) + width
+    {
         return None;
     }
     let mut id = 0u64;
@@ -190,7 +195,7 @@ pub fn read_pattern_id(luma: &[u8], width: usize, height: usize) -> Option<u64> 
         let mut sum = 0u32;
         for y in 4..12 {
             for x in 4..12 {
-                sum += u32::from(luma[y * width + bit * BLOCK + x]);
+                sum += u32::from(luma[y * stride + bit * BLOCK + x]);
             }
         }
         id = (id << 1) | u64::from(sum / 64 > 128);
@@ -276,7 +281,7 @@ mod tests {
         for (i, v) in f.i420.iter_mut().enumerate().take(640 * 360) {
             *v = v.saturating_add_signed(if i % 2 == 0 { 40 } else { -40 });
         }
-        assert_eq!(read_pattern_id(&f.i420, 640, 360), Some(5));
+        assert_eq!(read_pattern_id(&f.i420, 640, 640, 360), Some(5));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Codecs: Opus for audio ([`audio`]). Encoded frames are what SFrame encrypts whole.
+//! Codecs: Opus for audio ([`audio`]), H.264 for video ([`video`]). Encoded frames are
+//! what SFrame encrypts whole.
 
 pub mod audio;
+pub mod video;
 
 /// Why a codec operation failed.
 #[derive(Debug, thiserror::Error)]
