@@ -18,13 +18,16 @@ use sotto_media::{
     jitter::{JitterBuffer, JitterConfig, Playout},
     keys::{CallKeys, KeyConfig},
     payload::{self, Stamp, WallClock},
-    synth::{ArrivalLog, AudioSignal, AudioSource, SAMPLE_RATE, estimate_frequency},
+    synth::{ArrivalLog, AudioSignal, AudioSource, PatternSource, SAMPLE_RATE, estimate_frequency},
 };
 use sotto_proto::{
     AddedMember, CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, MlsKind,
     Request, Response, RtcSignal, Stored,
 };
-use sotto_wire::{rtp_ext::AudioLevel, rtp_sframe::Descriptor};
+use sotto_wire::{
+    rtp_ext::AudioLevel,
+    rtp_sframe::{AssemblerLimits, Descriptor, FrameAssembler},
+};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
@@ -32,6 +35,7 @@ use crate::{
     codec::{
         CodecError,
         audio::{AudioDecoder, AudioEncoder},
+        video::{VideoDecoder, VideoEncoder},
     },
     mls::{CallGroup, MlsDevice, MlsError},
     signaling::{ClientError, Incoming, Pin, SignalingClient},
@@ -80,6 +84,8 @@ pub struct CallOptions {
     pub transport: TransportConfig,
     /// How long setup may take before giving up.
     pub setup_timeout: Duration,
+    /// Send and receive video (synthetic moving pattern) too.
+    pub video: Option<VideoOptions>,
     /// Test hook: derive media keys from a group of our own instead of the call's, to
     /// prove that a client with the wrong MLS state decodes nothing.
     #[doc(hidden)]
@@ -95,6 +101,31 @@ impl Default for CallOptions {
             transport: TransportConfig::default(),
             setup_timeout: Duration::from_secs(20),
             test_wrong_keys: false,
+            video: None,
+        }
+    }
+}
+
+/// Video settings of a call.
+#[derive(Clone, Copy, Debug)]
+pub struct VideoOptions {
+    /// Picture width (even, at least 384 for the pattern id).
+    pub width: usize,
+    /// Picture height (even).
+    pub height: usize,
+    /// Frames per second.
+    pub fps: u32,
+    /// Encoder bitrate, bits per second.
+    pub bitrate: u32,
+}
+
+impl Default for VideoOptions {
+    fn default() -> Self {
+        Self {
+            width: 640,
+            height: 360,
+            fps: 30,
+            bitrate: 800_000,
         }
     }
 }
@@ -124,6 +155,16 @@ pub struct CallReport {
     pub decrypt_failures: BTreeMap<u32, u64>,
     /// Capture-to-playout latency of played frames (same machine clock).
     pub latency: ArrivalLog,
+    /// Video frames we encoded and sent.
+    pub video_sent: u64,
+    /// Video frames we received, decrypted and decoded.
+    pub video_decoded: u64,
+    /// Keyframes we sent.
+    pub video_keyframes: u64,
+    /// Decoded frame ids (from the pattern) and capture-to-decode latency.
+    pub video: ArrivalLog,
+    /// Decoded frames whose pattern id disagreed with their stamp (corruption).
+    pub video_mismatches: u64,
     /// Dominant frequency of what we played (after the first half second).
     pub received_hz: Option<f64>,
     /// ICE round-trip time at the end.
@@ -248,7 +289,7 @@ impl Endpoint {
         // Start the transport now so ICE runs while MLS is set up.
         let (transport, mut events) = Transport::new(
             &opts.transport,
-            false,
+            opts.video.is_some(),
             u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
         )
         .await?;
@@ -376,7 +417,7 @@ impl Endpoint {
         self.signaling.request(Request::Accept { call }).await?;
         let (transport, mut events) = Transport::new(
             &opts.transport,
-            false,
+            opts.video.is_some(),
             u32::from_be_bytes([call.0[4], call.0[5], call.0[6], call.0[7]]),
         )
         .await?;
@@ -496,6 +537,10 @@ impl Endpoint {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut tick = tokio::time::interval(frame);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut video = opts.video.map(VideoState::new).transpose()?;
+        let fps = opts.video.map_or(1, |v| v.fps.max(1));
+        let mut video_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+        video_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut hangup_at: Option<tokio::time::Instant> = None;
         let setup_deadline = tokio::time::Instant::now() + opts.setup_timeout;
         let mut hung_up = false;
@@ -523,6 +568,20 @@ impl Endpoint {
                     }
                     rtp_ts = rtp_ts.wrapping_add(samples as u32);
                 }
+                _ = video_tick.tick(), if video.is_some() && connected => {
+                    if let Some(v) = video.as_mut() {
+                        let now = Instant::now();
+                        let f = v.source.next_frame(now);
+                        if let Some(e) = v.encoder.encode(&f)? {
+                            payload::encode(Some(Stamp { id: f.id, captured_us: clock.micros(f.captured) }), &e.data, &mut v.pbuf);
+                            keys.encrypt(ContextId::Video, b"", &v.pbuf, &mut v.wire).map_err(keys_err)?;
+                            transport.send_video(v.ts, &v.wire, e.keyframe).await?;
+                            report.video_sent += 1;
+                            report.video_keyframes += u64::from(e.keyframe);
+                        }
+                        v.ts = v.ts.wrapping_add(90_000 / fps);
+                    }
+                }
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     match ev {
@@ -539,6 +598,29 @@ impl Endpoint {
                         TransportEvent::State(RTCPeerConnectionState::Failed) => {
                             let _ = self.signaling.request(Request::Hangup { call }).await;
                             break;
+                        }
+                        TransportEvent::Video(r) => {
+                            let Some(v) = video.as_mut() else { continue };
+                            for frame in v.assembler.push(r.seq, r.timestamp, &r.payload) {
+                                let now = Instant::now();
+                                match keys.decrypt(&frame.frame, b"", &mut v.plain, now) {
+                                    Ok(_) => {
+                                        let Ok((stamp, h264)) = payload::decode(&v.plain) else { continue };
+                                        // A corrupt frame is the decoder's to refuse; it never panics.
+                                        let Ok(Some(pic)) = v.decoder.decode(h264) else { continue };
+                                        report.video_decoded += 1;
+                                        if let Some(s) = stamp {
+                                            report.video.record(s.id, now - clock.since(s.captured_us, now), now);
+                                            if pic.pattern_id != Some(s.id & 0xff_ffff) {
+                                                report.video_mismatches += 1;
+                                            }
+                                        }
+                                    }
+                                    Err(e) => {
+                                        *report.decrypt_failures.entry(e.sender.unwrap_or(u32::MAX)).or_default() += 1;
+                                    }
+                                }
+                            }
                         }
                         TransportEvent::Audio(r) => {
                             let Some((d, body)) = Descriptor::parse(&r.payload) else { continue };
@@ -617,6 +699,33 @@ impl Endpoint {
         report.rtt = transport.rtt().await;
         transport.close().await;
         Ok(report)
+    }
+}
+
+/// The video half of a call's media.
+struct VideoState {
+    source: PatternSource,
+    encoder: VideoEncoder,
+    decoder: VideoDecoder,
+    assembler: FrameAssembler,
+    ts: u32,
+    pbuf: Vec<u8>,
+    wire: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl VideoState {
+    fn new(o: VideoOptions) -> Result<Self, CallError> {
+        Ok(Self {
+            source: PatternSource::new(o.width, o.height),
+            encoder: VideoEncoder::new(o.fps as f32, o.bitrate)?,
+            decoder: VideoDecoder::new()?,
+            assembler: FrameAssembler::new(AssemblerLimits::default()),
+            ts: 0,
+            pbuf: Vec::new(),
+            wire: Vec::new(),
+            plain: Vec::new(),
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sotto_client::call::{CallOptions, CallReport, Endpoint};
+use sotto_client::call::{CallOptions, CallReport, Endpoint, VideoOptions};
 use sotto_media::synth::AudioSignal;
 use sotto_proto::EndReason;
 use sotto_tests::{h, key_for, server};
@@ -41,6 +41,32 @@ fn check(side: &str, me: &CallReport, peer: &CallReport, expect_hz: f64) {
         "{side} heard {hz} Hz, expected {expect_hz}"
     );
     assert_eq!(me.safety_number, peer.safety_number, "safety numbers match");
+    if peer.video_sent > 0 {
+        eprintln!(
+            "{side}: video sent {} (keyframes {}) decoded {} mismatches {} latency p50 {:?} p99 {:?}",
+            peer.video_sent,
+            peer.video_keyframes,
+            me.video_decoded,
+            me.video_mismatches,
+            me.video.latency_quantile(0.5),
+            me.video.latency_quantile(0.99)
+        );
+        let want = (peer.video_sent as f64 * 0.95) as u64;
+        assert!(
+            me.video_decoded + 5 >= want,
+            "{side} decoded {} of {} video frames",
+            me.video_decoded,
+            peer.video_sent
+        );
+        assert!(
+            me.video.in_order(),
+            "{side}: video frame ids arrive in order"
+        );
+        assert_eq!(
+            me.video_mismatches, 0,
+            "{side}: every decoded picture carries its stamped id"
+        );
+    }
     assert_eq!(
         me.verification_code, peer.verification_code,
         "verification codes match"
@@ -48,7 +74,7 @@ fn check(side: &str, me: &CallReport, peer: &CallReport, expect_hz: f64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn synthetic_audio_call_both_ways_for_five_seconds() {
+async fn synthetic_audio_and_video_call_both_ways_for_five_seconds() {
     let s = server(|_| {}).await;
     let addr = s.running.addr;
     let mut alice = Endpoint::connect(addr, &s.pin, h("@alice"), key_for("@alice"), 1)
@@ -58,14 +84,22 @@ async fn synthetic_audio_call_both_ways_for_five_seconds() {
         .await
         .expect("bob");
 
+    let video = Some(VideoOptions {
+        width: 384,
+        height: 240,
+        fps: 15,
+        bitrate: 300_000,
+    });
     let bob_opts = CallOptions {
         duration: None,
         audio: AudioSignal::Tone { hz: 660.0 },
+        video,
         ..CallOptions::default()
     };
     let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
     let alice_opts = CallOptions {
         duration: Some(Duration::from_secs(5)),
+        video,
         ..CallOptions::default()
     };
     let a = alice
@@ -75,6 +109,10 @@ async fn synthetic_audio_call_both_ways_for_five_seconds() {
     let b = callee.await.expect("join").expect("bob's call");
     check("alice", &a, &b, 660.0);
     check("bob", &b, &a, 440.0);
+    assert!(
+        a.video_sent >= 60 && b.video_sent >= 60,
+        "about 5 s of 15 fps video each way"
+    );
     assert!(
         a.audio_sent >= 200,
         "about 5 s of 20 ms frames, got {}",
