@@ -3,13 +3,13 @@
 //! Starts the signaling service in-process, registers two headless clients, and has
 //! @alice call @bob for the given time with synthetic audio (a 440 Hz tone one way, 660 Hz
 //! the other). Everything real: QUIC signaling with a pinned certificate, an MLS group of
-//! two, SFrame, WebRTC (ICE, DTLS-SRTP), Opus, the jitter buffer.
+//! two, SFrame, WebRTC (ICE, DTLS-SRTP), Opus, H.264, the jitter buffer.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use ed25519_dalek::SigningKey;
-use sotto_client::call::{CallOptions, CallReport, Endpoint};
+use sotto_client::call::{CallOptions, CallReport, Endpoint, VideoOptions};
 use sotto_media::synth::AudioSignal;
 use sotto_proto::Handle;
 use sotto_signaling::server::{ServerConfig, start};
@@ -67,8 +67,11 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let bob_opts = CallOptions {
         duration: None,
         audio: AudioSignal::Tone { hz: 660.0 },
+        video: Some(VideoOptions::default()),
         ..CallOptions::default()
     };
+    let cpu_before = crate::signaling::cpu_time(std::process::id())?;
+    let call_started = Instant::now();
     let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(30)).await });
     println!(
         "  call             @alice → @bob: ringing… (answered by @bob's device; MLS group of two; ICE + DTLS-SRTP)"
@@ -83,6 +86,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let alice_opts = CallOptions {
         duration: Some(Duration::from_secs(seconds)),
         audio: AudioSignal::Tone { hz: 440.0 },
+        video: Some(VideoOptions::default()),
         ..CallOptions::default()
     };
     let a = alice
@@ -91,6 +95,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         .context("placing the call")?;
     let b = callee.await?.context("answering the call")?;
     progress.abort();
+    let cpu = crate::signaling::cpu_time(std::process::id())?.saturating_sub(cpu_before);
+    let per_client = cpu.as_secs_f64() / call_started.elapsed().as_secs_f64() / 2.0;
     eprintln!();
 
     println!(
@@ -128,8 +134,37 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     }
     println!("  ICE RTT          {}", ms(a.rtt));
     println!(
-        "  video            not in this build yet (the video pipeline is the next step of issue 4)"
+        "  CPU              {:.1} % of one core per client (both clients and the server share this process)",
+        per_client * 100.0
     );
+    let v = VideoOptions::default();
+    println!(
+        "  video (H.264 {}x{} @ {} fps, {} kb/s, SFrame per frame, frame marking):",
+        v.width,
+        v.height,
+        v.fps,
+        v.bitrate / 1000
+    );
+    for (label, me, peer) in [("@alice → @bob", &b, &a), ("@bob → @alice", &a, &b)] {
+        println!(
+            "  {label:<16} sent {:>4} ({} keyframes)  decoded {:>4} ({:.1} %)  ids in order: {}  wrong picture: {}",
+            peer.video_sent,
+            peer.video_keyframes,
+            me.video_decoded,
+            100.0 * me.video_decoded as f64 / peer.video_sent.max(1) as f64,
+            if me.video.in_order() { "yes" } else { "NO" },
+            me.video_mismatches,
+        );
+    }
+    println!("  glass-to-glass latency, capture → decoded picture (no display buffer):");
+    for (label, r) in [("@alice → @bob", &b), ("@bob → @alice", &a)] {
+        println!(
+            "  {label:<16} p50 {}   p99 {}   max {}",
+            ms(r.video.latency_quantile(0.5)),
+            ms(r.video.latency_quantile(0.99)),
+            ms(r.video.latency_quantile(1.0)),
+        );
+    }
 
     let flowed = |me: &CallReport, peer: &CallReport| {
         me.audio_played * 10 >= peer.audio_sent * 9 && me.audio_played > 0
@@ -141,6 +176,14 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     );
     ensure!(flowed(&b, &a), "audio did not flow @alice → @bob");
     ensure!(flowed(&a, &b), "audio did not flow @bob → @alice");
+    let video_flowed = |me: &CallReport, peer: &CallReport| {
+        me.video_decoded * 10 >= peer.video_sent * 9
+            && me.video_decoded > 0
+            && me.video.in_order()
+            && me.video_mismatches == 0
+    };
+    ensure!(video_flowed(&b, &a), "video did not flow @alice → @bob");
+    ensure!(video_flowed(&a, &b), "video did not flow @bob → @alice");
     server.shutdown().await;
     println!(
         "\ndemo passed: media flowed both ways, end to end encrypted ({:.1} s)",

@@ -87,7 +87,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// User + system CPU time of a process, from /proc (clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start after ") ".
     let rest = stat
