@@ -12,6 +12,7 @@
 pub mod call;
 pub mod codec;
 pub mod mls;
+pub mod profile;
 pub mod signaling;
 pub mod transport;
 

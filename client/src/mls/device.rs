@@ -7,14 +7,13 @@ use openmls::prelude::{
     tls_codec::{Deserialize as _, Serialize as _},
 };
 use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
 
-use super::{CIPHERSUITE, CallGroup, MlsError, boxed};
+use super::{CIPHERSUITE, CallGroup, MlsError, boxed, provider::Provider};
 
 /// One device's MLS state: credential, signer, provider (crypto + group storage).
 pub struct MlsDevice {
-    provider: OpenMlsRustCrypto,
+    provider: Provider,
     signer: SignatureKeyPair,
     credential: CredentialWithKey,
 }
@@ -26,11 +25,39 @@ impl std::fmt::Debug for MlsDevice {
 }
 
 impl MlsDevice {
-    /// A device for `identity` (the user's handle) with a fresh Ed25519 key.
+    /// An ephemeral device for `identity` (the user's handle) with a fresh Ed25519 key and
+    /// state in memory.
     pub fn new(identity: &str) -> Result<Self, MlsError> {
-        let provider = OpenMlsRustCrypto::default();
         let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm())
             .map_err(|e| MlsError::local("signature key generation")(boxed(e)))?;
+        Self::build(identity, Provider::in_memory()?, signer)
+    }
+
+    /// A device whose MLS credential is signed by the account's identity key, with its
+    /// state in `storage` (a profile's `mls.db`) or in memory. Reopening the same storage
+    /// with the same key finds every group again.
+    pub fn with_identity(
+        identity: &str,
+        key: &ed25519_dalek::SigningKey,
+        storage: Option<&std::path::Path>,
+    ) -> Result<Self, MlsError> {
+        let provider = match storage {
+            Some(path) => Provider::open(path)?,
+            None => Provider::in_memory()?,
+        };
+        let signer = SignatureKeyPair::from_raw(
+            CIPHERSUITE.signature_algorithm(),
+            key.to_bytes().to_vec(),
+            key.verifying_key().to_bytes().to_vec(),
+        );
+        Self::build(identity, provider, signer)
+    }
+
+    fn build(
+        identity: &str,
+        provider: Provider,
+        signer: SignatureKeyPair,
+    ) -> Result<Self, MlsError> {
         signer
             .store(provider.storage())
             .map_err(|e| MlsError::local("storing the signature key")(boxed(e)))?;
@@ -45,7 +72,7 @@ impl MlsDevice {
         })
     }
 
-    pub(crate) fn provider(&self) -> &OpenMlsRustCrypto {
+    pub(crate) fn provider(&self) -> &Provider {
         &self.provider
     }
 

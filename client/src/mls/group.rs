@@ -5,11 +5,10 @@ use openmls::prelude::{
     ProtocolVersion,
     tls_codec::{Deserialize as _, Serialize as _},
 };
-use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
 use sotto_media::keys::{EpochKeys, KeyConfig, KeyScheduleError, MlsExporter};
 
-use super::{MlsDevice, MlsError, boxed};
+use super::{MlsDevice, MlsError, boxed, provider::Provider};
 
 /// A commit we created, to hand to the delivery service.
 #[derive(Debug, Clone)]
@@ -54,6 +53,16 @@ impl std::fmt::Debug for CallGroup {
 impl CallGroup {
     pub(crate) fn from_group(group: MlsGroup) -> Self {
         Self { group }
+    }
+
+    /// Loads a group this device is in from its storage (after a restart).
+    pub fn load(device: &MlsDevice, group_id: &[u8]) -> Result<Option<Self>, MlsError> {
+        MlsGroup::load(
+            device.provider().storage(),
+            &openmls::prelude::GroupId::from_slice(group_id),
+        )
+        .map(|g| g.map(Self::from_group))
+        .map_err(|e| MlsError::local("loading a group")(boxed(e)))
     }
 
     /// The group id, as the delivery service knows it.
@@ -209,7 +218,7 @@ impl CallGroup {
 /// The current epoch's MLS exporter, as the key schedule sees it.
 struct GroupExporter<'a> {
     group: &'a MlsGroup,
-    provider: &'a OpenMlsRustCrypto,
+    provider: &'a Provider,
 }
 
 impl MlsExporter for GroupExporter<'_> {
@@ -226,7 +235,7 @@ impl MlsExporter for GroupExporter<'_> {
     }
 }
 
-fn parse_key_package(provider: &OpenMlsRustCrypto, bytes: &[u8]) -> Result<KeyPackage, MlsError> {
+fn parse_key_package(provider: &Provider, bytes: &[u8]) -> Result<KeyPackage, MlsError> {
     let msg = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|e| MlsError::Malformed(e.to_string()))?;
     let MlsMessageBodyIn::KeyPackage(kp) = msg.extract() else {

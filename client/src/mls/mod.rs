@@ -9,6 +9,7 @@
 
 mod device;
 mod group;
+pub mod provider;
 
 pub use device::MlsDevice;
 pub use group::{CallGroup, Commit, GroupEvent};
