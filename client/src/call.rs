@@ -229,7 +229,7 @@ impl Endpoint {
         &self.signaling
     }
 
-    async fn peer_key(&self, handle: &Handle) -> Result<Vec<u8>, CallError> {
+    async fn peer_key(&mut self, handle: &Handle) -> Result<Vec<u8>, CallError> {
         match self
             .signaling
             .request(Request::Lookup {
@@ -386,7 +386,7 @@ impl Endpoint {
     }
 
     /// Declines a ringing call (it stops ringing on every device of ours).
-    pub async fn decline(&self, call: CallId) -> Result<(), CallError> {
+    pub async fn decline(&mut self, call: CallId) -> Result<(), CallError> {
         self.signaling.request(Request::Decline { call }).await?;
         Ok(())
     }
