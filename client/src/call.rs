@@ -38,6 +38,7 @@ use crate::{
         video::{VideoDecoder, VideoEncoder},
     },
     mls::{CallGroup, MlsDevice, MlsError},
+    profile::{Profile, ProfileError},
     signaling::{ClientError, Incoming, Pin, SignalingClient},
     transport::{Transport, TransportConfig, TransportError, TransportEvent},
     verify,
@@ -62,6 +63,9 @@ pub enum CallError {
     /// A codec failed.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The peer's identity key is not the one pinned (or the profile failed).
+    #[error(transparent)]
+    Contact(#[from] ProfileError),
     /// The peer or server broke the call protocol, or a step timed out.
     #[error("call setup: {0}")]
     Setup(String),
@@ -184,17 +188,47 @@ pub struct Endpoint {
     mls: MlsDevice,
     /// Arrivals read ahead (while checking a call was still ringing), handled first.
     backlog: std::collections::VecDeque<Incoming>,
+    /// Pinned contacts (and persistent MLS state); `None` for ephemeral endpoints.
+    profile: Option<Profile>,
 }
 
 impl Endpoint {
-    /// Connects to the signaling server, registers `handle` if new (else logs in), and
-    /// publishes KeyPackages so others can add this device to calls.
+    /// An ephemeral endpoint (state in memory, no pinned contacts): connects to the
+    /// signaling server, registers `handle` if new (else logs in), and publishes
+    /// KeyPackages so others can add this device to calls.
     pub async fn connect(
         server: SocketAddr,
         pin: &Pin,
         handle: Handle,
         identity: SigningKey,
         device: DeviceId,
+    ) -> Result<Self, CallError> {
+        let mls = MlsDevice::with_identity(handle.as_str(), &identity, None)?;
+        Self::start(server, pin, handle, identity, device, mls, None).await
+    }
+
+    /// An endpoint on a profile: its identity key and device id, MLS state in its
+    /// database, and contacts pinned on first use (a changed key is refused).
+    pub async fn open(
+        server: SocketAddr,
+        pin: &Pin,
+        handle: Handle,
+        profile: Profile,
+    ) -> Result<Self, CallError> {
+        let identity = profile.identity().clone();
+        let mls = MlsDevice::with_identity(handle.as_str(), &identity, Some(&profile.mls_db()))?;
+        let device = profile.device();
+        Self::start(server, pin, handle, identity, device, mls, Some(profile)).await
+    }
+
+    async fn start(
+        server: SocketAddr,
+        pin: &Pin,
+        handle: Handle,
+        identity: SigningKey,
+        device: DeviceId,
+        mls: MlsDevice,
+        profile: Option<Profile>,
     ) -> Result<Self, CallError> {
         let signaling = SignalingClient::connect(server, pin).await?;
         match signaling.register(&handle, &identity, device).await {
@@ -204,7 +238,6 @@ impl Endpoint {
             }
             Err(e) => return Err(e.into()),
         }
-        let mls = MlsDevice::new(handle.as_str())?;
         let packages = (0..8)
             .map(|_| mls.key_package())
             .collect::<Result<Vec<_>, _>>()?;
@@ -221,7 +254,38 @@ impl Endpoint {
             signaling,
             mls,
             backlog: std::collections::VecDeque::new(),
+            profile,
         })
+    }
+
+    /// The user compared safety numbers with `handle` out of band: pin its current key as
+    /// verified (replacing a changed one).
+    pub async fn verify_contact(&mut self, handle: &Handle) -> Result<(), CallError> {
+        let key = self.peer_key(handle).await?;
+        match self.profile.as_mut() {
+            Some(p) => Ok(p.verify_contact(handle.as_str(), &key)?),
+            None => Err(CallError::Setup(
+                "this endpoint has no profile to pin contacts in".into(),
+            )),
+        }
+    }
+
+    /// The profile, if this endpoint has one.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
+    /// Trust on first use: looks the peer's identity key up and checks it against the
+    /// pinned one (pinning it if new). Ephemeral endpoints pin nothing.
+    async fn check_peer(&mut self, handle: &Handle) -> Result<(), CallError> {
+        if self.profile.is_none() {
+            return Ok(());
+        }
+        let key = self.peer_key(handle).await?;
+        if let Some(p) = self.profile.as_mut() {
+            p.check_contact(handle.as_str(), &key)?;
+        }
+        Ok(())
     }
 
     /// The signaling connection (for presence, lookups...).
@@ -268,6 +332,7 @@ impl Endpoint {
             call: Some(call),
             ..CallReport::default()
         };
+        self.check_peer(to).await?;
         self.signaling
             .request(Request::Invite {
                 call,
@@ -414,6 +479,11 @@ impl Endpoint {
             peer: Some(from.clone()),
             ..CallReport::default()
         };
+        if let Err(e) = self.check_peer(&from.handle).await {
+            // Refuse to take a call from a changed identity; the caller hears Declined.
+            let _ = self.signaling.request(Request::Decline { call }).await;
+            return Err(e);
+        }
         self.signaling.request(Request::Accept { call }).await?;
         let (transport, mut events) = Transport::new(
             &opts.transport,
