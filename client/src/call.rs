@@ -88,6 +88,10 @@ pub struct CallOptions {
     pub transport: TransportConfig,
     /// How long setup may take before giving up.
     pub setup_timeout: Duration,
+    /// Where to send a status snapshot about once a second (for a live status line).
+    pub status: Option<mpsc::UnboundedSender<CallStatus>>,
+    /// Hang up when this turns `true` (Ctrl-C in the CLI).
+    pub hangup: Option<tokio::sync::watch::Receiver<bool>>,
     /// Send and receive video (synthetic moving pattern) too.
     pub video: Option<VideoOptions>,
     /// Test hook: derive media keys from a group of our own instead of the call's, to
@@ -106,8 +110,35 @@ impl Default for CallOptions {
             setup_timeout: Duration::from_secs(20),
             test_wrong_keys: false,
             video: None,
+            status: None,
+            hangup: None,
         }
     }
+}
+
+/// A live snapshot of a call.
+#[derive(Clone, Debug, Default)]
+pub struct CallStatus {
+    /// Whether media is connected.
+    pub connected: bool,
+    /// The peer device.
+    pub peer: Option<DeviceAddr>,
+    /// The MLS verification code.
+    pub verification_code: String,
+    /// Bits per second sent over the last second (SFrame payloads).
+    pub send_bps: u64,
+    /// Bits per second received over the last second.
+    pub recv_bps: u64,
+    /// ICE round-trip time.
+    pub rtt: Option<Duration>,
+    /// Audio frames played so far.
+    pub audio_played: u64,
+    /// Audio slots concealed so far.
+    pub concealed: u64,
+    /// Frames rejected by decryption so far.
+    pub decrypt_failures: u64,
+    /// Video frames decoded so far.
+    pub video_decoded: u64,
 }
 
 /// Video settings of a call.
@@ -612,6 +643,9 @@ impl Endpoint {
         let mut video_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
         video_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut hangup_at: Option<tokio::time::Instant> = None;
+        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        let (mut sent_bytes, mut recv_bytes) = (0u64, 0u64);
+        let mut external_hangup = opts.hangup.clone();
         let setup_deadline = tokio::time::Instant::now() + opts.setup_timeout;
         let mut hung_up = false;
 
@@ -634,6 +668,7 @@ impl Endpoint {
                         payload::encode(Some(Stamp { id: f.id, captured_us: clock.micros(f.captured) }), opus, &mut pbuf);
                         keys.encrypt(ContextId::Audio, b"", &pbuf, &mut wire).map_err(keys_err)?;
                         transport.send_audio(rtp_ts, &wire, level).await?;
+                        sent_bytes += wire.len() as u64;
                         report.audio_sent += 1;
                     }
                     rtp_ts = rtp_ts.wrapping_add(samples as u32);
@@ -646,6 +681,7 @@ impl Endpoint {
                             payload::encode(Some(Stamp { id: f.id, captured_us: clock.micros(f.captured) }), &e.data, &mut v.pbuf);
                             keys.encrypt(ContextId::Video, b"", &v.pbuf, &mut v.wire).map_err(keys_err)?;
                             transport.send_video(v.ts, &v.wire, e.keyframe).await?;
+                            sent_bytes += v.wire.len() as u64;
                             report.video_sent += 1;
                             report.video_keyframes += u64::from(e.keyframe);
                         }
@@ -670,6 +706,7 @@ impl Endpoint {
                             break;
                         }
                         TransportEvent::Video(r) => {
+                            recv_bytes += r.payload.len() as u64;
                             let Some(v) = video.as_mut() else { continue };
                             for frame in v.assembler.push(r.seq, r.timestamp, &r.payload) {
                                 let now = Instant::now();
@@ -693,6 +730,7 @@ impl Endpoint {
                             }
                         }
                         TransportEvent::Audio(r) => {
+                            recv_bytes += r.payload.len() as u64;
                             let Some((d, body)) = Descriptor::parse(&r.payload) else { continue };
                             if !(d.start && d.end) {
                                 continue;
@@ -755,6 +793,38 @@ impl Endpoint {
                         None => break,
                         _ => {}
                     }
+                }
+                _ = status_tick.tick(), if opts.status.is_some() => {
+                    if let Some(tx) = &opts.status {
+                        let _ = tx.send(CallStatus {
+                            connected,
+                            peer: report.peer.clone(),
+                            verification_code: report.verification_code.clone(),
+                            send_bps: std::mem::take(&mut sent_bytes) * 8,
+                            recv_bps: std::mem::take(&mut recv_bytes) * 8,
+                            rtt: transport.rtt().await,
+                            audio_played: report.audio_played,
+                            concealed: decoder.concealed + decoder.fec_recovered,
+                            decrypt_failures: report.decrypt_failures.values().sum(),
+                            video_decoded: report.video_decoded,
+                        });
+                    }
+                }
+                _ = async {
+                    match external_hangup.as_mut() {
+                        Some(rx) => {
+                            // A dropped sender means nobody will ask: never fire.
+                            if rx.wait_for(|v| *v).await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                }, if !hung_up => {
+                    hung_up = true;
+                    external_hangup = None;
+                    tracing::info!(%call, "hanging up on request");
+                    self.signaling.request(Request::Hangup { call }).await?;
                 }
                 () = sleep_until(hangup_at), if !hung_up => {
                     hung_up = true;

@@ -92,6 +92,17 @@ pub struct Contact {
     pub verified: bool,
 }
 
+/// The account this profile logs in to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The handle.
+    pub handle: String,
+    /// The signaling server address.
+    pub server: String,
+    /// The server certificate's SHA-256 fingerprint (pinned).
+    pub pin: String,
+}
+
 /// What checking a contact's key found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContactStatus {
@@ -110,6 +121,7 @@ pub struct Profile {
     identity: SigningKey,
     device: DeviceId,
     contacts: BTreeMap<String, Contact>,
+    account: Option<Account>,
 }
 
 impl Profile {
@@ -176,11 +188,25 @@ impl Profile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io(&contacts_path)(e)),
         };
+        let account_path = dir.join("account.json");
+        let account = match fs::read(&account_path) {
+            Ok(bytes) => {
+                Some(
+                    serde_json::from_slice(&bytes).map_err(|e| ProfileError::Corrupt {
+                        path: account_path.clone(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&account_path)(e)),
+        };
         Ok(Self {
             dir: dir.to_owned(),
             identity,
             device,
             contacts,
+            account,
         })
     }
 
@@ -192,6 +218,23 @@ impl Profile {
     /// This device's id.
     pub fn device(&self) -> DeviceId {
         self.device
+    }
+
+    /// The account, once created.
+    pub fn account(&self) -> Option<&Account> {
+        self.account.as_ref()
+    }
+
+    /// Records the account this profile logs in to.
+    pub fn set_account(&mut self, account: Account) -> Result<(), ProfileError> {
+        let path = self.dir.join("account.json");
+        let bytes = serde_json::to_vec_pretty(&account).map_err(|e| ProfileError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &bytes, 0o600)?;
+        self.account = Some(account);
+        Ok(())
     }
 
     /// Where openmls keeps its state for this profile.

@@ -1,0 +1,82 @@
+//! The `sotto` CLI places and answers a real call: account creation, `listen
+//! --auto-answer`, `call --duration`, exit codes, contacts pinned on first use.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use sotto_signaling::server::{ServerConfig, start};
+
+fn sotto(profile: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.arg("--profile").arg(profile).args(args).env("RUST_LOG", "error");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_call_between_two_profiles() {
+    let data = tempfile::tempdir().expect("dir");
+    let server = start(ServerConfig::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned()))
+        .await
+        .expect("server");
+    let addr = server.addr.to_string();
+    let (a, b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+
+    for (dir, handle) in [(a.path(), "@alice"), (b.path(), "@bob")] {
+        let o = sotto(dir, &["account", "create", handle, "--server", &addr, "--pin", &server.fingerprint])
+            .output()
+            .expect("runs");
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("is yours"), "{}", text(&o));
+    }
+
+    let bob = sotto(b.path(), &["listen", "--auto-answer", "--once"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("listen");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let alice = tokio::task::spawn_blocking({
+        let a = a.path().to_owned();
+        move || sotto(&a, &["call", "@bob", "--duration", "2s"]).output().expect("call")
+    })
+    .await
+    .expect("join");
+    let bob = tokio::task::spawn_blocking(move || bob.wait_with_output().expect("bob exits"))
+        .await
+        .expect("join");
+    assert_eq!(alice.status.code(), Some(0), "{}", text(&alice));
+    assert_eq!(bob.status.code(), Some(0), "{}", text(&bob));
+    for o in [&alice, &bob] {
+        let t = text(o);
+        assert!(t.contains("call ended: HungUp"), "{t}");
+        assert!(t.contains("verification code"), "{t}");
+        assert!(t.contains("● in call"), "a live status line was shown: {t}");
+    }
+
+    // Contacts were pinned on first use.
+    let o = sotto(a.path(), &["contacts"]).output().expect("contacts");
+    assert!(text(&o).contains("@bob") && text(&o).contains("pinned on first use"), "{}", text(&o));
+
+    // Calling nobody: exit code 5 with a plain message.
+    let o = tokio::task::spawn_blocking({
+        let a = a.path().to_owned();
+        move || sotto(&a, &["call", "@nobody"]).output().expect("call")
+    })
+    .await
+    .expect("join");
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("no account @nobody"), "{}", text(&o));
+
+    // A real device that does not exist: a clear message, not a panic.
+    let o = sotto(a.path(), &["call", "@bob", "--audio-in", "hw:0"]).output().expect("call");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("is not available"), "{}", text(&o));
+    server.shutdown().await;
+}
