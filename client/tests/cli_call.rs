@@ -10,27 +10,51 @@ use sotto_signaling::server::{ServerConfig, start};
 
 fn sotto(profile: &std::path::Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.arg("--profile").arg(profile).args(args).env("RUST_LOG", "error");
+    c.arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env("RUST_LOG", "error");
     c
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_call_between_two_profiles() {
     let data = tempfile::tempdir().expect("dir");
-    let server = start(ServerConfig::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned()))
-        .await
-        .expect("server");
+    let server = start(ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        data.path().to_owned(),
+    ))
+    .await
+    .expect("server");
     let addr = server.addr.to_string();
-    let (a, b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    let (a, b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
 
     for (dir, handle) in [(a.path(), "@alice"), (b.path(), "@bob")] {
-        let o = sotto(dir, &["account", "create", handle, "--server", &addr, "--pin", &server.fingerprint])
-            .output()
-            .expect("runs");
+        let o = sotto(
+            dir,
+            &[
+                "account",
+                "create",
+                handle,
+                "--server",
+                &addr,
+                "--pin",
+                &server.fingerprint,
+            ],
+        )
+        .output()
+        .expect("runs");
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("is yours"), "{}", text(&o));
     }
@@ -44,7 +68,11 @@ async fn cli_call_between_two_profiles() {
 
     let alice = tokio::task::spawn_blocking({
         let a = a.path().to_owned();
-        move || sotto(&a, &["call", "@bob", "--duration", "2s"]).output().expect("call")
+        move || {
+            sotto(&a, &["call", "@bob", "--duration", "2s"])
+                .output()
+                .expect("call")
+        }
     })
     .await
     .expect("join");
@@ -62,7 +90,11 @@ async fn cli_call_between_two_profiles() {
 
     // Contacts were pinned on first use.
     let o = sotto(a.path(), &["contacts"]).output().expect("contacts");
-    assert!(text(&o).contains("@bob") && text(&o).contains("pinned on first use"), "{}", text(&o));
+    assert!(
+        text(&o).contains("@bob") && text(&o).contains("pinned on first use"),
+        "{}",
+        text(&o)
+    );
 
     // Calling nobody: exit code 5 with a plain message.
     let o = tokio::task::spawn_blocking({
@@ -75,7 +107,9 @@ async fn cli_call_between_two_profiles() {
     assert!(text(&o).contains("no account @nobody"), "{}", text(&o));
 
     // A real device that does not exist: a clear message, not a panic.
-    let o = sotto(a.path(), &["call", "@bob", "--audio-in", "hw:0"]).output().expect("call");
+    let o = sotto(a.path(), &["call", "@bob", "--audio-in", "hw:0"])
+        .output()
+        .expect("call");
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("is not available"), "{}", text(&o));
     server.shutdown().await;

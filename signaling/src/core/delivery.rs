@@ -8,7 +8,8 @@
 use std::time::Instant;
 
 use sotto_proto::{
-    AddedMember, DeviceAddr, DeviceId, ErrorCode, Handle, MlsKind, Response, ServerMsg, Stored,
+    AddedMember, DeviceAddr, DeviceId, ErrorBody, ErrorCode, Handle, MlsKind, Response, ServerMsg,
+    Stored,
 };
 
 use super::{Core, Reply, SessionId, err};
@@ -100,13 +101,7 @@ impl Core {
         added: Vec<AddedMember>,
         removed: Vec<u32>,
     ) -> Reply {
-        let g = self
-            .storage
-            .group(&group)?
-            .ok_or_else(|| err(ErrorCode::NotFound, "no such group"))?;
-        if !g.members.iter().any(|(d, _)| d == me) {
-            return Err(err(ErrorCode::Forbidden, "only members commit to a group"));
-        }
+        let (_, others) = self.member_group(me, &group, "commit to")?;
         if welcome.is_some() == added.is_empty() {
             return Err(err(
                 ErrorCode::Malformed,
@@ -128,14 +123,8 @@ impl Core {
             CommitOutcome::Accepted(new_epoch) => {
                 // The commit goes to every member of the epoch it was made in (the removed
                 // ones learn of their removal), the Welcome to the devices it adds.
-                let members: Vec<DeviceAddr> = g
-                    .members
-                    .into_iter()
-                    .map(|(d, _)| d)
-                    .filter(|d| d != me)
-                    .collect();
                 self.store_and_deliver(
-                    &members,
+                    &others,
                     &Stored::Mls {
                         group: group.clone(),
                         kind: MlsKind::Commit,
@@ -174,27 +163,15 @@ impl Core {
         epoch: u64,
         proposal: Vec<u8>,
     ) -> Reply {
-        let g = self
-            .storage
-            .group(&group)?
-            .ok_or_else(|| err(ErrorCode::NotFound, "no such group"))?;
-        if !g.members.iter().any(|(d, _)| d == me) {
-            return Err(err(ErrorCode::Forbidden, "only members propose"));
-        }
-        if g.epoch != epoch {
+        let (current, others) = self.member_group(me, &group, "propose to")?;
+        if current != epoch {
             return Err(err(
-                ErrorCode::StaleEpoch { current: g.epoch },
+                ErrorCode::StaleEpoch { current },
                 "proposal for another epoch",
             ));
         }
-        let members: Vec<DeviceAddr> = g
-            .members
-            .into_iter()
-            .map(|(d, _)| d)
-            .filter(|d| d != me)
-            .collect();
         self.store_and_deliver(
-            &members,
+            &others,
             &Stored::Mls {
                 group,
                 kind: MlsKind::Proposal,
@@ -206,13 +183,40 @@ impl Core {
         Ok(Response::Ok)
     }
 
+    /// The group's current epoch and its members other than `me`, if `me` is a member.
+    fn member_group(
+        &mut self,
+        me: &DeviceAddr,
+        group: &[u8],
+        action: &str,
+    ) -> Result<(u64, Vec<DeviceAddr>), ErrorBody> {
+        let g = self
+            .storage
+            .group(group)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such group"))?;
+        if !g.members.iter().any(|(d, _)| d == me) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("only members {action} a group"),
+            ));
+        }
+        Ok((
+            g.epoch,
+            g.members
+                .into_iter()
+                .map(|(d, _)| d)
+                .filter(|d| d != me)
+                .collect(),
+        ))
+    }
+
     /// Stores `item` for each device (skipping full queues, which are logged and counted)
     /// and sends it at once to those online.
     pub(super) fn store_and_deliver(
         &mut self,
         to: &[DeviceAddr],
         item: &Stored,
-    ) -> Result<(), sotto_proto::ErrorBody> {
+    ) -> Result<(), ErrorBody> {
         let bytes =
             sotto_proto::encode(item).map_err(|e| err(ErrorCode::TooLarge, e.to_string()))?;
         let mut accepted = Vec::with_capacity(to.len());
