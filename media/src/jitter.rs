@@ -129,8 +129,11 @@ impl JitterBuffer {
         Duration::from_secs_f64(d).clamp(self.cfg.min_delay, self.cfg.max_delay)
     }
 
+    /// The target in whole frames, rounding up but forgiving a millisecond, so that a
+    /// decayed jitter estimate of a few microseconds does not cost a whole frame.
     fn target_frames(&self) -> u64 {
-        (self.target_delay().as_secs_f64() / self.cfg.frame.as_secs_f64()).ceil() as u64
+        let frames = (self.target_delay().as_secs_f64() - 0.001) / self.cfg.frame.as_secs_f64();
+        (frames.ceil() as u64).max(1)
     }
 
     /// Adds the frame `index` that arrived at `arrival`.
@@ -222,17 +225,20 @@ impl JitterBuffer {
         Some(out)
     }
 
-    /// If the buffer has held more than the target (plus slack) for a while, drop the
-    /// oldest buffered frame to cut a frame of latency.
+    /// If the buffer has held more than the target for a second (or far more for a
+    /// moment), drop the oldest buffered frame to cut a frame of latency. This is what
+    /// brings the delay back down after a late frame stretched it.
     fn trim_depth(&mut self) {
         let Some(next) = self.next_index else { return };
         let depth = self.frames.range(next..).count() as u64;
-        if depth > self.target_frames() + 2 {
+        let target = self.target_frames();
+        if depth > target {
             self.deep_slots += 1;
         } else {
             self.deep_slots = 0;
         }
-        if self.deep_slots >= 10 && self.frames.remove(&next).is_some() {
+        let patience = if depth > target + 2 { 10 } else { 50 };
+        if self.deep_slots >= patience && self.frames.remove(&next).is_some() {
             self.next_index = Some(next + 1);
             self.stats.dropped += 1;
             self.deep_slots = 0;
@@ -383,6 +389,39 @@ mod tests {
         }
         drain(&mut jb, t0, t0 + F * 30);
         assert!(jb.stats().dropped > 0, "latency was cut by skipping");
+    }
+
+    #[test]
+    fn a_stretch_after_one_late_frame_is_undone_once_jitter_settles() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // Frame 5 arrives 45 ms late (after its slot); everything else is on time.
+        let arrivals = (0..200u32)
+            .map(|i| {
+                (
+                    u64::from(i),
+                    t0 + F * i
+                        + if i == 5 {
+                            Duration::from_millis(45)
+                        } else {
+                            Duration::ZERO
+                        },
+                )
+            })
+            .collect();
+        let out = simulate(&mut jb, t0, arrivals, t0 + F * 200);
+        assert_eq!(jb.stats().late, 1);
+        // Frame 150 arrives at 150*20 ms; with the stretch undone it plays one frame later.
+        let played_150 = out
+            .iter()
+            .find(|(_, p)| matches!(p, Playout::Frame { index: 150, .. }))
+            .map(|(t, _)| *t)
+            .expect("frame 150 played");
+        assert!(
+            played_150 <= t0 + F * 150 + F + Duration::from_millis(2),
+            "delay back to one frame: {:?}",
+            played_150 - (t0 + F * 150)
+        );
     }
 
     #[test]

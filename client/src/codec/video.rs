@@ -40,7 +40,7 @@ impl VideoEncoder {
             .usage_type(UsageType::CameraVideoRealTime)
             .bitrate(BitRate::from_bps(bitrate))
             .max_frame_rate(FrameRate::from_hz(fps))
-            .skip_frames(false)
+            .skip_frames(true)
             .intra_frame_period(IntraFramePeriod::from_num_frames((fps * 2.0) as u32));
         Ok(Self {
             enc: Encoder::with_api_config(OpenH264API::from_source(), config).map_err(err)?,
