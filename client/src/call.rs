@@ -9,6 +9,10 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -638,10 +642,15 @@ impl Endpoint {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut tick = tokio::time::interval(frame);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut video = opts.video.map(VideoState::new).transpose()?;
+        let (mut video, mut decoded_rx) = match opts.video {
+            Some(o) => {
+                let (v, rx) = VideoState::new(o)?;
+                (Some(v), Some(rx))
+            }
+            None => (None, None),
+        };
+        let mut encoded_rx: Option<mpsc::Receiver<EncodedFrame>> = None;
         let fps = opts.video.map_or(1, |v| v.fps.max(1));
-        let mut video_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
-        video_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut hangup_at: Option<tokio::time::Instant> = None;
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let (mut sent_bytes, mut recv_bytes) = (0u64, 0u64);
@@ -673,19 +682,37 @@ impl Endpoint {
                     }
                     rtp_ts = rtp_ts.wrapping_add(samples as u32);
                 }
-                _ = video_tick.tick(), if video.is_some() && connected => {
-                    if let Some(v) = video.as_mut() {
-                        let now = Instant::now();
-                        let f = v.source.next_frame(now);
-                        if let Some(e) = v.encoder.encode(&f)? {
-                            payload::encode(Some(Stamp { id: f.id, captured_us: clock.micros(f.captured) }), &e.data, &mut v.pbuf);
-                            keys.encrypt(ContextId::Video, b"", &v.pbuf, &mut v.wire).map_err(keys_err)?;
-                            transport.send_video(v.ts, &v.wire, e.keyframe).await?;
-                            sent_bytes += v.wire.len() as u64;
-                            report.video_sent += 1;
-                            report.video_keyframes += u64::from(e.keyframe);
-                        }
+                encoded = async {
+                    match encoded_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let (Some(v), Some((e, id, captured))) = (video.as_mut(), encoded) {
+                        payload::encode(Some(Stamp { id, captured_us: clock.micros(captured) }), &e.data, &mut v.pbuf);
+                        keys.encrypt(ContextId::Video, b"", &v.pbuf, &mut v.wire).map_err(keys_err)?;
+                        transport.send_video(v.ts, &v.wire, e.keyframe).await?;
+                        sent_bytes += v.wire.len() as u64;
+                        report.video_sent += 1;
+                        report.video_keyframes += u64::from(e.keyframe);
                         v.ts = v.ts.wrapping_add(90_000 / fps);
+                    }
+                }
+                decoded = async {
+                    match decoded_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(d) = decoded {
+                        report.video_decoded += 1;
+                        if let Some(s) = d.stamp {
+                            let at = d.decoded_at;
+                            report.video.record(s.id, at - clock.since(s.captured_us, at), at);
+                            if d.pattern_id != Some(s.id & 0xff_ffff) {
+                                report.video_mismatches += 1;
+                            }
+                        }
                     }
                 }
                 ev = events.recv() => {
@@ -697,6 +724,9 @@ impl Endpoint {
                         TransportEvent::State(RTCPeerConnectionState::Connected) if !connected => {
                             connected = true;
                             tracing::info!(%call, "media connected");
+                            if let Some(v) = video.as_ref() {
+                                encoded_rx = Some(v.start_encoder()?);
+                            }
                             if let Some(d) = opts.duration {
                                 hangup_at = Some(tokio::time::Instant::now() + d);
                             }
@@ -713,15 +743,8 @@ impl Endpoint {
                                 match keys.decrypt(&frame.frame, b"", &mut v.plain, now) {
                                     Ok(_) => {
                                         let Ok((stamp, h264)) = payload::decode(&v.plain) else { continue };
-                                        // A corrupt frame is the decoder's to refuse; it never panics.
-                                        let Ok(Some(pic)) = v.decoder.decode(h264) else { continue };
-                                        report.video_decoded += 1;
-                                        if let Some(s) = stamp {
-                                            report.video.record(s.id, now - clock.since(s.captured_us, now), now);
-                                            if pic.pattern_id != Some(s.id & 0xff_ffff) {
-                                                report.video_mismatches += 1;
-                                            }
-                                        }
+                                        // A full decoder queue drops the frame, as loss would.
+                                        let _ = v.decode_tx.try_send((h264.to_vec(), stamp));
                                     }
                                     Err(e) => {
                                         *report.decrypt_failures.entry(e.sender.unwrap_or(u32::MAX)).or_default() += 1;
@@ -842,30 +865,103 @@ impl Endpoint {
     }
 }
 
-/// The video half of a call's media.
+/// The video half of a call's media. Encoding and decoding run on their own threads so
+/// that video work never delays the audio path.
 struct VideoState {
-    source: PatternSource,
-    encoder: VideoEncoder,
-    decoder: VideoDecoder,
+    opts: VideoOptions,
     assembler: FrameAssembler,
     ts: u32,
     pbuf: Vec<u8>,
     wire: Vec<u8>,
     plain: Vec<u8>,
+    decode_tx: std::sync::mpsc::SyncSender<(Vec<u8>, Option<Stamp>)>,
+    stop: Arc<AtomicBool>,
+}
+
+/// An encoded frame from the encoder thread: the frame, its id and capture instant.
+type EncodedFrame = (crate::codec::video::EncodedVideo, u64, Instant);
+
+/// A decoded frame from the decoder thread.
+struct Decoded {
+    pattern_id: Option<u64>,
+    stamp: Option<Stamp>,
+    decoded_at: Instant,
 }
 
 impl VideoState {
-    fn new(o: VideoOptions) -> Result<Self, CallError> {
-        Ok(Self {
-            source: PatternSource::new(o.width, o.height),
-            encoder: VideoEncoder::new(o.fps as f32, o.bitrate)?,
-            decoder: VideoDecoder::new()?,
-            assembler: FrameAssembler::new(AssemblerLimits::default()),
-            ts: 0,
-            pbuf: Vec::new(),
-            wire: Vec::new(),
-            plain: Vec::new(),
-        })
+    /// Starts the decoder thread; the encoder starts when media connects.
+    fn new(opts: VideoOptions) -> Result<(Self, mpsc::Receiver<Decoded>), CallError> {
+        let (decode_tx, decode_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Option<Stamp>)>(64);
+        let (out_tx, out_rx) = mpsc::channel(64);
+        let mut decoder = VideoDecoder::new()?;
+        std::thread::Builder::new()
+            .name("sotto-video-decode".into())
+            .spawn(move || {
+                while let Ok((h264, stamp)) = decode_rx.recv() {
+                    // A corrupt frame is the decoder's to refuse; it never panics.
+                    if let Ok(Some(pic)) = decoder.decode(&h264) {
+                        let d = Decoded {
+                            pattern_id: pic.pattern_id,
+                            stamp,
+                            decoded_at: Instant::now(),
+                        };
+                        if out_tx.blocking_send(d).is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| CallError::Setup(format!("starting the video decoder: {e}")))?;
+        Ok((
+            Self {
+                opts,
+                assembler: FrameAssembler::new(AssemblerLimits::default()),
+                ts: 0,
+                pbuf: Vec::new(),
+                wire: Vec::new(),
+                plain: Vec::new(),
+                decode_tx,
+                stop: Arc::new(AtomicBool::new(false)),
+            },
+            out_rx,
+        ))
+    }
+
+    /// Starts capturing and encoding at the configured rate; frames arrive on the receiver.
+    fn start_encoder(&self) -> Result<mpsc::Receiver<EncodedFrame>, CallError> {
+        let o = self.opts;
+        let stop = self.stop.clone();
+        let (tx, rx) = mpsc::channel(8);
+        let mut encoder = VideoEncoder::new(o.fps as f32, o.bitrate)?;
+        std::thread::Builder::new()
+            .name("sotto-video-encode".into())
+            .spawn(move || {
+                let mut source = PatternSource::new(o.width, o.height);
+                let period = Duration::from_secs_f64(1.0 / f64::from(o.fps.max(1)));
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let f = source.next_frame(Instant::now());
+                    match encoder.encode(&f) {
+                        Ok(Some(e)) => {
+                            if tx.blocking_send((e, f.id, f.captured)).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "video encode failed"),
+                    }
+                    next += period;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            })
+            .map_err(|e| CallError::Setup(format!("starting the video encoder: {e}")))?;
+        Ok(rx)
+    }
+}
+
+impl Drop for VideoState {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
