@@ -9,8 +9,10 @@
 //! Capture, codecs, the WebRTC transport, playout and the `sotto` CLI join as the calling
 //! features land. This crate may derive media keys; the SFU never links it.
 
+pub mod bitrate;
 pub mod call;
 pub mod codec;
+pub mod feedback;
 pub mod mls;
 pub mod profile;
 pub mod signaling;

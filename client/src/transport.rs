@@ -33,7 +33,14 @@ use webrtc::{
         MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
         RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
         RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-        register_default_interceptors,
+    },
+};
+
+use crate::feedback::{FeedbackTap, InboundLoss, SendFeedback};
+use rtc::{
+    interceptor::{CongestionControlBuilder, Gcc, Slot},
+    peer_connection::configuration::interceptor_registry::{
+        configure_nack, configure_rtcp_reports, configure_twcc,
     },
 };
 
@@ -51,6 +58,12 @@ pub struct TransportConfig {
     pub bind: IpAddr,
     /// STUN servers (`stun:host:port`), none by default.
     pub stun: Vec<String>,
+    /// Where the send-side bandwidth estimate starts, bits per second.
+    pub initial_bitrate: u32,
+    /// Test hook: drop this fraction of inbound RTP before the transport sees it (a lossy
+    /// path, since this kernel has no netem).
+    #[doc(hidden)]
+    pub test_inbound_loss: f64,
 }
 
 impl Default for TransportConfig {
@@ -58,6 +71,8 @@ impl Default for TransportConfig {
         Self {
             bind: IpAddr::from([127, 0, 0, 1]),
             stun: Vec::new(),
+            initial_bitrate: 1_000_000,
+            test_inbound_loss: 0.0,
         }
     }
 }
@@ -188,7 +203,16 @@ pub struct Transport {
     pending_candidates: Mutex<Vec<RTCIceCandidateInit>>,
     remote_set: Mutex<bool>,
     seq: Mutex<(u16, u16)>,
+    feedback: Arc<SendFeedback>,
 }
+
+/// The congestion controller's floor and ceiling, bits per second.
+pub const MIN_BITRATE: u32 = 24_000;
+/// See [`MIN_BITRATE`].
+pub const MAX_BITRATE: u32 = 4_000_000;
+/// Application-most: after every interceptor the crate places (the jitter buffer slot is
+/// the last, at 13,000).
+const FEEDBACK_TAP_SLOT: usize = 14_000;
 
 fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
     match kind {
@@ -255,7 +279,31 @@ impl Transport {
             )
             .map_err(w)?;
         }
-        let registry = register_default_interceptors(Registry::new(), &mut me).map_err(w)?;
+        let audio_ssrc = ssrc_seed | 1;
+        let video_ssrc = ssrc_seed.wrapping_add(0x100) | 1;
+        let feedback = Arc::new(SendFeedback::new(audio_ssrc, video_ssrc));
+        // The crate's defaults (NACK both ways, SR/RR) plus transport-wide CC in both
+        // directions, Google Congestion Control on its feedback, and our tap reading the
+        // estimate and keyframe requests out of the chain.
+        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut me));
+        let mut registry = configure_twcc(registry, &mut me)
+            .map_err(w)?
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Gcc::new(
+                    f64::from(cfg.initial_bitrate),
+                    f64::from(MIN_BITRATE),
+                    f64::from(MAX_BITRATE),
+                ))
+                .build(),
+            )
+            .with(
+                Slot::from(FEEDBACK_TAP_SLOT),
+                FeedbackTap::new(feedback.clone()),
+            );
+        if cfg.test_inbound_loss > 0.0 {
+            registry = registry.with(Slot::from(1), InboundLoss::new(cfg.test_inbound_loss));
+        }
         let setting = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .build();
@@ -287,8 +335,6 @@ impl Transport {
             .await
             .map_err(w)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let audio_ssrc = ssrc_seed | 1;
-        let video_ssrc = ssrc_seed.wrapping_add(0x100) | 1;
         let track = |kind: RtpCodecKind, ssrc: u32, id: &str| {
             Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 "sotto".to_owned(),
@@ -329,6 +375,7 @@ impl Transport {
                 pending_candidates: Mutex::new(Vec::new()),
                 remote_set: Mutex::new(false),
                 seq: Mutex::new((0, 0)),
+                feedback,
             },
             rx,
         ))
@@ -494,6 +541,12 @@ impl Transport {
             }
         }
         Ok(())
+    }
+
+    /// What the peer reports about the media we send: bandwidth estimate, keyframe
+    /// requests, loss.
+    pub fn feedback(&self) -> &SendFeedback {
+        &self.feedback
     }
 
     /// Round-trip time of the selected ICE candidate pair, if known.

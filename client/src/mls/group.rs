@@ -143,6 +143,27 @@ impl CallGroup {
         })
     }
 
+    /// Creates a commit that refreshes our own leaf (new HPKE and encryption keys) and so
+    /// moves the group to a new epoch: post-compromise security for a long call. Pending
+    /// like [`Self::add`].
+    pub fn update(&mut self, device: &MlsDevice) -> Result<Commit, MlsError> {
+        let epoch = self.epoch();
+        let bundle = self
+            .group
+            .self_update(
+                device.provider(),
+                device.signer(),
+                openmls::prelude::LeafNodeParameters::default(),
+            )
+            .map_err(|e| MlsError::local("committing an update")(boxed(e)))?;
+        let (commit, welcome, _) = bundle.into_messages();
+        Ok(Commit {
+            commit: encode(&commit)?,
+            welcome: welcome.map(|w| encode(&w)).transpose()?,
+            epoch,
+        })
+    }
+
     /// The delivery service accepted our pending commit: move to the next epoch.
     pub fn merge_pending(&mut self, device: &MlsDevice) -> Result<u64, MlsError> {
         self.group

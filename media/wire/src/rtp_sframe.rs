@@ -83,6 +83,9 @@ pub struct Reassembled {
     pub timestamp: u32,
     /// Sequence number of its first packet (unwrapped).
     pub first_seq: u64,
+    /// Sequence number of its last packet (unwrapped): a receiver that sees the next
+    /// frame start anywhere but `last_seq + 1` knows a frame was lost in between.
+    pub last_seq: u64,
     /// The encrypted frame.
     pub frame: Vec<u8>,
 }
@@ -224,6 +227,7 @@ impl FrameAssembler {
                 out.push(Reassembled {
                     timestamp: ts,
                     first_seq: start,
+                    last_seq: end,
                     frame,
                 });
             } else {
