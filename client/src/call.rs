@@ -11,7 +11,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -36,10 +36,11 @@ use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::{
+    bitrate,
     codec::{
         CodecError,
         audio::{AudioDecoder, AudioEncoder},
-        video::{VideoDecoder, VideoEncoder},
+        video::{VideoDecoder, VideoEncoder, is_keyframe},
     },
     mls::{CallGroup, MlsDevice, MlsError},
     profile::{Profile, ProfileError},
@@ -98,6 +99,13 @@ pub struct CallOptions {
     pub hangup: Option<tokio::sync::watch::Receiver<bool>>,
     /// Send and receive video (synthetic moving pattern) too.
     pub video: Option<VideoOptions>,
+    /// Commit an MLS self-update this often during the call (new epoch, new media keys:
+    /// post-compromise security for long calls); `None` never.
+    pub rekey_every: Option<Duration>,
+    /// Test hook: drop inbound video packets with these indices (0-based, in arrival
+    /// order) before reassembly, as a burst of loss NACK could not repair.
+    #[doc(hidden)]
+    pub test_drop_video: Option<std::ops::Range<u64>>,
     /// Test hook: derive media keys from a group of our own instead of the call's, to
     /// prove that a client with the wrong MLS state decodes nothing.
     #[doc(hidden)]
@@ -114,6 +122,8 @@ impl Default for CallOptions {
             setup_timeout: Duration::from_secs(20),
             test_wrong_keys: false,
             video: None,
+            rekey_every: None,
+            test_drop_video: None,
             status: None,
             hangup: None,
         }
@@ -127,8 +137,10 @@ pub struct CallStatus {
     pub connected: bool,
     /// The peer device.
     pub peer: Option<DeviceAddr>,
-    /// The MLS verification code.
+    /// The MLS verification code (changes with every epoch).
     pub verification_code: String,
+    /// The 1:1 safety number (both identity keys; stable across calls).
+    pub safety_number: String,
     /// Bits per second sent over the last second (SFrame payloads).
     pub send_bps: u64,
     /// Bits per second received over the last second.
@@ -143,6 +155,12 @@ pub struct CallStatus {
     pub decrypt_failures: u64,
     /// Video frames decoded so far.
     pub video_decoded: u64,
+    /// The fraction of our packets the peer reports lost (0.0–1.0).
+    pub loss: f32,
+    /// The send-side bandwidth estimate, bits per second.
+    pub estimate_bps: Option<u64>,
+    /// The MLS epoch whose keys protect the media.
+    pub epoch: u64,
 }
 
 /// Video settings of a call.
@@ -210,6 +228,28 @@ pub struct CallReport {
     pub rtt: Option<Duration>,
     /// Time from invite (or incoming call) to the first played frame.
     pub setup_time: Option<Duration>,
+    /// MLS epoch changes during the call (self-updates, ours or the peer's).
+    pub epoch_changes: u64,
+    /// Keyframes sent as the first video after an epoch change.
+    pub epoch_keyframes: u64,
+    /// Keyframe requests (PLI/FIR) the peer sent us.
+    pub keyframe_requests_received: u64,
+    /// Keyframes our encoder was told to make (on requests and epoch changes).
+    pub video_keyframes_forced: u64,
+    /// Keyframe requests (PLI) we sent the peer.
+    pub keyframe_requests_sent: u64,
+    /// Received video frames not decoded while waiting for a keyframe after loss.
+    pub video_skipped: u64,
+    /// The last send-side bandwidth estimate, bits per second.
+    pub estimate_bps: Option<u64>,
+    /// How many times the estimate changed.
+    pub estimate_updates: u64,
+    /// The Opus target bitrate at the end (it follows the estimate).
+    pub audio_bitrate: u32,
+    /// Lowest Opus target bitrate used during the call.
+    pub audio_bitrate_min: u32,
+    /// The video encoder's target bitrate at the end.
+    pub video_bitrate: u32,
 }
 
 /// A logged-in device able to place and take calls.
@@ -593,7 +633,7 @@ impl Endpoint {
     async fn run(
         &mut self,
         call: CallId,
-        group: CallGroup,
+        mut group: CallGroup,
         transport: Transport,
         events: &mut mpsc::Receiver<TransportEvent>,
         peer: DeviceAddr,
@@ -657,6 +697,14 @@ impl Endpoint {
         let mut external_hangup = opts.hangup.clone();
         let setup_deadline = tokio::time::Instant::now() + opts.setup_timeout;
         let mut hung_up = false;
+        let mut rekey_at: Option<tokio::time::Instant> = None;
+        let mut video_packets = 0u64;
+        let mut keyframe_requests_seen = 0u64;
+        let mut estimate_applied = None;
+        let mut epoch_keyframe_pending = false;
+        report.audio_bitrate = crate::codec::audio::DEFAULT_BITRATE.unsigned_abs();
+        report.audio_bitrate_min = report.audio_bitrate;
+        report.video_bitrate = opts.video.map_or(0, |v| v.bitrate);
 
         loop {
             let jitter_due = jitter.poll_timeout().map(tokio::time::Instant::from_std);
@@ -671,6 +719,28 @@ impl Endpoint {
                         continue;
                     }
                     let now = Instant::now();
+                    keys.handle_timeout(now);
+                    // What the peer said about our media: keyframe requests and the estimate.
+                    let fb = transport.feedback();
+                    let requests = fb.keyframe_requests();
+                    if requests > keyframe_requests_seen {
+                        report.keyframe_requests_received += requests - keyframe_requests_seen;
+                        keyframe_requests_seen = requests;
+                        if let Some(v) = video.as_ref() {
+                            v.control.force_keyframe.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    if let Some(est) = fb.target_bitrate() && estimate_applied != Some(est) {
+                        estimate_applied = Some(est);
+                        let split = bitrate::split(est, opts.video.map(|v| v.bitrate));
+                        encoder.set_bitrate(i32::try_from(split.audio).unwrap_or(i32::MAX))?;
+                        report.audio_bitrate = split.audio;
+                        report.audio_bitrate_min = report.audio_bitrate_min.min(split.audio);
+                        if let Some(v) = video.as_ref() {
+                            v.control.bitrate.store(split.video, Ordering::Relaxed);
+                            report.video_bitrate = split.video;
+                        }
+                    }
                     let f = source.next_frame(now);
                     let level = AudioLevel::of_samples(&f.samples, true);
                     if let Some(opus) = encoder.encode(&f.samples)? {
@@ -695,6 +765,10 @@ impl Endpoint {
                         sent_bytes += v.wire.len() as u64;
                         report.video_sent += 1;
                         report.video_keyframes += u64::from(e.keyframe);
+                        if epoch_keyframe_pending && e.keyframe {
+                            epoch_keyframe_pending = false;
+                            report.epoch_keyframes += 1;
+                        }
                         v.ts = v.ts.wrapping_add(90_000 / fps);
                     }
                 }
@@ -705,6 +779,13 @@ impl Endpoint {
                     }
                 } => {
                     if let Some(d) = decoded {
+                        let Some(d) = d else {
+                            // The decoder refused a frame: decode nothing more until a keyframe.
+                            if let Some(v) = video.as_mut() {
+                                v.need_keyframe = true;
+                            }
+                            continue;
+                        };
                         report.video_decoded += 1;
                         if let Some(s) = d.stamp {
                             let at = d.decoded_at;
@@ -730,6 +811,7 @@ impl Endpoint {
                             if let Some(d) = opts.duration {
                                 hangup_at = Some(tokio::time::Instant::now() + d);
                             }
+                            rekey_at = opts.rekey_every.map(|d| tokio::time::Instant::now() + d);
                         }
                         TransportEvent::State(RTCPeerConnectionState::Failed) => {
                             let _ = self.signaling.request(Request::Hangup { call }).await;
@@ -737,18 +819,46 @@ impl Endpoint {
                         }
                         TransportEvent::Video(r) => {
                             recv_bytes += r.payload.len() as u64;
+                            let index = video_packets;
+                            video_packets += 1;
+                            if opts.test_drop_video.as_ref().is_some_and(|d| d.contains(&index)) {
+                                continue;
+                            }
                             let Some(v) = video.as_mut() else { continue };
                             for frame in v.assembler.push(r.seq, r.timestamp, &r.payload) {
                                 let now = Instant::now();
-                                match keys.decrypt(&frame.frame, b"", &mut v.plain, now) {
-                                    Ok(_) => {
-                                        let Ok((stamp, h264)) = payload::decode(&v.plain) else { continue };
-                                        // A full decoder queue drops the frame, as loss would.
-                                        let _ = v.decode_tx.try_send((h264.to_vec(), stamp));
-                                    }
+                                // A frame lost in between breaks the prediction chain.
+                                if v.next_seq.is_some_and(|n| frame.first_seq != n) {
+                                    v.need_keyframe = true;
+                                }
+                                v.next_seq = Some(frame.last_seq + 1);
+                                let h264 = match keys.decrypt(&frame.frame, b"", &mut v.plain, now) {
+                                    Ok(_) => match payload::decode(&v.plain) {
+                                        Ok((stamp, h264)) => Some((stamp, h264)),
+                                        Err(_) => None,
+                                    },
                                     Err(e) => {
                                         *report.decrypt_failures.entry(e.sender.unwrap_or(u32::MAX)).or_default() += 1;
+                                        None
                                     }
+                                };
+                                let Some((stamp, h264)) = h264 else {
+                                    v.need_keyframe = true;
+                                    continue;
+                                };
+                                if v.need_keyframe && !is_keyframe(h264) {
+                                    report.video_skipped += 1;
+                                    if v.last_pli.is_none_or(|t| now - t >= PLI_INTERVAL) {
+                                        v.last_pli = Some(now);
+                                        report.keyframe_requests_sent += 1;
+                                        transport.request_keyframe().await?;
+                                    }
+                                    continue;
+                                }
+                                v.need_keyframe = false;
+                                // A full decoder queue drops the frame, as loss would.
+                                if v.decode_tx.try_send((h264.to_vec(), stamp)).is_err() {
+                                    v.need_keyframe = true;
                                 }
                             }
                         }
@@ -811,6 +921,24 @@ impl Endpoint {
                             report.ended = Some(reason);
                             break;
                         }
+                        Some(Incoming::Delivery {
+                            seq,
+                            item: Stored::Mls { group: g, kind: MlsKind::Commit, data, .. },
+                        }) if g == call.0 => {
+                            match group.process(&self.mls, &data) {
+                                Ok(crate::mls::GroupEvent::EpochAdvanced { .. }) => {
+                                    self.new_epoch(&group, &mut keys, &mut report, opts)?;
+                                    if let Some(v) = video.as_ref() {
+                                        v.control.force_keyframe.store(true, Ordering::Relaxed);
+                                        epoch_keyframe_pending = true;
+                                    }
+                                }
+                                Ok(_) => {}
+                                // A bad or stale commit leaves the group as it was.
+                                Err(e) => tracing::warn!(%call, error = %e, "ignoring a commit"),
+                            }
+                            self.signaling.ack(seq).await?;
+                        }
                         Some(Incoming::Delivery { seq, .. }) => self.signaling.ack(seq).await?,
                         Some(Incoming::Goodbye(e)) => return Err(CallError::Signaling(ClientError::Server(e))),
                         None => break,
@@ -823,6 +951,7 @@ impl Endpoint {
                             connected,
                             peer: report.peer.clone(),
                             verification_code: report.verification_code.clone(),
+                            safety_number: report.safety_number.clone(),
                             send_bps: std::mem::take(&mut sent_bytes) * 8,
                             recv_bps: std::mem::take(&mut recv_bytes) * 8,
                             rtt: transport.rtt().await,
@@ -830,6 +959,9 @@ impl Endpoint {
                             concealed: decoder.concealed + decoder.fec_recovered,
                             decrypt_failures: report.decrypt_failures.values().sum(),
                             video_decoded: report.video_decoded,
+                            loss: transport.feedback().remote_loss(),
+                            estimate_bps: transport.feedback().target_bitrate(),
+                            epoch: keys.epoch(),
                         });
                     }
                 }
@@ -849,6 +981,36 @@ impl Endpoint {
                     tracing::info!(%call, "hanging up on request");
                     self.signaling.request(Request::Hangup { call }).await?;
                 }
+                () = sleep_until(rekey_at), if !hung_up => {
+                    rekey_at = opts.rekey_every.map(|d| tokio::time::Instant::now() + d);
+                    let commit = group.update(&self.mls)?;
+                    let sent = self.signaling.request(Request::Commit {
+                        group: call.0.to_vec(),
+                        epoch: commit.epoch,
+                        commit: commit.commit,
+                        welcome: None,
+                        added: vec![],
+                        removed: vec![],
+                    }).await;
+                    match sent {
+                        Ok(_) => {
+                            group.merge_pending(&self.mls)?;
+                            self.new_epoch(&group, &mut keys, &mut report, opts)?;
+                            if let Some(v) = video.as_ref() {
+                                v.control.force_keyframe.store(true, Ordering::Relaxed);
+                                epoch_keyframe_pending = true;
+                            }
+                        }
+                        Err(ClientError::Server(e)) if matches!(e.code, ErrorCode::StaleEpoch { .. }) => {
+                            // The peer committed first; its commit is on the way to us.
+                            group.discard_pending(&self.mls)?;
+                        }
+                        Err(e) => {
+                            group.discard_pending(&self.mls)?;
+                            return Err(e.into());
+                        }
+                    }
+                }
                 () = sleep_until(hangup_at), if !hung_up => {
                     hung_up = true;
                     tracing::info!(%call, "hanging up");
@@ -860,10 +1022,45 @@ impl Endpoint {
         report.audio_fec = decoder.fec_recovered;
         report.received_hz = estimate_frequency(&played_pcm);
         report.rtt = transport.rtt().await;
+        report.estimate_bps = transport.feedback().target_bitrate();
+        report.estimate_updates = transport.feedback().estimate_updates();
+        if let Some(v) = video.as_ref() {
+            report.video_keyframes_forced = v.control.forced.load(Ordering::Relaxed);
+        }
         transport.close().await;
         Ok(report)
     }
+
+    /// The group moved to a new epoch: derive its media keys (the previous epoch stays
+    /// decryptable for the grace period) and show the new verification code.
+    fn new_epoch(
+        &self,
+        group: &CallGroup,
+        keys: &mut CallKeys,
+        report: &mut CallReport,
+        opts: &CallOptions,
+    ) -> Result<(), CallError> {
+        let epoch = if opts.test_wrong_keys {
+            sotto_media::keys::EpochKeys::derive(
+                &RandomExporter,
+                group.epoch(),
+                group.member_indices(),
+                &KeyConfig::default(),
+            )
+        } else {
+            group.epoch_keys(&self.mls, &KeyConfig::default())
+        };
+        keys.advance(epoch.map_err(keys_err)?, Instant::now())
+            .map_err(keys_err)?;
+        report.epoch_changes += 1;
+        report.verification_code = verify::group_code(&group.epoch_authenticator());
+        tracing::info!(epoch = group.epoch(), code = %report.verification_code, "new epoch");
+        Ok(())
+    }
 }
+
+/// Keyframe requests are repeated at most this often while we wait for one.
+const PLI_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The video half of a call's media. Encoding and decoding run on their own threads so
 /// that video work never delays the audio path.
@@ -875,7 +1072,23 @@ struct VideoState {
     wire: Vec<u8>,
     plain: Vec<u8>,
     decode_tx: std::sync::mpsc::SyncSender<(Vec<u8>, Option<Stamp>)>,
-    stop: Arc<AtomicBool>,
+    control: Arc<VideoControl>,
+    /// Where the next frame should start if none was lost.
+    next_seq: Option<u64>,
+    /// A frame was lost or refused: decode nothing until a keyframe.
+    need_keyframe: bool,
+    last_pli: Option<Instant>,
+}
+
+/// What the call loop tells the encoder thread.
+#[derive(Default)]
+struct VideoControl {
+    stop: AtomicBool,
+    force_keyframe: AtomicBool,
+    /// New target bitrate (0: unchanged).
+    bitrate: AtomicU32,
+    /// Keyframes forced on request (PLI/FIR or epoch change).
+    forced: AtomicU64,
 }
 
 /// An encoded frame from the encoder thread: the frame, its id and capture instant.
@@ -890,7 +1103,7 @@ struct Decoded {
 
 impl VideoState {
     /// Starts the decoder thread; the encoder starts when media connects.
-    fn new(opts: VideoOptions) -> Result<(Self, mpsc::Receiver<Decoded>), CallError> {
+    fn new(opts: VideoOptions) -> Result<(Self, mpsc::Receiver<Option<Decoded>>), CallError> {
         let (decode_tx, decode_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Option<Stamp>)>(64);
         let (out_tx, out_rx) = mpsc::channel(64);
         let mut decoder = VideoDecoder::new()?;
@@ -898,16 +1111,18 @@ impl VideoState {
             .name("sotto-video-decode".into())
             .spawn(move || {
                 while let Ok((h264, stamp)) = decode_rx.recv() {
-                    // A corrupt frame is the decoder's to refuse; it never panics.
-                    if let Ok(Some(pic)) = decoder.decode(&h264) {
-                        let d = Decoded {
+                    // A corrupt frame is the decoder's to refuse (`None` out); it never panics.
+                    let out = match decoder.decode(&h264) {
+                        Ok(Some(pic)) => Some(Decoded {
                             pattern_id: pic.pattern_id,
                             stamp,
                             decoded_at: Instant::now(),
-                        };
-                        if out_tx.blocking_send(d).is_err() {
-                            break;
-                        }
+                        }),
+                        Ok(None) => continue,
+                        Err(_) => None,
+                    };
+                    if out_tx.blocking_send(out).is_err() {
+                        break;
                     }
                 }
             })
@@ -921,7 +1136,10 @@ impl VideoState {
                 wire: Vec::new(),
                 plain: Vec::new(),
                 decode_tx,
-                stop: Arc::new(AtomicBool::new(false)),
+                control: Arc::new(VideoControl::default()),
+                next_seq: None,
+                need_keyframe: false,
+                last_pli: None,
             },
             out_rx,
         ))
@@ -930,7 +1148,7 @@ impl VideoState {
     /// Starts capturing and encoding at the configured rate; frames arrive on the receiver.
     fn start_encoder(&self) -> Result<mpsc::Receiver<EncodedFrame>, CallError> {
         let o = self.opts;
-        let stop = self.stop.clone();
+        let control = self.control.clone();
         let (tx, rx) = mpsc::channel(8);
         let mut encoder = VideoEncoder::new(o.fps as f32, o.bitrate)?;
         std::thread::Builder::new()
@@ -939,7 +1157,17 @@ impl VideoState {
                 let mut source = PatternSource::new(o.width, o.height);
                 let period = Duration::from_secs_f64(1.0 / f64::from(o.fps.max(1)));
                 let mut next = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
+                while !control.stop.load(Ordering::Relaxed) {
+                    if control.force_keyframe.swap(false, Ordering::Relaxed) {
+                        encoder.request_keyframe();
+                        control.forced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let bps = control.bitrate.swap(0, Ordering::Relaxed);
+                    if bps != 0
+                        && let Err(e) = encoder.set_bitrate(bps)
+                    {
+                        tracing::warn!(error = %e, "video bitrate change failed");
+                    }
                     let f = source.next_frame(Instant::now());
                     match encoder.encode(&f) {
                         Ok(Some(e)) => {
@@ -961,7 +1189,7 @@ impl VideoState {
 
 impl Drop for VideoState {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.control.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -202,8 +202,11 @@ fn print_status(s: &CallStatus) {
         || "-".to_owned(),
         |r| format!("{:.1} ms", r.as_secs_f64() * 1e3),
     );
+    let estimate = s
+        .estimate_bps
+        .map_or_else(String::new, |e| format!(" (est {} kb/s)", e / 1000));
     eprint!(
-        "\r{} {peer}  code {}  ↑ {} kb/s ↓ {} kb/s  rtt {rtt}  played {} concealed {} rejected {}{}   ",
+        "\r{} {peer}  code {}  ↑ {} kb/s{estimate} ↓ {} kb/s  rtt {rtt}  loss {:.0}%  played {} concealed {} rejected {}{}   ",
         if s.connected {
             "● in call"
         } else {
@@ -212,6 +215,7 @@ fn print_status(s: &CallStatus) {
         s.verification_code,
         s.send_bps / 1000,
         s.recv_bps / 1000,
+        s.loss * 100.0,
         s.audio_played,
         s.concealed,
         s.decrypt_failures,
@@ -266,7 +270,15 @@ where
     opts.status = Some(status_tx);
     opts.hangup = Some(hangup_rx);
     let printer = tokio::spawn(async move {
+        let mut shown_numbers = false;
         while let Some(s) = status_rx.recv().await {
+            if !shown_numbers && !s.safety_number.is_empty() {
+                shown_numbers = true;
+                eprintln!(
+                    "safety number {}  (compare it with the other person once; it only changes if a key does)",
+                    s.safety_number
+                );
+            }
             print_status(&s);
         }
     });

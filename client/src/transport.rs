@@ -1,5 +1,7 @@
 //! The media transport of a call: one WebRTC peer connection (the `webrtc` crate: ICE,
-//! DTLS-SRTP, RTCP, NACK) carrying our SFrame packets.
+//! DTLS-SRTP, RTCP reports, NACK, transport-wide CC feeding Google Congestion Control)
+//! carrying our SFrame packets. What the peer reports back (estimate, PLI/FIR, loss) is
+//! read by [`crate::feedback`].
 //!
 //! Both sides register Opus (PT 111) and H.264 (PT 102) so the SDP is ordinary, but every
 //! payload is the SFrame packetization of an encrypted frame (`sotto_wire::rtp_sframe`);

@@ -5,7 +5,11 @@
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use sotto_client::signaling::{Incoming, Pin, SignalingClient};
+use sotto_client::{
+    call::{CallReport, Endpoint},
+    signaling::{Incoming, Pin, SignalingClient},
+};
+use sotto_proto::EndReason;
 use sotto_proto::{DeviceId, Handle, Response};
 use sotto_signaling::server::{Running, ServerConfig, start};
 
@@ -139,4 +143,84 @@ pub fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).expect("OS randomness");
     b
+}
+
+/// Checks one side of a finished call against what the peer sent: hung up cleanly,
+/// nothing failed to decrypt, ≥ 95 % of the peer's audio (and video) decoded in order, the
+/// expected tone heard, matching safety numbers and verification codes.
+pub fn check_call(side: &str, me: &CallReport, peer: &CallReport, expect_hz: f64) {
+    eprintln!(
+        "{side}: sent {} played {} concealed {} (fec {}) decrypt failures {:?} latency p50 {:?} p99 {:?} tone {:?} Hz setup {:?}",
+        me.audio_sent,
+        me.audio_played,
+        me.audio_concealed,
+        me.audio_fec,
+        me.decrypt_failures,
+        me.latency.latency_quantile(0.5),
+        me.latency.latency_quantile(0.99),
+        me.received_hz,
+        me.setup_time,
+    );
+    assert_eq!(me.ended, Some(EndReason::HungUp), "{side} ended by hang-up");
+    assert!(
+        me.decrypt_failures.is_empty(),
+        "{side}: nothing fails to decrypt"
+    );
+    // Frames still in flight when the call ends cannot be played: allow the last 10.
+    let want = (peer.audio_sent as f64 * 0.95) as u64;
+    assert!(
+        me.audio_played + 10 >= want,
+        "{side} played {} of the peer's {}",
+        me.audio_played,
+        peer.audio_sent
+    );
+    assert!(me.latency.in_order(), "{side}: frames played in order");
+    let hz = me.received_hz.expect("a tone was heard");
+    assert!(
+        (hz - expect_hz).abs() < 10.0,
+        "{side} heard {hz} Hz, expected {expect_hz}"
+    );
+    assert_eq!(me.safety_number, peer.safety_number, "safety numbers match");
+    if peer.video_sent > 0 {
+        eprintln!(
+            "{side}: video sent {} (keyframes {}) decoded {} mismatches {} latency p50 {:?} p99 {:?}",
+            peer.video_sent,
+            peer.video_keyframes,
+            me.video_decoded,
+            me.video_mismatches,
+            me.video.latency_quantile(0.5),
+            me.video.latency_quantile(0.99)
+        );
+        let want = (peer.video_sent as f64 * 0.95) as u64;
+        assert!(
+            me.video_decoded + 5 >= want,
+            "{side} decoded {} of {} video frames",
+            me.video_decoded,
+            peer.video_sent
+        );
+        assert!(
+            me.video.in_order(),
+            "{side}: video frame ids arrive in order"
+        );
+        assert_eq!(
+            me.video_mismatches, 0,
+            "{side}: every decoded picture carries its stamped id"
+        );
+    }
+    assert_eq!(
+        me.verification_code, peer.verification_code,
+        "verification codes match"
+    );
+}
+
+/// Two ephemeral endpoints, @alice and @bob, logged in to `s`.
+pub async fn pair(s: &TestServer) -> (Endpoint, Endpoint) {
+    let addr = s.running.addr;
+    let alice = Endpoint::connect(addr, &s.pin, h("@alice"), key_for("@alice"), 1)
+        .await
+        .expect("alice");
+    let bob = Endpoint::connect(addr, &s.pin, h("@bob"), key_for("@bob"), 1)
+        .await
+        .expect("bob");
+    (alice, bob)
 }

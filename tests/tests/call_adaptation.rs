@@ -1,0 +1,200 @@
+//! How a real 1:1 call adapts while it runs (loopback, real server, real WebRTC): 10 ms
+//! audio frames, MLS epoch changes mid-call (new keys, a keyframe after each), keyframe
+//! requests after video loss, and Opus following the send-side bandwidth estimate.
+
+use std::time::Duration;
+
+use sotto_client::{
+    bitrate,
+    call::{CallOptions, CallReport, Endpoint, VideoOptions},
+    transport::TransportConfig,
+};
+use sotto_media::synth::AudioSignal;
+use sotto_tests::{check_call, h, pair, server};
+
+const VIDEO: VideoOptions = VideoOptions {
+    width: 384,
+    height: 240,
+    fps: 15,
+    bitrate: 300_000,
+};
+
+/// Bob answers with `bob`, Alice calls with `alice`; both reports.
+async fn call(
+    mut alice: Endpoint,
+    mut bob: Endpoint,
+    alice_opts: CallOptions,
+    bob_opts: CallOptions,
+) -> (CallReport, CallReport) {
+    let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
+    let a = alice.call(&h("@bob"), &alice_opts).await.expect("alice");
+    let b = callee.await.expect("join").expect("bob");
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_millisecond_audio_frames() {
+    let s = server(|_| {}).await;
+    let (alice, bob) = pair(&s).await;
+    let bob_opts = CallOptions {
+        duration: None,
+        frame_ms: 10,
+        audio: AudioSignal::Tone { hz: 660.0 },
+        ..CallOptions::default()
+    };
+    let alice_opts = CallOptions {
+        duration: Some(Duration::from_secs(3)),
+        frame_ms: 10,
+        ..CallOptions::default()
+    };
+    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    check_call("alice", &a, &b, 660.0);
+    check_call("bob", &b, &a, 440.0);
+    assert!(
+        a.audio_sent >= 250,
+        "about 3 s of 10 ms frames, got {}",
+        a.audio_sent
+    );
+    let p50 = b.latency.latency_quantile(0.5).expect("latency");
+    eprintln!("10 ms frames: bob's latency p50 {p50:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoch_changes_mid_call_rekey_the_media_and_bring_keyframes() {
+    let s = server(|_| {}).await;
+    let (alice, bob) = pair(&s).await;
+    let bob_opts = CallOptions {
+        duration: None,
+        audio: AudioSignal::Tone { hz: 660.0 },
+        video: Some(VIDEO),
+        ..CallOptions::default()
+    };
+    let alice_opts = CallOptions {
+        duration: Some(Duration::from_secs(5)),
+        video: Some(VIDEO),
+        rekey_every: Some(Duration::from_secs(2)),
+        ..CallOptions::default()
+    };
+    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    eprintln!(
+        "epochs: alice {} (keyframes {}), bob {} (keyframes {})",
+        a.epoch_changes, a.epoch_keyframes, b.epoch_changes, b.epoch_keyframes
+    );
+    // ≥ 95 % each way, no decrypt failure, codes equal at the end: the old epoch's frames
+    // in flight were still accepted and the new keys took over on both sides.
+    check_call("alice", &a, &b, 660.0);
+    check_call("bob", &b, &a, 440.0);
+    assert_eq!(a.epoch_changes, 2, "Alice committed at 2 s and 4 s");
+    assert_eq!(b.epoch_changes, 2, "Bob processed both commits");
+    assert_eq!(a.epoch_keyframes, 2, "a keyframe after each epoch change");
+    assert_eq!(b.epoch_keyframes, 2, "both senders send one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_frames_bring_a_keyframe_request_and_recovery() {
+    let s = server(|_| {}).await;
+    let (alice, bob) = pair(&s).await;
+    // Bob loses a burst of Alice's video packets (the synthetic pattern compresses to about
+    // one packet per frame, so frames ~35–40, after the 2 s periodic keyframe and long
+    // before the next), beyond what NACK can repair: the frames after it cannot be decoded
+    // until a keyframe comes.
+    let bob_opts = CallOptions {
+        duration: None,
+        video: Some(VIDEO),
+        test_drop_video: Some(35..41),
+        ..CallOptions::default()
+    };
+    let alice_opts = CallOptions {
+        duration: Some(Duration::from_secs(4)),
+        video: Some(VIDEO),
+        ..CallOptions::default()
+    };
+    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    eprintln!(
+        "bob: PLIs sent {}, frames skipped {}, decoded {} of {}; alice: requests {}, forced keyframes {}, keyframes {}",
+        b.keyframe_requests_sent,
+        b.video_skipped,
+        b.video_decoded,
+        a.video_sent,
+        a.keyframe_requests_received,
+        a.video_keyframes_forced,
+        a.video_keyframes
+    );
+    assert!(b.keyframe_requests_sent >= 1, "Bob asked for a keyframe");
+    assert!(
+        a.keyframe_requests_received >= 1,
+        "Alice's transport saw the request"
+    );
+    assert!(
+        a.video_keyframes_forced >= 1,
+        "Alice's encoder made a keyframe"
+    );
+    assert!(b.video_skipped >= 1, "frames after the loss were held back");
+    // Recovery within a fraction of the 2 s (30-frame) keyframe period: the request worked,
+    // not the periodic keyframe.
+    assert!(
+        b.video_skipped < 15,
+        "{} frames skipped before recovery",
+        b.video_skipped
+    );
+    assert_eq!(b.video_mismatches, 0, "no broken picture was shown");
+    assert!(b.video.in_order());
+    assert!(
+        b.video_decoded + 20 >= a.video_sent,
+        "decoding resumed: {} of {}",
+        b.video_decoded,
+        a.video_sent
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_bitrate_follows_the_send_side_estimate() {
+    let s = server(|_| {}).await;
+    let (alice, bob) = pair(&s).await;
+    // Bob's path drops 40 % of what Alice sends; Alice's path from Bob is clean.
+    let bob_opts = CallOptions {
+        duration: None,
+        audio: AudioSignal::Tone { hz: 660.0 },
+        transport: TransportConfig {
+            test_inbound_loss: 0.4,
+            ..TransportConfig::default()
+        },
+        ..CallOptions::default()
+    };
+    let alice_opts = CallOptions {
+        duration: Some(Duration::from_secs(5)),
+        ..CallOptions::default()
+    };
+    let initial = u64::from(TransportConfig::default().initial_bitrate);
+    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    eprintln!(
+        "alice (lossy path): estimate {:?} after {} updates, opus {} (min {}); bob (clean): estimate {:?} after {} updates, opus {}",
+        a.estimate_bps,
+        a.estimate_updates,
+        a.audio_bitrate,
+        a.audio_bitrate_min,
+        b.estimate_bps,
+        b.estimate_updates,
+        b.audio_bitrate
+    );
+    // Both estimators ran on transport-wide feedback, and Opus uses what the split gives.
+    for (side, r) in [("alice", &a), ("bob", &b)] {
+        let est = r.estimate_bps.expect("an estimate");
+        assert!(r.estimate_updates >= 3, "{side}: the estimate moved");
+        assert_eq!(r.audio_bitrate, bitrate::split(est, None).audio, "{side}");
+    }
+    // Alice's estimate fell under the loss Bob reported, and Opus came down with it.
+    assert!(
+        a.estimate_bps.is_some_and(|e| e < initial / 4),
+        "{:?}",
+        a.estimate_bps
+    );
+    assert!(
+        a.audio_bitrate_min < bitrate::AUDIO_MAX_BPS,
+        "Opus went down to {}",
+        a.audio_bitrate_min
+    );
+    // Bob's own sending was not held back by Alice's bad path.
+    assert_eq!(b.audio_bitrate, bitrate::AUDIO_MAX_BPS);
+    assert!(b.audio_played > 0 && a.audio_played > 0);
+}
