@@ -42,6 +42,11 @@ use crate::{
         audio::{AudioDecoder, AudioEncoder},
         video::{VideoDecoder, VideoEncoder, is_keyframe},
     },
+    devices::{
+        DeviceError,
+        audio::{Microphone, Speaker},
+        camera::Camera,
+    },
     mls::{CallGroup, MlsDevice, MlsError},
     profile::{Profile, ProfileError},
     signaling::{ClientError, Incoming, Pin, SignalingClient},
@@ -71,6 +76,9 @@ pub enum CallError {
     /// The peer's identity key is not the one pinned (or the profile failed).
     #[error(transparent)]
     Contact(#[from] ProfileError),
+    /// A requested microphone, speaker or camera cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// The peer or server broke the call protocol, or a step timed out.
     #[error("call setup: {0}")]
     Setup(String),
@@ -85,8 +93,17 @@ fn keys_err(e: impl std::fmt::Display) -> CallError {
 pub struct CallOptions {
     /// Hang up after this long (from media start); `None` waits for the peer.
     pub duration: Option<Duration>,
-    /// What the synthetic microphone plays.
+    /// What the synthetic microphone plays (when `microphone` is `None`).
     pub audio: AudioSignal,
+    /// Capture from this microphone (a cpal device name, or `default`) instead of the
+    /// synthetic signal.
+    pub microphone: Option<String>,
+    /// Play what the peer says on this speaker (a cpal device name, or `default`);
+    /// `None` decodes and measures without playing (headless).
+    pub speaker: Option<String>,
+    /// Send this camera's picture (`default`, `N`, `/dev/videoN` or its name) instead of
+    /// the synthetic pattern, when video is on.
+    pub camera: Option<String>,
     /// Audio frame length in ms (20, or 10).
     pub frame_ms: u32,
     /// Media transport settings.
@@ -117,6 +134,9 @@ impl Default for CallOptions {
         Self {
             duration: Some(Duration::from_secs(5)),
             audio: AudioSignal::Tone { hz: 440.0 },
+            microphone: None,
+            speaker: None,
+            camera: None,
             frame_ms: 20,
             transport: TransportConfig::default(),
             setup_timeout: Duration::from_secs(20),
@@ -408,6 +428,7 @@ impl Endpoint {
             ..CallReport::default()
         };
         self.check_peer(to).await?;
+        let devices = MediaDevices::open(opts)?;
         self.signaling
             .request(Request::Invite {
                 call,
@@ -490,6 +511,7 @@ impl Endpoint {
             &mut events,
             peer,
             opts,
+            devices,
             report,
             started,
         )
@@ -559,6 +581,15 @@ impl Endpoint {
             let _ = self.signaling.request(Request::Decline { call }).await;
             return Err(e);
         }
+        let devices = match MediaDevices::open(opts) {
+            Ok(d) => d,
+            Err(e) => {
+                // Cannot take the call without the devices asked for: say no rather than
+                // answer into silence.
+                let _ = self.signaling.request(Request::Decline { call }).await;
+                return Err(e);
+            }
+        };
         self.signaling.request(Request::Accept { call }).await?;
         let (transport, mut events) = Transport::new(
             &opts.transport,
@@ -622,6 +653,7 @@ impl Endpoint {
             &mut events,
             from,
             opts,
+            devices,
             report,
             started,
         )
@@ -638,6 +670,7 @@ impl Endpoint {
         events: &mut mpsc::Receiver<TransportEvent>,
         peer: DeviceAddr,
         opts: &CallOptions,
+        mut devices: MediaDevices,
         mut report: CallReport,
         started: Instant,
     ) -> Result<CallReport, CallError> {
@@ -702,6 +735,7 @@ impl Endpoint {
         let mut keyframe_requests_seen = 0u64;
         let mut estimate_applied = None;
         let mut epoch_keyframe_pending = false;
+        let mut mic_frames = 0u64;
         report.audio_bitrate = crate::codec::audio::DEFAULT_BITRATE.unsigned_abs();
         report.audio_bitrate_min = report.audio_bitrate;
         report.video_bitrate = opts.video.map_or(0, |v| v.bitrate);
@@ -741,16 +775,29 @@ impl Endpoint {
                             report.video_bitrate = split.video;
                         }
                     }
-                    let f = source.next_frame(now);
-                    let level = AudioLevel::of_samples(&f.samples, true);
-                    if let Some(opus) = encoder.encode(&f.samples)? {
-                        payload::encode(Some(Stamp { id: f.id, captured_us: clock.micros(f.captured) }), opus, &mut pbuf);
-                        keys.encrypt(ContextId::Audio, b"", &pbuf, &mut wire).map_err(keys_err)?;
-                        transport.send_audio(rtp_ts, &wire, level).await?;
-                        sent_bytes += wire.len() as u64;
-                        report.audio_sent += 1;
+                    // A microphone delivers on its own clock: take whatever frames it has
+                    // (usually one); the synthetic source makes exactly one per tick.
+                    let frames: Vec<(u64, Instant, Vec<i16>)> = match devices.microphone.as_ref() {
+                        Some(mic) => mic.take_frames().into_iter().map(|f| {
+                            mic_frames += 1;
+                            (mic_frames, f.captured, f.samples)
+                        }).collect(),
+                        None => {
+                            let f = source.next_frame(now);
+                            vec![(f.id, f.captured, f.samples)]
+                        }
+                    };
+                    for (id, captured, pcm_in) in frames {
+                        let level = AudioLevel::of_samples(&pcm_in, true);
+                        if let Some(opus) = encoder.encode(&pcm_in)? {
+                            payload::encode(Some(Stamp { id, captured_us: clock.micros(captured) }), opus, &mut pbuf);
+                            keys.encrypt(ContextId::Audio, b"", &pbuf, &mut wire).map_err(keys_err)?;
+                            transport.send_audio(rtp_ts, &wire, level).await?;
+                            sent_bytes += wire.len() as u64;
+                            report.audio_sent += 1;
+                        }
+                        rtp_ts = rtp_ts.wrapping_add(samples as u32);
                     }
-                    rtp_ts = rtp_ts.wrapping_add(samples as u32);
                 }
                 encoded = async {
                     match encoded_rx.as_mut() {
@@ -806,7 +853,7 @@ impl Endpoint {
                             connected = true;
                             tracing::info!(%call, "media connected");
                             if let Some(v) = video.as_ref() {
-                                encoded_rx = Some(v.start_encoder()?);
+                                encoded_rx = Some(v.start_encoder(devices.camera.take())?);
                             }
                             if let Some(d) = opts.duration {
                                 hangup_at = Some(tokio::time::Instant::now() + d);
@@ -899,6 +946,9 @@ impl Endpoint {
                                 let next_opus = next.as_deref().and_then(|n| payload::decode(n).ok()).map(|(_, o)| o);
                                 decoder.conceal(next_opus, &mut pcm)?;
                             }
+                        }
+                        if let Some(s) = devices.speaker.as_ref() {
+                            s.play(&pcm);
                         }
                         if report.audio_played > 25 {
                             played_pcm.extend_from_slice(&pcm);
@@ -1145,8 +1195,12 @@ impl VideoState {
         ))
     }
 
-    /// Starts capturing and encoding at the configured rate; frames arrive on the receiver.
-    fn start_encoder(&self) -> Result<mpsc::Receiver<EncodedFrame>, CallError> {
+    /// Starts capturing (from `camera`, else the synthetic pattern) and encoding; encoded
+    /// frames arrive on the receiver.
+    fn start_encoder(
+        &self,
+        camera: Option<Camera>,
+    ) -> Result<mpsc::Receiver<EncodedFrame>, CallError> {
         let o = self.opts;
         let control = self.control.clone();
         let (tx, rx) = mpsc::channel(8);
@@ -1168,7 +1222,14 @@ impl VideoState {
                     {
                         tracing::warn!(error = %e, "video bitrate change failed");
                     }
-                    let f = source.next_frame(Instant::now());
+                    let f = match camera.as_ref() {
+                        // The camera paces itself; wake now and then to notice a stop.
+                        Some(cam) => match cam.next_frame(Duration::from_millis(200)) {
+                            Some(f) => f,
+                            None => continue,
+                        },
+                        None => source.next_frame(Instant::now()),
+                    };
                     match encoder.encode(&f) {
                         Ok(Some(e)) => {
                             if tx.blocking_send((e, f.id, f.captured)).is_err() {
@@ -1178,8 +1239,10 @@ impl VideoState {
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, "video encode failed"),
                     }
-                    next += period;
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    if camera.is_none() {
+                        next += period;
+                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    }
                 }
             })
             .map_err(|e| CallError::Setup(format!("starting the video encoder: {e}")))?;
@@ -1190,6 +1253,39 @@ impl VideoState {
 impl Drop for VideoState {
     fn drop(&mut self) {
         self.control.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Opens and closes the devices `opts` asks for: a listener finds out at start, not when
+/// a call comes in, that one is missing.
+pub fn check_devices(opts: &CallOptions) -> Result<(), CallError> {
+    MediaDevices::open(opts).map(drop)
+}
+
+/// The real devices a call was asked to use, opened before it rings so that a missing one
+/// is an error up front, not silence later.
+#[derive(Default)]
+struct MediaDevices {
+    microphone: Option<Microphone>,
+    speaker: Option<Speaker>,
+    camera: Option<Camera>,
+}
+
+impl MediaDevices {
+    fn open(opts: &CallOptions) -> Result<Self, CallError> {
+        let camera = match (&opts.camera, opts.video) {
+            (Some(name), Some(v)) => Some(Camera::open(name, v.width, v.height, v.fps)?),
+            _ => None,
+        };
+        Ok(Self {
+            microphone: opts
+                .microphone
+                .as_deref()
+                .map(|m| Microphone::open(m, opts.frame_ms))
+                .transpose()?,
+            speaker: opts.speaker.as_deref().map(Speaker::open).transpose()?,
+            camera,
+        })
     }
 }
 

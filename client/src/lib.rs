@@ -12,6 +12,7 @@
 pub mod bitrate;
 pub mod call;
 pub mod codec;
+pub mod devices;
 pub mod feedback;
 pub mod mls;
 pub mod profile;

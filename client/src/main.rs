@@ -4,10 +4,12 @@
 //! sotto account create @alice --server 127.0.0.1:4433 --pin <sha256>
 //! sotto call @bob [--video] [--duration 30s]
 //! sotto listen [--auto-answer]
+//! sotto devices
 //! sotto contacts            sotto contacts verify @bob
 //! ```
 //! Exit codes say how a call ended: 0 hung up, 2 declined, 3 busy, 4 no answer,
-//! 5 offline or unknown, 6 contact's key changed, 7 connection lost, 1 any other error.
+//! 5 offline or unknown, 6 contact's key changed, 7 connection lost, 8 a device is missing
+//! or unusable, 1 any other error.
 
 use std::{
     io::{BufRead, IsTerminal, Write},
@@ -20,6 +22,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sotto_client::{
     call::{CallError, CallOptions, CallReport, CallStatus, Endpoint, VideoOptions},
+    devices,
     profile::{Account, Profile, ProfileError},
     signaling::{ClientError, Pin},
 };
@@ -71,6 +74,8 @@ enum Command {
         #[command(flatten)]
         media: MediaArgs,
     },
+    /// Microphones, speakers and cameras this machine offers.
+    Devices,
     /// Pinned contacts.
     Contacts {
         #[command(subcommand)]
@@ -104,11 +109,17 @@ enum ContactsCommand {
 
 #[derive(clap::Args)]
 struct MediaArgs {
-    /// Microphone: `synth` (440 Hz tone), `synth:HZ`, or `synth:speech`.
-    #[arg(long, default_value = "synth")]
+    /// Microphone: `default`, a device from `sotto devices`, or a synthetic source:
+    /// `synth` (440 Hz tone), `synth:HZ`, `synth:speech`.
+    #[arg(long, default_value = "default")]
     audio_in: String,
-    /// Camera: `synth` (moving test pattern).
-    #[arg(long, default_value = "synth")]
+    /// Speaker: `default`, a device from `sotto devices`, or `none` (decode, measure and
+    /// play nowhere).
+    #[arg(long, default_value = "default")]
+    audio_out: String,
+    /// Camera (with --video): `default`, a device from `sotto devices`, or `synth` (moving
+    /// test pattern).
+    #[arg(long, default_value = "default")]
     video_in: String,
     /// Hang up after this long (e.g. 30s, 2m); default: until someone hangs up.
     #[arg(long)]
@@ -130,36 +141,70 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     })
 }
 
-fn audio_signal(spec: &str) -> anyhow::Result<AudioSignal> {
-    match spec {
-        "synth" => Ok(AudioSignal::Tone { hz: 440.0 }),
-        "synth:speech" => Ok(AudioSignal::Speech),
-        s if s.starts_with("synth:") => Ok(AudioSignal::Tone {
+/// A synthetic signal for `synth…`, `None` for a device name.
+fn audio_signal(spec: &str) -> anyhow::Result<Option<AudioSignal>> {
+    Ok(match spec {
+        "synth" => Some(AudioSignal::Tone { hz: 440.0 }),
+        "synth:speech" => Some(AudioSignal::Speech),
+        s if s.starts_with("synth:") => Some(AudioSignal::Tone {
             hz: s["synth:".len()..]
                 .parse()
-                .with_context(|| format!("bad tone in {s:?}"))?,
+                .with_context(|| format!("bad tone in {s:?} (synth:HZ, e.g. synth:440)"))?,
         }),
-        other => bail!(
-            "audio input {other:?} is not available: this build captures from synthetic sources only \
-             (--audio-in synth, synth:HZ or synth:speech); microphone capture is not built yet"
-        ),
-    }
+        _ => None,
+    })
 }
 
 fn options(media: &MediaArgs, video: bool) -> anyhow::Result<CallOptions> {
-    if video && media.video_in != "synth" {
-        bail!(
-            "video input {:?} is not available: this build captures from the synthetic pattern only \
-             (--video-in synth); camera capture is not built yet",
-            media.video_in
-        );
-    }
-    Ok(CallOptions {
+    let synth = audio_signal(&media.audio_in)?;
+    let mut o = CallOptions {
         duration: media.duration.as_deref().map(parse_duration).transpose()?,
-        audio: audio_signal(&media.audio_in)?,
+        microphone: synth.is_none().then(|| media.audio_in.clone()),
+        speaker: (media.audio_out != "none").then(|| media.audio_out.clone()),
+        camera: (video && media.video_in != "synth").then(|| media.video_in.clone()),
         video: video.then(VideoOptions::default),
         ..CallOptions::default()
-    })
+    };
+    if let Some(s) = synth {
+        o.audio = s;
+    }
+    Ok(o)
+}
+
+fn print_devices() {
+    let l = devices::list();
+    let show = |title: &str, names: &[String], synth: &str| {
+        println!("{title}");
+        if names.is_empty() {
+            println!("  (none found)");
+        }
+        for n in names {
+            if n.ends_with(":null") {
+                println!("  {n}  (discards audio and has no clock: not usable for calls)");
+            } else {
+                println!("  {n}");
+            }
+        }
+        println!("  {synth}");
+    };
+    show(
+        "microphones (--audio-in):",
+        &l.microphones,
+        "synth | synth:HZ | synth:speech  (synthetic)",
+    );
+    show(
+        "speakers (--audio-out):",
+        &l.speakers,
+        "none  (play nowhere)",
+    );
+    show(
+        "cameras (--video-in):",
+        &l.cameras,
+        "synth  (moving test pattern)",
+    );
+    for p in &l.problems {
+        println!("note: {p}");
+    }
 }
 
 fn default_profile() -> PathBuf {
@@ -189,6 +234,7 @@ fn exit_for_error(e: &CallError) -> u8 {
             _ => 1,
         },
         CallError::Contact(ProfileError::KeyChanged { .. }) => 6,
+        CallError::Device(_) => 8,
         _ => 1,
     }
 }
@@ -365,6 +411,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             media,
         } => {
             let opts = options(&media, video)?;
+            // Find out now, not when someone calls, that a device is missing.
+            if let Err(e) = sotto_client::call::check_devices(&opts) {
+                eprintln!("sotto: {e}");
+                return Ok(exit_for_error(&e));
+            }
             let mut ep = endpoint(profile).await?;
             eprintln!("{} listening for calls (Ctrl-C to stop)…", ep.handle);
             loop {
@@ -407,6 +458,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     return Ok(code);
                 }
             }
+        }
+        Command::Devices => {
+            print_devices();
+            Ok(0)
         }
         Command::Contacts { command: None } => {
             if profile.contacts().is_empty() {

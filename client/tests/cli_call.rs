@@ -59,19 +59,43 @@ async fn cli_call_between_two_profiles() {
         assert!(text(&o).contains("is yours"), "{}", text(&o));
     }
 
-    let bob = sotto(b.path(), &["listen", "--auto-answer", "--once"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("listen");
+    // No sound card or camera here: synthetic capture, playout nowhere.
+    let bob = sotto(
+        b.path(),
+        &[
+            "listen",
+            "--auto-answer",
+            "--once",
+            "--audio-in",
+            "synth:660",
+            "--audio-out",
+            "none",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("listen");
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let alice = tokio::task::spawn_blocking({
         let a = a.path().to_owned();
         move || {
-            sotto(&a, &["call", "@bob", "--duration", "2s"])
-                .output()
-                .expect("call")
+            sotto(
+                &a,
+                &[
+                    "call",
+                    "@bob",
+                    "--duration",
+                    "2s",
+                    "--audio-in",
+                    "synth",
+                    "--audio-out",
+                    "none",
+                ],
+            )
+            .output()
+            .expect("call")
         }
     })
     .await
@@ -86,6 +110,7 @@ async fn cli_call_between_two_profiles() {
         assert!(t.contains("call ended: HungUp"), "{t}");
         assert!(t.contains("verification code"), "{t}");
         assert!(t.contains("● in call"), "a live status line was shown: {t}");
+        assert!(t.contains("safety number"), "{t}");
     }
 
     // Contacts were pinned on first use.
@@ -106,11 +131,67 @@ async fn cli_call_between_two_profiles() {
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     assert!(text(&o).contains("no account @nobody"), "{}", text(&o));
 
-    // A real device that does not exist: a clear message, not a panic.
-    let o = sotto(a.path(), &["call", "@bob", "--audio-in", "hw:0"])
-        .output()
-        .expect("call");
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("is not available"), "{}", text(&o));
+    // A real device that does not exist: a clear message naming the ones that do (exit 8),
+    // before anyone is called.
+    let listed = sotto(a.path(), &["devices"]).output().expect("devices");
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed));
+    let listing = text(&listed);
+    for section in [
+        "microphones (--audio-in):",
+        "speakers (--audio-out):",
+        "cameras (--video-in):",
+    ] {
+        assert!(listing.contains(section), "{listing}");
+    }
+    let microphones: Vec<&str> = listing
+        .lines()
+        .skip_while(|l| !l.starts_with("microphones"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  ") && !l.contains("(synthetic)"))
+        .filter(|l| !l.contains("(none found)"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let o = tokio::task::spawn_blocking({
+        let a = a.path().to_owned();
+        move || {
+            sotto(
+                &a,
+                &["call", "@bob", "--audio-in", "hw:7", "--audio-out", "none"],
+            )
+            .output()
+            .expect("call")
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("microphone \"hw:7\" is not available"), "{t}");
+    for m in &microphones {
+        assert!(t.contains(m), "the error names {m}: {t}");
+    }
+    assert!(!t.contains("panicked"), "{t}");
+    // A listener with no camera says so at start, not when a call comes.
+    let o = sotto(
+        b.path(),
+        &[
+            "listen",
+            "--video",
+            "--video-in",
+            "/dev/video99",
+            "--audio-in",
+            "synth",
+            "--audio-out",
+            "none",
+        ],
+    )
+    .output()
+    .expect("listen");
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    assert!(
+        text(&o).contains("camera \"/dev/video99\" is not available"),
+        "{}",
+        text(&o)
+    );
     server.shutdown().await;
 }
