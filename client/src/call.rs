@@ -266,6 +266,8 @@ pub struct CallReport {
     pub estimate_updates: u64,
     /// The Opus target bitrate at the end (it follows the estimate).
     pub audio_bitrate: u32,
+    /// Packets the peer retransmitted to us after a NACK (RTX for video).
+    pub retransmissions_received: u64,
     /// Lowest Opus target bitrate used during the call.
     pub audio_bitrate_min: u32,
     /// The video encoder's target bitrate at the end.
@@ -1074,6 +1076,7 @@ impl Endpoint {
         report.rtt = transport.rtt().await;
         report.estimate_bps = transport.feedback().target_bitrate();
         report.estimate_updates = transport.feedback().estimate_updates();
+        report.retransmissions_received = transport.retransmissions_received().await;
         if let Some(v) = video.as_ref() {
             report.video_keyframes_forced = v.control.forced.load(Ordering::Relaxed);
         }

@@ -20,7 +20,8 @@ use rtc::{
     rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication,
     rtp_transceiver::rtp_sender::{
         RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-        RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+        RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters,
+        RtpCodecKind,
     },
 };
 use sotto_proto::RtcSignal;
@@ -50,6 +51,8 @@ use rtc::{
 pub const AUDIO_PT: u8 = 111;
 /// Payload type of the video stream (H.264 in the SDP, SFrame on the wire).
 pub const VIDEO_PT: u8 = 102;
+/// Payload type of video retransmissions (RTX, RFC 4588).
+pub const VIDEO_RTX_PT: u8 = 103;
 /// Largest RTP payload we send: keeps packets under a 1200-byte path MTU with headers.
 pub const MAX_RTP_PAYLOAD: usize = 1100;
 
@@ -261,6 +264,22 @@ impl Transport {
             RtpCodecKind::Video,
         )
         .map_err(w)?;
+        // RFC 4588: video retransmissions travel on their own SSRC and payload type, so
+        // they do not disturb the primary stream's sequence or loss statistics.
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "video/rtx".to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={VIDEO_PT}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: VIDEO_RTX_PT,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(w)?;
         me.register_feedback(
             RTCPFeedback {
                 typ: "nack".into(),
@@ -337,7 +356,7 @@ impl Transport {
             .await
             .map_err(w)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let track = |kind: RtpCodecKind, ssrc: u32, id: &str| {
+        let track = |kind: RtpCodecKind, ssrc: u32, id: &str, rtx: Option<u32>| {
             Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 "sotto".to_owned(),
                 id.to_owned(),
@@ -346,6 +365,7 @@ impl Transport {
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
+                        rtx: rtx.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                         ..Default::default()
                     },
                     codec: codec(kind),
@@ -353,12 +373,17 @@ impl Transport {
                 }],
             )))
         };
-        let audio = track(RtpCodecKind::Audio, audio_ssrc, "audio");
+        let audio = track(RtpCodecKind::Audio, audio_ssrc, "audio", None);
         pc.add_track(audio.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(w)?;
         let video = if video {
-            let v = track(RtpCodecKind::Video, video_ssrc, "video");
+            let v = track(
+                RtpCodecKind::Video,
+                video_ssrc,
+                "video",
+                Some(video_ssrc.wrapping_add(2)),
+            );
             pc.add_track(v.clone() as Arc<dyn TrackLocal>)
                 .await
                 .map_err(w)?;
@@ -549,6 +574,21 @@ impl Transport {
     /// requests, loss.
     pub fn feedback(&self) -> &SendFeedback {
         &self.feedback
+    }
+
+    /// Packets the peer retransmitted to us (NACK answered, RTX or not), all streams.
+    pub async fn retransmissions_received(&self) -> u64 {
+        let report = self
+            .pc
+            .get_stats(
+                std::time::Instant::now(),
+                webrtc::peer_connection::StatsSelector::None,
+            )
+            .await;
+        report
+            .inbound_rtp_streams()
+            .map(|s| s.retransmitted_packets_received)
+            .sum()
     }
 
     /// Round-trip time of the selected ICE candidate pair, if known.

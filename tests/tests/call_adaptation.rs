@@ -1,6 +1,7 @@
 //! How a real 1:1 call adapts while it runs (loopback, real server, real WebRTC): 10 ms
 //! audio frames, MLS epoch changes mid-call (new keys, a keyframe after each), keyframe
-//! requests after video loss, and Opus following the send-side bandwidth estimate.
+//! requests after video loss, NACK/RTX repairing light loss, and Opus following the
+//! send-side bandwidth estimate.
 
 use std::time::Duration;
 
@@ -197,4 +198,56 @@ async fn opus_bitrate_follows_the_send_side_estimate() {
     // Bob's own sending was not held back by Alice's bad path.
     assert_eq!(b.audio_bitrate, bitrate::AUDIO_MAX_BPS);
     assert!(b.audio_played > 0 && a.audio_played > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_loss_is_repaired_by_nack_and_rtx() {
+    let s = server(|_| {}).await;
+    let (alice, bob) = pair(&s).await;
+    // Bob's path drops 5 % of what arrives, retransmissions included.
+    let bob_opts = CallOptions {
+        duration: None,
+        video: Some(VIDEO),
+        transport: TransportConfig {
+            test_inbound_loss: 0.05,
+            ..TransportConfig::default()
+        },
+        ..CallOptions::default()
+    };
+    let alice_opts = CallOptions {
+        duration: Some(Duration::from_secs(4)),
+        video: Some(VIDEO),
+        ..CallOptions::default()
+    };
+    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    eprintln!(
+        "bob under 5 % loss: retransmissions {}, video decoded {} of {} (skipped {}, PLIs {}), audio played {} of {} (concealed {}, fec {})",
+        b.retransmissions_received,
+        b.video_decoded,
+        a.video_sent,
+        b.video_skipped,
+        b.keyframe_requests_sent,
+        b.audio_played,
+        a.audio_sent,
+        b.audio_concealed,
+        b.audio_fec
+    );
+    assert!(b.retransmissions_received > 0, "NACKs were answered");
+    assert!(
+        b.video_decoded * 10 >= a.video_sent * 9,
+        "≥ 90 % of video decoded: {} of {}",
+        b.video_decoded,
+        a.video_sent
+    );
+    assert_eq!(b.video_mismatches, 0, "no broken picture was shown");
+    assert!(b.video.in_order());
+    // Audio NACKs come back too late for a 20 ms jitter target; Opus FEC in the next
+    // packet recovers those.
+    assert!(
+        (b.audio_played + b.audio_fec) * 10 >= a.audio_sent * 9,
+        "≥ 90 % of audio played or recovered: {} + {} of {}",
+        b.audio_played,
+        b.audio_fec,
+        a.audio_sent
+    );
 }
