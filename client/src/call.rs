@@ -703,11 +703,17 @@ impl Endpoint {
         let mut source = AudioSource::new(opts.audio, opts.frame_ms);
         let mut encoder = AudioEncoder::new()?;
         let mut decoder = AudioDecoder::new(samples)?;
-        let mut jitter = JitterBuffer::new(JitterConfig {
-            frame,
-            min_delay: frame,
-            ..JitterConfig::default()
-        });
+        let jitter_for = |samples: usize| {
+            let frame = Duration::from_micros(samples as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
+            JitterBuffer::new(JitterConfig {
+                frame,
+                min_delay: frame,
+                ..JitterConfig::default()
+            })
+        };
+        let mut jitter = jitter_for(samples);
+        // The peer's frame length (10 or 20 ms, its choice), learned from its first packet.
+        let mut rx_samples: Option<usize> = None;
         let clock = WallClock::new();
         let mut ts_unwrap = TimestampUnwrap::default();
         let mut rtp_ts: u32 = u32::from_be_bytes([call.0[8], call.0[9], call.0[10], call.0[11]]);
@@ -920,7 +926,22 @@ impl Endpoint {
                             let now = Instant::now();
                             match keys.decrypt(body, b"", &mut plain, now) {
                                 Ok(_) => {
-                                    let index = ts_unwrap.unwrap(r.timestamp) / samples as u64;
+                                    let Some(n) = payload::decode(&plain).ok().and_then(|(_, opus)| decoder.samples_in(opus)) else {
+                                        continue;
+                                    };
+                                    let want = *rx_samples.get_or_insert_with(|| {
+                                        if n != samples {
+                                            jitter = jitter_for(n);
+                                            decoder.set_frame_samples(n);
+                                        }
+                                        n
+                                    });
+                                    if n != want {
+                                        // The peer changed its framing mid-call: drop rather
+                                        // than misplace (we never do that ourselves).
+                                        continue;
+                                    }
+                                    let index = ts_unwrap.unwrap(r.timestamp) / want as u64;
                                     jitter.push(index, now, std::mem::take(&mut plain));
                                 }
                                 Err(e) => {

@@ -124,6 +124,24 @@ struct MediaArgs {
     /// Hang up after this long (e.g. 30s, 2m); default: until someone hangs up.
     #[arg(long)]
     duration: Option<String>,
+    /// Audio frame length in milliseconds: 20, or 10 for lower latency at a higher
+    /// packet rate.
+    #[arg(long, default_value_t = 20, value_parser = parse_frame_ms)]
+    frame_ms: u32,
+    /// STUN server for ICE (`stun:host:port`); repeat for several. None by default.
+    #[arg(long = "stun")]
+    stun: Vec<String>,
+    /// Commit a fresh MLS epoch this often during the call (e.g. 5m): new media keys.
+    #[arg(long)]
+    rekey_every: Option<String>,
+}
+
+fn parse_frame_ms(s: &str) -> Result<u32, String> {
+    match s {
+        "10" => Ok(10),
+        "20" => Ok(20),
+        _ => Err("audio frames are 10 or 20 ms".into()),
+    }
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -163,8 +181,15 @@ fn options(media: &MediaArgs, video: bool) -> anyhow::Result<CallOptions> {
         speaker: (media.audio_out != "none").then(|| media.audio_out.clone()),
         camera: (video && media.video_in != "synth").then(|| media.video_in.clone()),
         video: video.then(VideoOptions::default),
+        frame_ms: media.frame_ms,
+        rekey_every: media
+            .rekey_every
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?,
         ..CallOptions::default()
     };
+    o.transport.stun = media.stun.clone();
     if let Some(s) = synth {
         o.audio = s;
     }

@@ -28,36 +28,62 @@ async fn call(
     bob_opts: CallOptions,
 ) -> (CallReport, CallReport) {
     let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
-    let a = alice.call(&h("@bob"), &alice_opts).await.expect("alice");
-    let b = callee.await.expect("join").expect("bob");
+    let a = alice.call(&h("@bob"), &alice_opts).await;
+    let b = callee.await.expect("join");
+    let (a, b) = match (a, b) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => panic!("alice: {:?}\nbob: {:?}", a.err(), b.err()),
+    };
     (a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_millisecond_audio_frames() {
+async fn ten_millisecond_audio_frames_both_ways_and_against_twenty() {
     let s = server(|_| {}).await;
+    // 10 ms on both sides.
     let (alice, bob) = pair(&s).await;
-    let bob_opts = CallOptions {
-        duration: None,
+    let ten = |hz, duration| CallOptions {
+        duration,
         frame_ms: 10,
-        audio: AudioSignal::Tone { hz: 660.0 },
+        audio: AudioSignal::Tone { hz },
         ..CallOptions::default()
     };
-    let alice_opts = CallOptions {
-        duration: Some(Duration::from_secs(3)),
-        frame_ms: 10,
-        ..CallOptions::default()
-    };
-    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    let (a, b) = call(
+        alice,
+        bob,
+        ten(440.0, Some(Duration::from_secs(3))),
+        ten(660.0, None),
+    )
+    .await;
     check_call("alice", &a, &b, 660.0);
     check_call("bob", &b, &a, 440.0);
     assert!(
-        a.audio_sent >= 250,
-        "about 3 s of 10 ms frames, got {}",
-        a.audio_sent
+        a.audio_sent >= 250 && b.audio_sent >= 250,
+        "about 3 s of 10 ms frames each way: {} and {}",
+        a.audio_sent,
+        b.audio_sent
     );
     let p50 = b.latency.latency_quantile(0.5).expect("latency");
     eprintln!("10 ms frames: bob's latency p50 {p50:?}");
+
+    // Each side picks its own framing; the receiver follows the sender's. (A fresh server:
+    // ephemeral endpoints reusing a device id would inherit KeyPackages they cannot open.)
+    let s = server(|_| {}).await;
+    let (alice, bob) = pair(&s).await;
+    let twenty = CallOptions {
+        duration: None,
+        audio: AudioSignal::Tone { hz: 660.0 },
+        ..CallOptions::default()
+    };
+    let (a, b) = call(alice, bob, ten(440.0, Some(Duration::from_secs(3))), twenty).await;
+    check_call("alice (10 ms) hearing 20 ms", &a, &b, 660.0);
+    check_call("bob (20 ms) hearing 10 ms", &b, &a, 440.0);
+    assert!(
+        a.audio_sent >= 2 * b.audio_sent - 20,
+        "{} vs {}",
+        a.audio_sent,
+        b.audio_sent
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

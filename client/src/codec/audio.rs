@@ -71,6 +71,20 @@ impl AudioDecoder {
         })
     }
 
+    /// The frame length of `packet` in samples (from its TOC byte), if it is a plausible
+    /// Opus packet of 2.5 to 60 ms. The peer chooses its framing; the receiver follows.
+    pub fn samples_in(&self, packet: &[u8]) -> Option<usize> {
+        match self.dec.get_nb_samples(packet) {
+            Ok(n) if (120..=2880).contains(&n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Sets the length of concealed frames (the peer's frame length).
+    pub fn set_frame_samples(&mut self, n: usize) {
+        self.frame_samples = n;
+    }
+
     /// Decodes a packet into `out` (replaced).
     pub fn decode(&mut self, packet: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
         out.resize(self.frame_samples * 6, 0);
