@@ -87,6 +87,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         duration: Some(Duration::from_secs(seconds)),
         audio: AudioSignal::Tone { hz: 440.0 },
         video: Some(VideoOptions::default()),
+        // Two MLS self-updates mid-call (at 2/5 and 4/5 of it): new media keys each time.
+        rekey_every: Some(Duration::from_millis(seconds * 400)),
         ..CallOptions::default()
     };
     let a = alice
@@ -132,6 +134,20 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
             ms(r.latency.latency_quantile(1.0)),
         );
     }
+    println!(
+        "  epochs           {} MLS self-updates mid-call (new SFrame keys, old ones kept 2 s); keyframes right after: @alice {}, @bob {}",
+        a.epoch_changes, a.epoch_keyframes, b.epoch_keyframes
+    );
+    let kbps = |e: Option<u64>| e.map_or_else(|| "-".to_owned(), |e| format!("{} kb/s", e / 1000));
+    for (label, r) in [("@alice sends", &a), ("@bob sends", &b)] {
+        println!(
+            "  {label:<16} estimate {} (GCC on transport-wide feedback, {} updates) → Opus {} kb/s, video {} kb/s",
+            kbps(r.estimate_bps),
+            r.estimate_updates,
+            r.audio_bitrate / 1000,
+            r.video_bitrate / 1000
+        );
+    }
     println!("  ICE RTT          {}", ms(a.rtt));
     println!(
         "  CPU              {:.1} % of one core per client (both clients and the server share this process)",
@@ -173,6 +189,12 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     ensure!(
         a.verification_code == b.verification_code,
         "verification codes differ"
+    );
+    ensure!(
+        a.epoch_changes == b.epoch_changes && a.epoch_changes > 0,
+        "epoch changes: @alice {}, @bob {}",
+        a.epoch_changes,
+        b.epoch_changes
     );
     ensure!(flowed(&b, &a), "audio did not flow @alice → @bob");
     ensure!(flowed(&a, &b), "audio did not flow @bob → @alice");
