@@ -1,8 +1,10 @@
 //! A one-to-one call, end to end: signaling (invite, accept, relay), an MLS group of two
-//! (group id = call id) whose epoch keys SFrame, the WebRTC transport, and the audio
-//! pipeline (source → Opus → stamp → SFrame → RTP; RTP → SFrame → jitter buffer → Opus or
-//! FEC/PLC → sink). Headless: sources and sinks are synthetic, so tests, the bench and the
-//! demo place real calls without devices.
+//! (group id = call id) whose epoch keys SFrame, the WebRTC transport, and the media:
+//! audio (microphone or synthetic source → Opus → stamp → SFrame → RTP; RTP → SFrame →
+//! jitter buffer → Opus or FEC/PLC → speaker or nowhere) and video (camera or synthetic
+//! pattern → H.264 → SFrame → per-frame RTP; reassembly → SFrame → H.264, held back after
+//! loss until a keyframe). While it runs, the call follows the send-side bandwidth
+//! estimate, answers keyframe requests, and can move to new MLS epochs (new keys).
 //!
 //! A frame that fails to decrypt never reaches the decoder; it is counted per sender.
 
@@ -1212,7 +1214,9 @@ impl VideoState {
                 decode_tx,
                 control: Arc::new(VideoControl::default()),
                 next_seq: None,
-                need_keyframe: false,
+                // Nothing decodes before the first keyframe (the sender starts with one;
+                // if it is lost, a PLI goes out at once).
+                need_keyframe: true,
                 last_pli: None,
             },
             out_rx,
