@@ -752,6 +752,10 @@ impl Endpoint {
 
         loop {
             let jitter_due = jitter.poll_timeout().map(tokio::time::Instant::from_std);
+            let video_due = video
+                .as_ref()
+                .and_then(|v| v.assembler.poll_timeout())
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 _ = tick.tick() => {
                     if !connected {
@@ -882,41 +886,10 @@ impl Endpoint {
                                 continue;
                             }
                             let Some(v) = video.as_mut() else { continue };
-                            for frame in v.assembler.push(r.seq, r.timestamp, &r.payload) {
-                                let now = Instant::now();
-                                // A frame lost in between breaks the prediction chain.
-                                if v.next_seq.is_some_and(|n| frame.first_seq != n) {
-                                    v.need_keyframe = true;
-                                }
-                                v.next_seq = Some(frame.last_seq + 1);
-                                let h264 = match keys.decrypt(&frame.frame, b"", &mut v.plain, now) {
-                                    Ok(_) => match payload::decode(&v.plain) {
-                                        Ok((stamp, h264)) => Some((stamp, h264)),
-                                        Err(_) => None,
-                                    },
-                                    Err(e) => {
-                                        *report.decrypt_failures.entry(e.sender.unwrap_or(u32::MAX)).or_default() += 1;
-                                        None
-                                    }
-                                };
-                                let Some((stamp, h264)) = h264 else {
-                                    v.need_keyframe = true;
-                                    continue;
-                                };
-                                if v.need_keyframe && !is_keyframe(h264) {
-                                    report.video_skipped += 1;
-                                    if v.last_pli.is_none_or(|t| now - t >= PLI_INTERVAL) {
-                                        v.last_pli = Some(now);
-                                        report.keyframe_requests_sent += 1;
-                                        transport.request_keyframe().await?;
-                                    }
-                                    continue;
-                                }
-                                v.need_keyframe = false;
-                                // A full decoder queue drops the frame, as loss would.
-                                if v.decode_tx.try_send((h264.to_vec(), stamp)).is_err() {
-                                    v.need_keyframe = true;
-                                }
+                            let now = Instant::now();
+                            let frames = v.assembler.push(r.seq, r.timestamp, &r.payload, now);
+                            if v.receive(frames, &mut keys, &mut report, now) {
+                                transport.request_keyframe().await?;
                             }
                         }
                         TransportEvent::Audio(r) => {
@@ -952,6 +925,16 @@ impl Endpoint {
                             }
                         }
                         _ => {}
+                    }
+                }
+                () = sleep_until(video_due) => {
+                    // A frame waited behind a gap long enough: the gap is given up.
+                    if let Some(v) = video.as_mut() {
+                        let now = Instant::now();
+                        let frames = v.assembler.poll(now);
+                        if v.receive(frames, &mut keys, &mut report, now) {
+                            transport.request_keyframe().await?;
+                        }
                     }
                 }
                 () = sleep_until(jitter_due) => {
@@ -1221,6 +1204,54 @@ impl VideoState {
             },
             out_rx,
         ))
+    }
+
+    /// Takes reassembled frames: decrypts them and queues them for decoding, or holds
+    /// video back after a loss until a keyframe. Returns whether to send a PLI now.
+    fn receive(
+        &mut self,
+        frames: Vec<sotto_wire::rtp_sframe::Reassembled>,
+        keys: &mut CallKeys,
+        report: &mut CallReport,
+        now: Instant,
+    ) -> bool {
+        let mut pli = false;
+        for frame in frames {
+            // A frame lost in between breaks the prediction chain.
+            if self.next_seq.is_some_and(|n| frame.first_seq != n) {
+                self.need_keyframe = true;
+            }
+            self.next_seq = Some(frame.last_seq + 1);
+            let h264 = match keys.decrypt(&frame.frame, b"", &mut self.plain, now) {
+                Ok(_) => payload::decode(&self.plain).ok(),
+                Err(e) => {
+                    *report
+                        .decrypt_failures
+                        .entry(e.sender.unwrap_or(u32::MAX))
+                        .or_default() += 1;
+                    None
+                }
+            };
+            let Some((stamp, h264)) = h264 else {
+                self.need_keyframe = true;
+                continue;
+            };
+            if self.need_keyframe && !is_keyframe(h264) {
+                report.video_skipped += 1;
+                if self.last_pli.is_none_or(|t| now - t >= PLI_INTERVAL) {
+                    self.last_pli = Some(now);
+                    report.keyframe_requests_sent += 1;
+                    pli = true;
+                }
+                continue;
+            }
+            self.need_keyframe = false;
+            // A full decoder queue drops the frame, as loss would.
+            if self.decode_tx.try_send((h264.to_vec(), stamp)).is_err() {
+                self.need_keyframe = true;
+            }
+        }
+        pli
     }
 
     /// Starts capturing (from `camera`, else the synthetic pattern) and encoding; encoded

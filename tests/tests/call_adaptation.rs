@@ -259,9 +259,10 @@ async fn light_loss_is_repaired_by_nack_and_rtx() {
         b.audio_fec
     );
     assert!(b.retransmissions_received > 0, "NACKs were answered");
+    // Repairs arrive within the reassembler's repair wait, so frames are not given up.
     assert!(
-        b.video_decoded * 10 >= a.video_sent * 9,
-        "≥ 90 % of video decoded: {} of {}",
+        b.video_decoded * 20 >= a.video_sent * 19,
+        "≥ 95 % of video decoded: {} of {}",
         b.video_decoded,
         a.video_sent
     );

@@ -103,7 +103,12 @@ async fn sframe_packets_flow_both_ways_with_extensions() {
                     if fm.start && fm.independent {
                         keyframes += 1;
                     }
-                    b_frames.extend(assembler.push(r.seq, r.timestamp, &r.payload));
+                    b_frames.extend(assembler.push(
+                        r.seq,
+                        r.timestamp,
+                        &r.payload,
+                        std::time::Instant::now(),
+                    ));
                 }
                 _ => {}
             },

@@ -12,8 +12,16 @@
 //! The RTP marker bit is set on the packet with E. The receiver reassembles the shortest
 //! run of consecutive sequence numbers from an S packet to an E packet with one timestamp,
 //! then decrypts. Keyless: the SFU uses it to find frame boundaries and the SFrame header.
+//!
+//! Frames come out in sequence order. A complete frame behind a gap (an earlier frame still
+//! missing packets) waits up to `repair_wait` for a retransmission to fill the gap before
+//! the earlier frame is given up: the gap is only visible once a later packet arrives, so
+//! without the wait a NACK could never save a one-packet frame. Time is passed in.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 /// First fragment of a frame.
 pub const START: u8 = 0x80;
@@ -97,6 +105,9 @@ pub struct AssemblerLimits {
     pub max_frame: usize,
     /// Packets held waiting for their frame to complete.
     pub max_pending: usize,
+    /// How long a complete frame behind a gap waits for the gap's repair (zero: give the
+    /// earlier frame up at once).
+    pub repair_wait: Duration,
 }
 
 impl Default for AssemblerLimits {
@@ -104,6 +115,7 @@ impl Default for AssemblerLimits {
         Self {
             max_frame: 1 << 20,
             max_pending: 2048,
+            repair_wait: Duration::from_millis(60),
         }
     }
 }
@@ -123,6 +135,8 @@ pub struct FrameAssembler {
     done_through: Option<u64>,
     /// Frames dropped as incomplete or invalid.
     pub dropped_frames: u64,
+    /// The complete frame (its first sequence number) waiting behind a gap, and until when.
+    hold: Option<(u64, Instant)>,
 }
 
 impl FrameAssembler {
@@ -134,6 +148,7 @@ impl FrameAssembler {
             highest: None,
             done_through: None,
             dropped_frames: 0,
+            hold: None,
         }
     }
 
@@ -151,8 +166,25 @@ impl FrameAssembler {
             .unwrap_or(base + u64::from(seq))
     }
 
-    /// Adds one packet's payload; returns every frame it completes (usually 0 or 1).
-    pub fn push(&mut self, seq: u16, timestamp: u32, payload: &[u8]) -> Vec<Reassembled> {
+    /// When [`Self::poll`] should run next: the end of a repair wait.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.hold.map(|(_, until)| until)
+    }
+
+    /// Frames released because their repair wait ended (the gap before them is given up).
+    pub fn poll(&mut self, now: Instant) -> Vec<Reassembled> {
+        self.collect(now)
+    }
+
+    /// Adds one packet's payload, arrived at `now`; returns every frame it releases (usually
+    /// 0 or 1).
+    pub fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        payload: &[u8],
+        now: Instant,
+    ) -> Vec<Reassembled> {
         let Some((desc, data)) = Descriptor::parse(payload) else {
             return Vec::new();
         };
@@ -173,11 +205,19 @@ impl FrameAssembler {
             self.pending.pop_first();
             self.dropped_frames += 1;
         }
-        self.collect()
+        self.collect(now)
     }
 
-    /// Emits complete S..E runs in sequence order, dropping anything left behind them.
-    fn collect(&mut self) -> Vec<Reassembled> {
+    /// Emits complete S..E runs in sequence order, dropping anything left behind them once
+    /// their repair wait is over.
+    fn collect(&mut self, now: Instant) -> Vec<Reassembled> {
+        // A held frame pushed out by the pending bound is no longer waited for.
+        if self
+            .hold
+            .is_some_and(|(s, _)| !self.pending.contains_key(&s))
+        {
+            self.hold = None;
+        }
         let mut out = Vec::new();
         let starts: Vec<u64> = self
             .pending
@@ -205,6 +245,23 @@ impl FrameAssembler {
                 s += 1;
             }
             let Some(end) = end else { continue };
+            // Something before this frame is missing: give its repair a moment, and keep
+            // every later frame waiting behind this one so order holds.
+            let gap = self.done_through.is_some_and(|d| start > d + 1)
+                || self.pending.range(..start).next().is_some();
+            if gap && !self.limits.repair_wait.is_zero() {
+                let until = match self.hold {
+                    Some((s, until)) if s == start => until,
+                    _ => now + self.limits.repair_wait,
+                };
+                if now < until {
+                    self.hold = Some((start, until));
+                    break;
+                }
+            }
+            if self.hold.is_some_and(|(s, _)| s <= start) {
+                self.hold = None;
+            }
             let frame_ok = size <= self.limits.max_frame;
             let mut frame = Vec::with_capacity(if frame_ok { size } else { 0 });
             for seq in start..=end {
@@ -242,6 +299,11 @@ impl FrameAssembler {
 mod tests {
     use super::*;
 
+    fn t(ms: u64) -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now) + Duration::from_millis(ms)
+    }
+
     #[test]
     fn packetize_sets_start_end_and_fits_the_mtu() {
         let frame: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
@@ -263,28 +325,65 @@ mod tests {
         let pkts = packetize(&frame, 1200);
         let mut a = FrameAssembler::new(AssemblerLimits::default());
         let seqs = [65534u16, 65535, 0];
-        assert!(a.push(seqs[2], 90, &pkts[2]).is_empty());
-        assert!(a.push(seqs[0], 90, &pkts[0]).is_empty());
-        let done = a.push(seqs[1], 90, &pkts[1]);
+        assert!(a.push(seqs[2], 90, &pkts[2], t(0)).is_empty());
+        assert!(a.push(seqs[0], 90, &pkts[0], t(0)).is_empty());
+        let done = a.push(seqs[1], 90, &pkts[1], t(0));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].frame, frame);
         // The next frame after the wrap.
-        let next = a.push(1, 180, &packetize(b"second", 1200)[0]);
+        let next = a.push(1, 180, &packetize(b"second", 1200)[0], t(0));
         assert_eq!(next[0].frame, b"second");
         // A late duplicate of an old packet yields nothing.
-        assert!(a.push(65535, 90, &pkts[1]).is_empty());
+        assert!(a.push(65535, 90, &pkts[1], t(0)).is_empty());
     }
 
     #[test]
-    fn a_lost_fragment_drops_its_frame_only() {
+    fn a_lost_fragment_drops_its_frame_only_after_the_repair_wait() {
         let mut a = FrameAssembler::new(AssemblerLimits::default());
         let f1 = packetize(&[1u8; 2000], 1200);
         let f2 = packetize(&[2u8; 100], 1200);
-        a.push(10, 1, &f1[0]); // f1[1] lost
-        let done = a.push(12, 2, &f2[0]);
+        a.push(10, 1, &f1[0], t(0)); // f1[1] lost
+        assert!(
+            a.push(12, 2, &f2[0], t(5)).is_empty(),
+            "f2 waits for f1's repair"
+        );
+        assert_eq!(a.poll_timeout(), Some(t(65)));
+        assert!(a.poll(t(64)).is_empty());
+        let done = a.poll(t(65));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].frame, vec![2u8; 100]);
         assert_eq!(a.dropped_frames, 1);
+        assert_eq!(a.poll_timeout(), None);
+        // Its repair arriving now is too late and yields nothing.
+        assert!(a.push(11, 1, &f1[1], t(70)).is_empty());
+    }
+
+    #[test]
+    fn a_repair_within_the_wait_saves_the_frame_and_keeps_order() {
+        let mut a = FrameAssembler::new(AssemblerLimits::default());
+        let one = |b: u8| packetize(&[b; 10], 1200).remove(0);
+        assert_eq!(a.push(1, 1, &one(1), t(0)).len(), 1);
+        // Frame 2 (seq 2) lost; 3 and 4 complete and wait behind the gap.
+        assert!(a.push(3, 3, &one(3), t(10)).is_empty());
+        assert!(a.push(4, 4, &one(4), t(20)).is_empty());
+        // The retransmission of 2 arrives within the wait: all three, in order.
+        let done = a.push(2, 2, &one(2), t(40));
+        let frames: Vec<u8> = done.iter().map(|f| f.frame[0]).collect();
+        assert_eq!(frames, vec![2, 3, 4]);
+        assert_eq!(a.dropped_frames, 0);
+        assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn no_repair_wait_gives_up_at_once() {
+        let mut a = FrameAssembler::new(AssemblerLimits {
+            repair_wait: Duration::ZERO,
+            ..AssemblerLimits::default()
+        });
+        let one = |b: u8| packetize(&[b; 10], 1200).remove(0);
+        a.push(1, 1, &one(1), t(0));
+        assert_eq!(a.push(3, 3, &one(3), t(1)).len(), 1);
+        assert_eq!(a.poll_timeout(), None);
     }
 
     #[test]
@@ -292,10 +391,11 @@ mod tests {
         let mut a = FrameAssembler::new(AssemblerLimits {
             max_frame: 100,
             max_pending: 10,
+            ..AssemblerLimits::default()
         });
         // Never-ending frame: pending stays bounded.
         for s in 0..100u16 {
-            a.push(s, 1, &[if s == 0 { START } else { 0 }, 1, 2, 3]);
+            a.push(s, 1, &[if s == 0 { START } else { 0 }, 1, 2, 3], t(0));
         }
         assert!(a.pending.len() <= 10);
         // An oversized frame is dropped, not returned.
@@ -303,12 +403,13 @@ mod tests {
         let mut b = FrameAssembler::new(AssemblerLimits {
             max_frame: 100,
             max_pending: 100,
+            ..AssemblerLimits::default()
         });
         let mut got = Vec::new();
         for (i, p) in big.iter().enumerate() {
-            got.extend(b.push(i as u16, 5, p));
+            got.extend(b.push(i as u16, 5, p, t(0)));
         }
         assert!(got.is_empty());
-        assert!(a.push(0, 0, &[]).is_empty(), "empty payload ignored");
+        assert!(a.push(0, 0, &[], t(0)).is_empty(), "empty payload ignored");
     }
 }
