@@ -3,7 +3,7 @@
 //! Google Congestion Control), keyframe requests (PLI, FIR) and the loss it reports.
 //!
 //! The crate ends inbound RTCP inside its chain, so the application only learns these by
-//! placing an interceptor of its own there: [`FeedbackTap`] sits application-most, reads
+//! placing an interceptor of its own there: [`feedback_tap`] sits application-most, reads
 //! every inbound RTCP packet and the estimate attached to feedback, and publishes them in
 //! a [`SendFeedback`] the call loop polls. It observes only; nothing is added or dropped.
 
@@ -104,32 +104,10 @@ impl SendFeedback {
     }
 }
 
-/// The application-most interceptor: publishes inbound feedback into a [`SendFeedback`].
-pub struct FeedbackTap {
-    shared: Arc<SendFeedback>,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl FeedbackTap {
-    /// A tap publishing into `shared`.
-    pub fn new(shared: Arc<SendFeedback>) -> Self {
-        Self {
-            shared,
-            read: VecDeque::new(),
-            write: VecDeque::new(),
-        }
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl SendFeedback {
+    /// Reads one inbound packet as it passes: the estimate the congestion controller
+    /// attached, and any RTCP about our streams.
+    fn read(&self, msg: &TaggedPacket) {
         if let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
             msg.message.get(&Attribute::TargetBitrateChanged {
                 bits_per_second: 0.0,
@@ -137,63 +115,68 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
         {
             // Saturating float-to-int cast; at least 1 so 0 keeps meaning "no estimate".
             let bps = (*bits_per_second as u64).max(1);
-            self.shared.target_bps.store(bps, Ordering::Relaxed);
-            self.shared.estimates.fetch_add(1, Ordering::Relaxed);
+            self.target_bps.store(bps, Ordering::Relaxed);
+            self.estimates.fetch_add(1, Ordering::Relaxed);
         }
         if let Packet::Rtcp(packets) = &msg.message.packet {
             for p in packets {
-                self.shared.observe(p.as_ref());
+                self.observe(p.as_ref());
             }
         }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
     }
 }
 
-impl Interceptor for FeedbackTap {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+/// The application-most interceptor: publishes inbound feedback into `shared`, passing
+/// every packet on.
+pub fn feedback_tap(shared: Arc<SendFeedback>) -> impl Interceptor {
+    ReadHook::new(move |msg: &TaggedPacket| {
+        shared.read(msg);
+        true
+    })
 }
 
-/// Test hook: drops a fixed fraction of inbound RTP before anything in the chain sees it,
-/// as a lossy path would (this kernel has no netem). Placed wire-most, so the peer's
-/// congestion controller hears about the loss through our transport-wide feedback.
+/// Test hook: drops a fixed fraction (0.0–1.0) of inbound RTP, evenly spread, before
+/// anything in the chain sees it, as a lossy path would (this kernel has no netem).
+/// Placed wire-most, so the peer's congestion controller hears about the loss through our
+/// transport-wide feedback.
 #[doc(hidden)]
-pub struct InboundLoss {
-    fraction: f64,
-    debt: f64,
+pub fn inbound_loss(fraction: f64) -> impl Interceptor {
+    let fraction = fraction.clamp(0.0, 1.0);
+    let mut debt = 0.0;
+    ReadHook::new(move |msg: &TaggedPacket| {
+        if !matches!(msg.message.packet, Packet::Rtp(_)) {
+            return true;
+        }
+        debt += fraction;
+        if debt >= 1.0 {
+            debt -= 1.0;
+            return false;
+        }
+        true
+    })
+}
+
+/// An interceptor that shows each inbound packet to `hook` and passes it on if the hook
+/// says so; outbound packets pass untouched.
+struct ReadHook<F> {
+    hook: F,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
-impl InboundLoss {
-    /// Drops `fraction` (0.0–1.0) of inbound RTP packets, evenly spread.
-    pub fn new(fraction: f64) -> Self {
+impl<F: FnMut(&TaggedPacket) -> bool + Send + Sync> ReadHook<F> {
+    fn new(hook: F) -> Self {
         Self {
-            fraction: fraction.clamp(0.0, 1.0),
-            debt: 0.0,
+            hook,
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for InboundLoss {
+impl<F: FnMut(&TaggedPacket) -> bool + Send + Sync> Protocol<TaggedPacket, TaggedPacket, ()>
+    for ReadHook<F>
+{
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -201,14 +184,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for InboundLoss {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if matches!(msg.message.packet, Packet::Rtp(_)) {
-            self.debt += self.fraction;
-            if self.debt >= 1.0 {
-                self.debt -= 1.0;
-                return Ok(());
-            }
+        if (self.hook)(&msg) {
+            self.read.push_back(msg);
         }
-        self.read.push_back(msg);
         Ok(())
     }
 
@@ -226,7 +204,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for InboundLoss {
     }
 }
 
-impl Interceptor for InboundLoss {
+impl<F: FnMut(&TaggedPacket) -> bool + Send + Sync> Interceptor for ReadHook<F> {
     fn bind_local_stream(&mut self, _: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}

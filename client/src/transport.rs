@@ -39,7 +39,7 @@ use webrtc::{
     },
 };
 
-use crate::feedback::{FeedbackTap, InboundLoss, SendFeedback};
+use crate::feedback::{SendFeedback, feedback_tap, inbound_loss};
 use rtc::{
     interceptor::{
         CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Slot,
@@ -346,10 +346,10 @@ impl Transport {
             )
             .with(
                 Slot::from(FEEDBACK_TAP_SLOT),
-                FeedbackTap::new(feedback.clone()),
+                feedback_tap(feedback.clone()),
             );
         if cfg.test_inbound_loss > 0.0 {
-            registry = registry.with(Slot::from(1), InboundLoss::new(cfg.test_inbound_loss));
+            registry = registry.with(Slot::from(1), inbound_loss(cfg.test_inbound_loss));
         }
         let setting = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
