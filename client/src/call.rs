@@ -1012,7 +1012,7 @@ impl Endpoint {
                             safety_number: report.safety_number.clone(),
                             send_bps: std::mem::take(&mut sent_bytes) * 8,
                             recv_bps: std::mem::take(&mut recv_bytes) * 8,
-                            rtt: transport.rtt().await,
+                            rtt: transport.stats().await.rtt,
                             audio_played: report.audio_played,
                             concealed: decoder.concealed + decoder.fec_recovered,
                             decrypt_failures: report.decrypt_failures.values().sum(),
@@ -1079,10 +1079,11 @@ impl Endpoint {
         report.audio_concealed = decoder.concealed + decoder.fec_recovered;
         report.audio_fec = decoder.fec_recovered;
         report.received_hz = estimate_frequency(&played_pcm);
-        report.rtt = transport.rtt().await;
+        let stats = transport.stats().await;
+        report.rtt = stats.rtt;
+        report.retransmissions_received = stats.retransmissions_received;
         report.estimate_bps = transport.feedback().target_bitrate();
         report.estimate_updates = transport.feedback().estimate_updates();
-        report.retransmissions_received = transport.retransmissions_received().await;
         if let Some(v) = video.as_ref() {
             report.video_keyframes_forced = v.control.forced.load(Ordering::Relaxed);
         }

@@ -199,6 +199,15 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// A snapshot of the transport's own measurements.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TransportStats {
+    /// Round-trip time of the selected ICE candidate pair, if known.
+    pub rtt: Option<Duration>,
+    /// Packets the peer retransmitted to us (NACKs answered, RTX or not), all streams.
+    pub retransmissions_received: u64,
+}
+
 /// One peer connection with an audio and (optionally) a video track.
 pub struct Transport {
     pc: Arc<dyn PeerConnection>,
@@ -602,8 +611,8 @@ impl Transport {
         &self.feedback
     }
 
-    /// Packets the peer retransmitted to us (NACK answered, RTX or not), all streams.
-    pub async fn retransmissions_received(&self) -> u64 {
+    /// What the WebRTC stack measured so far (one stats snapshot).
+    pub async fn stats(&self) -> TransportStats {
         let report = self
             .pc
             .get_stats(
@@ -611,26 +620,17 @@ impl Transport {
                 webrtc::peer_connection::StatsSelector::None,
             )
             .await;
-        report
-            .inbound_rtp_streams()
-            .map(|s| s.retransmitted_packets_received)
-            .sum()
-    }
-
-    /// Round-trip time of the selected ICE candidate pair, if known.
-    pub async fn rtt(&self) -> Option<Duration> {
-        let report = self
-            .pc
-            .get_stats(
-                std::time::Instant::now(),
-                webrtc::peer_connection::StatsSelector::None,
-            )
-            .await;
-        report
-            .candidate_pairs()
-            .filter(|p| p.current_round_trip_time > 0.0)
-            .map(|p| Duration::from_secs_f64(p.current_round_trip_time))
-            .next()
+        TransportStats {
+            rtt: report
+                .candidate_pairs()
+                .filter(|p| p.current_round_trip_time > 0.0)
+                .map(|p| Duration::from_secs_f64(p.current_round_trip_time))
+                .next(),
+            retransmissions_received: report
+                .inbound_rtp_streams()
+                .map(|s| s.retransmitted_packets_received)
+                .sum(),
+        }
     }
 
     /// Closes the connection (idempotent).
