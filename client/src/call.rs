@@ -686,19 +686,8 @@ impl Endpoint {
             &peer_key,
         );
         report.verification_code = verify::group_code(&group.epoch_authenticator());
-        let epoch = if opts.test_wrong_keys {
-            // Same epoch, same members, a secret the peer does not share.
-            sotto_media::keys::EpochKeys::derive(
-                &RandomExporter,
-                group.epoch(),
-                group.member_indices(),
-                &KeyConfig::default(),
-            )
-        } else {
-            group.epoch_keys(&self.mls, &KeyConfig::default())
-        };
         let mut keys =
-            CallKeys::new(group.own_index(), epoch.map_err(keys_err)?).map_err(keys_err)?;
+            CallKeys::new(group.own_index(), self.media_keys(&group, opts)?).map_err(keys_err)?;
 
         let frame = Duration::from_millis(u64::from(opts.frame_ms));
         let samples = (SAMPLE_RATE / 1000 * opts.frame_ms) as usize;
@@ -744,7 +733,6 @@ impl Endpoint {
         let mut video_packets = 0u64;
         let mut keyframe_requests_seen = 0u64;
         let mut estimate_applied = None;
-        let mut epoch_keyframe_pending = false;
         let mut mic_frames = 0u64;
         report.audio_bitrate = crate::codec::audio::DEFAULT_BITRATE.unsigned_abs();
         report.audio_bitrate_min = report.audio_bitrate;
@@ -826,8 +814,8 @@ impl Endpoint {
                         sent_bytes += v.wire.len() as u64;
                         report.video_sent += 1;
                         report.video_keyframes += u64::from(e.keyframe);
-                        if epoch_keyframe_pending && e.keyframe {
-                            epoch_keyframe_pending = false;
+                        if v.epoch_keyframe_pending && e.keyframe {
+                            v.epoch_keyframe_pending = false;
                             report.epoch_keyframes += 1;
                         }
                         v.ts = v.ts.wrapping_add(90_000 / fps);
@@ -985,11 +973,7 @@ impl Endpoint {
                         }) if g == call.0 => {
                             match group.process(&self.mls, &data) {
                                 Ok(crate::mls::GroupEvent::EpochAdvanced { .. }) => {
-                                    self.new_epoch(&group, &mut keys, &mut report, opts)?;
-                                    if let Some(v) = video.as_ref() {
-                                        v.control.force_keyframe.store(true, Ordering::Relaxed);
-                                        epoch_keyframe_pending = true;
-                                    }
+                                    self.new_epoch(&group, &mut keys, &mut report, video.as_mut(), opts)?;
                                 }
                                 Ok(_) => {}
                                 // A bad or stale commit leaves the group as it was.
@@ -1053,11 +1037,7 @@ impl Endpoint {
                     match sent {
                         Ok(_) => {
                             group.merge_pending(&self.mls)?;
-                            self.new_epoch(&group, &mut keys, &mut report, opts)?;
-                            if let Some(v) = video.as_ref() {
-                                v.control.force_keyframe.store(true, Ordering::Relaxed);
-                                epoch_keyframe_pending = true;
-                            }
+                            self.new_epoch(&group, &mut keys, &mut report, video.as_mut(), opts)?;
                         }
                         Err(ClientError::Server(e)) if matches!(e.code, ErrorCode::StaleEpoch { .. }) => {
                             // The peer committed first; its commit is on the way to us.
@@ -1091,16 +1071,14 @@ impl Endpoint {
         Ok(report)
     }
 
-    /// The group moved to a new epoch: derive its media keys (the previous epoch stays
-    /// decryptable for the grace period) and show the new verification code.
-    fn new_epoch(
+    /// The SFrame keys of the group's current epoch.
+    fn media_keys(
         &self,
         group: &CallGroup,
-        keys: &mut CallKeys,
-        report: &mut CallReport,
         opts: &CallOptions,
-    ) -> Result<(), CallError> {
+    ) -> Result<sotto_media::keys::EpochKeys, CallError> {
         let epoch = if opts.test_wrong_keys {
+            // Same epoch, same members, a secret the peer does not share.
             sotto_media::keys::EpochKeys::derive(
                 &RandomExporter,
                 group.epoch(),
@@ -1110,11 +1088,29 @@ impl Endpoint {
         } else {
             group.epoch_keys(&self.mls, &KeyConfig::default())
         };
-        keys.advance(epoch.map_err(keys_err)?, Instant::now())
+        epoch.map_err(keys_err)
+    }
+
+    /// The group moved to a new epoch: derive its media keys (the previous epoch stays
+    /// decryptable for the grace period), show the new verification code, and send a
+    /// keyframe so the first video under the new keys decodes on its own.
+    fn new_epoch(
+        &self,
+        group: &CallGroup,
+        keys: &mut CallKeys,
+        report: &mut CallReport,
+        video: Option<&mut VideoState>,
+        opts: &CallOptions,
+    ) -> Result<(), CallError> {
+        keys.advance(self.media_keys(group, opts)?, Instant::now())
             .map_err(keys_err)?;
         report.epoch_changes += 1;
         report.verification_code = verify::group_code(&group.epoch_authenticator());
         tracing::info!(epoch = group.epoch(), code = %report.verification_code, "new epoch");
+        if let Some(v) = video {
+            v.control.force_keyframe.store(true, Ordering::Relaxed);
+            v.epoch_keyframe_pending = true;
+        }
         Ok(())
     }
 }
@@ -1138,6 +1134,8 @@ struct VideoState {
     /// A frame was lost or refused: decode nothing until a keyframe.
     need_keyframe: bool,
     last_pli: Option<Instant>,
+    /// An epoch changed and its keyframe has not gone out yet.
+    epoch_keyframe_pending: bool,
 }
 
 /// What the call loop tells the encoder thread.
@@ -1202,6 +1200,7 @@ impl VideoState {
                 // if it is lost, a PLI goes out at once).
                 need_keyframe: true,
                 last_pli: None,
+                epoch_keyframe_pending: false,
             },
             out_rx,
         ))
