@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sotto_client::{
     bitrate,
-    call::{CallOptions, CallReport, Endpoint, VideoOptions},
+    call::{CallOptions, CallReport, VideoOptions},
     transport::TransportConfig,
 };
 use sotto_media::synth::AudioSignal;
@@ -20,41 +20,42 @@ const VIDEO: VideoOptions = VideoOptions {
     bitrate: 300_000,
 };
 
-/// Bob answers with `bob`, Alice calls with `alice`; both reports.
-async fn call(
-    mut alice: Endpoint,
-    mut bob: Endpoint,
-    alice_opts: CallOptions,
-    bob_opts: CallOptions,
-) -> (CallReport, CallReport) {
+/// Alice calls Bob on a fresh server (ephemeral endpoints reusing a device id would
+/// inherit KeyPackages they cannot open); both reports.
+async fn call(alice_opts: CallOptions, bob_opts: CallOptions) -> (CallReport, CallReport) {
+    let s = server(|_| {}).await;
+    let (mut alice, mut bob) = pair(&s).await;
     let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
     let a = alice.call(&h("@bob"), &alice_opts).await;
     let b = callee.await.expect("join");
-    let (a, b) = match (a, b) {
+    match (a, b) {
         (Ok(a), Ok(b)) => (a, b),
         (a, b) => panic!("alice: {:?}\nbob: {:?}", a.err(), b.err()),
-    };
-    (a, b)
+    }
+}
+
+/// Alice: the default 440 Hz tone, hanging up after `secs`.
+fn caller(secs: u64) -> CallOptions {
+    CallOptions {
+        duration: Some(Duration::from_secs(secs)),
+        ..CallOptions::default()
+    }
+}
+
+/// Bob: a 660 Hz tone, waiting for Alice to hang up.
+fn callee() -> CallOptions {
+    CallOptions {
+        duration: None,
+        audio: AudioSignal::Tone { hz: 660.0 },
+        ..CallOptions::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_millisecond_audio_frames_both_ways_and_against_twenty() {
-    let s = server(|_| {}).await;
     // 10 ms on both sides.
-    let (alice, bob) = pair(&s).await;
-    let ten = |hz, duration| CallOptions {
-        duration,
-        frame_ms: 10,
-        audio: AudioSignal::Tone { hz },
-        ..CallOptions::default()
-    };
-    let (a, b) = call(
-        alice,
-        bob,
-        ten(440.0, Some(Duration::from_secs(3))),
-        ten(660.0, None),
-    )
-    .await;
+    let ten = |o: CallOptions| CallOptions { frame_ms: 10, ..o };
+    let (a, b) = call(ten(caller(3)), ten(callee())).await;
     check_call("alice", &a, &b, 660.0);
     check_call("bob", &b, &a, 440.0);
     assert!(
@@ -66,16 +67,8 @@ async fn ten_millisecond_audio_frames_both_ways_and_against_twenty() {
     let p50 = b.latency.latency_quantile(0.5).expect("latency");
     eprintln!("10 ms frames: bob's latency p50 {p50:?}");
 
-    // Each side picks its own framing; the receiver follows the sender's. (A fresh server:
-    // ephemeral endpoints reusing a device id would inherit KeyPackages they cannot open.)
-    let s = server(|_| {}).await;
-    let (alice, bob) = pair(&s).await;
-    let twenty = CallOptions {
-        duration: None,
-        audio: AudioSignal::Tone { hz: 660.0 },
-        ..CallOptions::default()
-    };
-    let (a, b) = call(alice, bob, ten(440.0, Some(Duration::from_secs(3))), twenty).await;
+    // Each side picks its own framing; the receiver follows the sender's.
+    let (a, b) = call(ten(caller(3)), callee()).await;
     check_call("alice (10 ms) hearing 20 ms", &a, &b, 660.0);
     check_call("bob (20 ms) hearing 10 ms", &b, &a, 440.0);
     assert!(
@@ -88,21 +81,16 @@ async fn ten_millisecond_audio_frames_both_ways_and_against_twenty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epoch_changes_mid_call_rekey_the_media_and_bring_keyframes() {
-    let s = server(|_| {}).await;
-    let (alice, bob) = pair(&s).await;
     let bob_opts = CallOptions {
-        duration: None,
-        audio: AudioSignal::Tone { hz: 660.0 },
         video: Some(VIDEO),
-        ..CallOptions::default()
+        ..callee()
     };
     let alice_opts = CallOptions {
-        duration: Some(Duration::from_secs(5)),
         video: Some(VIDEO),
         rekey_every: Some(Duration::from_secs(2)),
-        ..CallOptions::default()
+        ..caller(5)
     };
-    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    let (a, b) = call(alice_opts, bob_opts).await;
     eprintln!(
         "epochs: alice {} (keyframes {}), bob {} (keyframes {})",
         a.epoch_changes, a.epoch_keyframes, b.epoch_changes, b.epoch_keyframes
@@ -119,24 +107,20 @@ async fn epoch_changes_mid_call_rekey_the_media_and_bring_keyframes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_video_frames_bring_a_keyframe_request_and_recovery() {
-    let s = server(|_| {}).await;
-    let (alice, bob) = pair(&s).await;
     // Bob loses a burst of Alice's video packets (the synthetic pattern compresses to about
     // one packet per frame, so frames ~35–40, after the 2 s periodic keyframe and long
     // before the next), beyond what NACK can repair: the frames after it cannot be decoded
     // until a keyframe comes.
     let bob_opts = CallOptions {
-        duration: None,
         video: Some(VIDEO),
         test_drop_video: Some(35..41),
-        ..CallOptions::default()
+        ..callee()
     };
     let alice_opts = CallOptions {
-        duration: Some(Duration::from_secs(4)),
         video: Some(VIDEO),
-        ..CallOptions::default()
+        ..caller(4)
     };
-    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    let (a, b) = call(alice_opts, bob_opts).await;
     eprintln!(
         "bob: PLIs sent {}, frames skipped {}, decoded {} of {}; alice: requests {}, forced keyframes {}, keyframes {}",
         b.keyframe_requests_sent,
@@ -176,24 +160,16 @@ async fn lost_video_frames_bring_a_keyframe_request_and_recovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_bitrate_follows_the_send_side_estimate() {
-    let s = server(|_| {}).await;
-    let (alice, bob) = pair(&s).await;
     // Bob's path drops 40 % of what Alice sends; Alice's path from Bob is clean.
     let bob_opts = CallOptions {
-        duration: None,
-        audio: AudioSignal::Tone { hz: 660.0 },
         transport: TransportConfig {
             test_inbound_loss: 0.4,
             ..TransportConfig::default()
         },
-        ..CallOptions::default()
-    };
-    let alice_opts = CallOptions {
-        duration: Some(Duration::from_secs(5)),
-        ..CallOptions::default()
+        ..callee()
     };
     let initial = u64::from(TransportConfig::default().initial_bitrate);
-    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    let (a, b) = call(caller(5), bob_opts).await;
     eprintln!(
         "alice (lossy path): estimate {:?} after {} updates, opus {} (min {}); bob (clean): estimate {:?} after {} updates, opus {}",
         a.estimate_bps,
@@ -228,24 +204,20 @@ async fn opus_bitrate_follows_the_send_side_estimate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn light_loss_is_repaired_by_nack_and_rtx() {
-    let s = server(|_| {}).await;
-    let (alice, bob) = pair(&s).await;
     // Bob's path drops 5 % of what arrives, retransmissions included.
     let bob_opts = CallOptions {
-        duration: None,
         video: Some(VIDEO),
         transport: TransportConfig {
             test_inbound_loss: 0.05,
             ..TransportConfig::default()
         },
-        ..CallOptions::default()
+        ..callee()
     };
     let alice_opts = CallOptions {
-        duration: Some(Duration::from_secs(4)),
         video: Some(VIDEO),
-        ..CallOptions::default()
+        ..caller(4)
     };
-    let (a, b) = call(alice, bob, alice_opts, bob_opts).await;
+    let (a, b) = call(alice_opts, bob_opts).await;
     eprintln!(
         "bob under 5 % loss: retransmissions {}, video decoded {} of {} (skipped {}, PLIs {}), audio played {} of {} (concealed {}, fec {})",
         b.retransmissions_received,
