@@ -133,19 +133,26 @@ fn find(kind: DeviceKind, requested: &str) -> Result<cpal::Device, DeviceError> 
     Ok(device)
 }
 
-/// The best 48 kHz configuration: mono if offered, i16, f32 or i32 samples.
-fn pick_config(
+/// The device `name` names and its best 48 kHz configuration: mono if offered, i16, f32
+/// or i32 samples.
+fn configure(
     kind: DeviceKind,
     name: &str,
-    ranges: Vec<cpal::SupportedStreamConfigRange>,
-) -> Result<(StreamConfig, SampleFormat), DeviceError> {
+) -> Result<(cpal::Device, StreamConfig, SampleFormat), DeviceError> {
+    let device = find(kind, name)?;
+    let ranges: Vec<_> = if kind == DeviceKind::Speaker {
+        device.supported_output_configs().map(|r| r.collect())
+    } else {
+        device.supported_input_configs().map(|r| r.collect())
+    }
+    .map_err(|e| open_err(kind, name, e))?;
     let rank = |f: SampleFormat| match f {
         SampleFormat::I16 => Some(0),
         SampleFormat::F32 => Some(1),
         SampleFormat::I32 => Some(2),
         _ => None,
     };
-    ranges
+    let (config, format) = ranges
         .into_iter()
         .filter_map(|r| {
             let fmt_rank = rank(r.sample_format())?;
@@ -160,7 +167,8 @@ fn pick_config(
                 name,
                 "it offers no 48 kHz configuration with 16-bit, 32-bit or float samples",
             )
-        })
+        })?;
+    Ok((device, config, format))
 }
 
 /// One captured frame.
@@ -185,12 +193,7 @@ impl Microphone {
     pub fn open(name: &str, frame_ms: u32) -> Result<Self, DeviceError> {
         let kind = DeviceKind::Microphone;
         let _quiet = quiet_alsa();
-        let device = find(kind, name)?;
-        let ranges = device
-            .supported_input_configs()
-            .map_err(|e| open_err(kind, name, e))?
-            .collect();
-        let (config, format) = pick_config(kind, name, ranges)?;
+        let (device, config, format) = configure(kind, name)?;
         let frame = (RATE / 1000 * frame_ms) as usize;
         let (tx, rx) = mpsc::sync_channel(8);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -262,12 +265,7 @@ impl Speaker {
     pub fn open(name: &str) -> Result<Self, DeviceError> {
         let kind = DeviceKind::Speaker;
         let _quiet = quiet_alsa();
-        let device = find(kind, name)?;
-        let ranges = device
-            .supported_output_configs()
-            .map_err(|e| open_err(kind, name, e))?
-            .collect();
-        let (config, format) = pick_config(kind, name, ranges)?;
+        let (device, config, format) = configure(kind, name)?;
         let queue = Arc::new(Mutex::new(VecDeque::with_capacity(MAX_QUEUED)));
         let underruns = Arc::new(AtomicU64::new(0));
         let (q, u) = (queue.clone(), underruns.clone());
