@@ -204,7 +204,7 @@ fn print_devices() {
             println!("  (none found)");
         }
         for n in names {
-            if n.ends_with(":null") {
+            if devices::audio::is_clockless(n) {
                 println!("  {n}  (discards audio and has no clock: not usable for calls)");
             } else {
                 println!("  {n}");

@@ -57,6 +57,12 @@ fn id_of(d: &cpal::Device) -> String {
     d.id().map_or_else(|_| d.to_string(), |id| id.to_string())
 }
 
+/// Whether `id` is ALSA's `null` device: it discards playout and captures zeros with no
+/// clock (a read loop returns ~455 M frames/s), so a stream on it would spin a core.
+pub fn is_clockless(id: &str) -> bool {
+    id.rsplit(':').next() == Some("null")
+}
+
 /// Microphones and speakers, by cpal device id (`alsa:default`, `alsa:hw:CARD=0,DEV=0`).
 pub fn list() -> Result<(Vec<String>, Vec<String>), cpal::Error> {
     let _quiet = quiet_alsa();
@@ -122,8 +128,7 @@ fn find(kind: DeviceKind, requested: &str) -> Result<cpal::Device, DeviceError> 
             available: available(kind),
         });
     };
-    if device.id().is_ok_and(|id| id.id() == "null") {
-        // ALSA's null device has no clock: a stream on it would spin a core.
+    if is_clockless(&id_of(&device)) {
         return Err(open_err(
             kind,
             requested,
