@@ -53,7 +53,8 @@ impl Member {
     }
 
     fn process(&mut self, message: &[u8]) -> anyhow::Result<GroupEvent> {
-        Ok(self.group.process(&self.device, message)?)
+        let staged = self.group.stage(&self.device, message)?;
+        Ok(self.group.apply(&self.device, staged)?)
     }
 
     fn code(&self) -> String {
@@ -112,8 +113,8 @@ pub fn run(frames: u32) -> anyhow::Result<()> {
     let commit = group.add(&alice, &[bob.key_package()?, carol.key_package()?])?;
     group.merge_pending(&alice)?;
     let welcome = commit.welcome.context("an add commit carries a Welcome")?;
-    let bob_group = bob.join(&welcome)?;
-    let carol_group = carol.join(&welcome)?;
+    let bob_group = bob.stage_join(&welcome)?.join(&bob)?;
+    let carol_group = carol.stage_join(&welcome)?.join(&carol)?;
     let mut m = vec![
         Member::join("@alice", alice, group)?,
         Member::join("@bob", bob, bob_group)?,
@@ -204,7 +205,9 @@ pub fn run(frames: u32) -> anyhow::Result<()> {
 
     m[0].rotate(after_grace)?;
     m[1].rotate(after_grace)?;
-    let dave_group = dave.join(&commit.welcome.context("Welcome for dave")?)?;
+    let dave_group = dave
+        .stage_join(&commit.welcome.context("Welcome for dave")?)?
+        .join(&dave)?;
     m.push(Member::join("@dave", dave, dave_group)?);
     match m[3].keys.decrypt(&before, b"", &mut out, after_grace) {
         Err(e) => println!(

@@ -27,8 +27,8 @@ use sotto_media::{
     synth::{ArrivalLog, AudioSignal, AudioSource, PatternSource, SAMPLE_RATE, estimate_frequency},
 };
 use sotto_proto::{
-    AddedMember, CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, MlsKind,
-    Request, Response, RtcSignal, Stored,
+    CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, MlsKind, Request, Response,
+    RtcSignal, Stored,
 };
 use sotto_wire::{
     rtp_ext::AudioLevel,
@@ -49,7 +49,8 @@ use crate::{
         audio::{Microphone, Speaker},
         camera::Camera,
     },
-    mls::{CallGroup, MlsDevice, MlsError},
+    inbox::{Inbox, Owner, owner},
+    mls::{CallGroup, GroupEvent, MemberCredential, MlsDevice, MlsError},
     profile::{Profile, ProfileError},
     signaling::{ClientError, Incoming, Pin, SignalingClient},
     transport::{Transport, TransportConfig, TransportError, TransportEvent},
@@ -84,6 +85,28 @@ pub enum CallError {
     /// The peer or server broke the call protocol, or a step timed out.
     #[error("call setup: {0}")]
     Setup(String),
+    /// A member's MLS credential does not carry the identity key of the account it names
+    /// (the directory's key for the handle): someone, perhaps the server, is substituting
+    /// keys. The call was refused before any media key was derived.
+    #[error(
+        "the key presented for {handle} is not {handle}'s identity key ({reason}); someone may be \
+         substituting keys, so the call was refused"
+    )]
+    KeyMismatch {
+        /// Whose credential did not check out.
+        handle: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The peer refused the call because a credential it was shown did not check out.
+    #[error(
+        "{peer} refused the call because the keys it was given did not match the accounts they \
+         name; someone may be substituting keys"
+    )]
+    PeerSawKeyMismatch {
+        /// Who refused.
+        peer: DeviceAddr,
+    },
 }
 
 fn keys_err(e: impl std::fmt::Display) -> CallError {
@@ -129,6 +152,10 @@ pub struct CallOptions {
     /// prove that a client with the wrong MLS state decodes nothing.
     #[doc(hidden)]
     pub test_wrong_keys: bool,
+    /// Put a capture stamp (frame id and capture time) inside each encrypted frame, so
+    /// the receiver can measure capture-to-playout latency. For benches and tests only:
+    /// it costs 17 bytes a frame and shows the peer our clock, so calls go without it.
+    pub stamps: bool,
 }
 
 impl Default for CallOptions {
@@ -148,6 +175,7 @@ impl Default for CallOptions {
             test_drop_video: None,
             status: None,
             hangup: None,
+            stamps: false,
         }
     }
 }
@@ -285,10 +313,24 @@ pub struct Endpoint {
     identity: SigningKey,
     signaling: SignalingClient,
     mls: MlsDevice,
-    /// Arrivals read ahead (while checking a call was still ringing), handled first.
-    backlog: std::collections::VecDeque<Incoming>,
+    /// Events read ahead (while checking a call was still ringing), handled first.
+    backlog: std::collections::VecDeque<Event>,
+    /// Deliveries that arrived for a part of the client that has not handled them yet.
+    inbox: Inbox,
     /// Pinned contacts (and persistent MLS state); `None` for ephemeral endpoints.
     profile: Option<Profile>,
+}
+
+/// One-use KeyPackages a device keeps on the server; the server says when claims have
+/// taken it below its low-water mark, and the device tops it up to this again.
+pub const KEY_PACKAGE_TARGET: usize = 16;
+
+/// What a wait in the endpoint produced.
+enum Arrival {
+    /// An event.
+    Event(Event),
+    /// A delivery the waiter asked for; acknowledge `seq` once handled.
+    Delivery(u64, Stored),
 }
 
 impl Endpoint {
@@ -337,24 +379,121 @@ impl Endpoint {
             }
             Err(e) => return Err(e.into()),
         }
-        let packages = (0..8)
-            .map(|_| mls.key_package())
-            .collect::<Result<Vec<_>, _>>()?;
-        signaling
-            .request(Request::UploadKeyPackages {
-                packages,
-                last_resort: None,
-            })
-            .await?;
-        Ok(Self {
+        let mut endpoint = Self {
             handle,
             device,
             identity,
             signaling,
             mls,
             backlog: std::collections::VecDeque::new(),
+            inbox: Inbox::default(),
             profile,
-        })
+        };
+        endpoint.replace_key_packages().await?;
+        Ok(endpoint)
+    }
+
+    /// Replaces this device's KeyPackages on the server with fresh ones (a full set and a
+    /// new last-resort package): whatever was stored before may belong to private keys a
+    /// restarted device no longer has.
+    async fn replace_key_packages(&mut self) -> Result<(), CallError> {
+        let packages = (0..KEY_PACKAGE_TARGET)
+            .map(|_| self.mls.key_package())
+            .collect::<Result<Vec<_>, _>>()?;
+        self.signaling
+            .request(Request::UploadKeyPackages {
+                packages,
+                last_resort: Some(self.mls.last_resort_key_package()?),
+                replace: true,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Claims took our one-use KeyPackages below the server's low-water mark: top them up.
+    async fn top_up_key_packages(&mut self, remaining: u32) -> Result<(), CallError> {
+        let missing = KEY_PACKAGE_TARGET.saturating_sub(remaining as usize);
+        if missing == 0 {
+            return Ok(());
+        }
+        let packages = (0..missing)
+            .map(|_| self.mls.key_package())
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(missing, "topping up KeyPackages");
+        self.signaling
+            .request(Request::UploadKeyPackages {
+                packages,
+                last_resort: None,
+                replace: false,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deliveries received and kept for a part of the client that has not handled them
+    /// (a Welcome for another group, a room invitation...).
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    /// Takes the held deliveries that `want` accepts (after moving everything already
+    /// received into the inbox), acknowledging them to the server as handled.
+    pub async fn take_deliveries(
+        &mut self,
+        want: impl FnMut(&Stored) -> bool,
+    ) -> Result<Vec<Stored>, CallError> {
+        self.drain_arrived().await?;
+        let taken = self.inbox.take_all(want);
+        let mut items = Vec::with_capacity(taken.len());
+        for (seq, item) in taken {
+            self.signaling.ack(seq).await?;
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    /// Moves what has already arrived on the signaling connection into the inbox (and
+    /// events into the backlog), without waiting.
+    async fn drain_arrived(&mut self) -> Result<(), CallError> {
+        while let Some(i) = self.signaling.try_next() {
+            match i {
+                Incoming::Event(e) => {
+                    if let Some(e) = self.housekeeping(e).await? {
+                        self.backlog.push_back(e);
+                    }
+                }
+                Incoming::Delivery { seq, item } => self.inbox.hold(seq, item),
+                Incoming::Goodbye(e) => return Err(CallError::Signaling(ClientError::Server(e))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the events no call owns (KeyPackage top-up); returns the others.
+    async fn housekeeping(&mut self, e: Event) -> Result<Option<Event>, CallError> {
+        match e {
+            Event::KeyPackagesLow { remaining } => {
+                self.top_up_key_packages(remaining).await?;
+                Ok(None)
+            }
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// A call's group is over: acknowledge whatever is still held for it (the server
+    /// deleted it too) and forget the group and its secrets.
+    async fn forget_group(&mut self, group: Option<CallGroup>, id: &[u8]) {
+        for (seq, _) in self
+            .inbox
+            .take_all(|s| matches!(owner(s), Owner::Group(g, _) if g == id))
+        {
+            let _ = self.signaling.ack(seq).await;
+        }
+        if let Some(g) = group {
+            if let Err(e) = g.delete(&self.mls) {
+                tracing::warn!(error = %e, "could not delete a finished call's group");
+            }
+        }
     }
 
     /// The user compared safety numbers with `handle` out of band: pin its current key as
@@ -405,19 +544,86 @@ impl Endpoint {
         }
     }
 
-    async fn next_incoming(
+    /// Waits for the next event, or for a delivery that `want` accepts (held ones first).
+    /// Deliveries it does not want are kept in the inbox for their owner.
+    async fn next_arrival(
         &mut self,
         deadline: tokio::time::Instant,
         what: &str,
-    ) -> Result<Incoming, CallError> {
-        if let Some(i) = self.backlog.pop_front() {
-            return Ok(i);
+        mut want: impl FnMut(&Stored) -> bool,
+    ) -> Result<Arrival, CallError> {
+        if let Some((seq, item)) = self.inbox.take(&mut want) {
+            return Ok(Arrival::Delivery(seq, item));
         }
-        match tokio::time::timeout_at(deadline, self.signaling.next()).await {
-            Ok(Some(i)) => Ok(i),
-            Ok(None) => Err(CallError::Setup("signaling connection closed".into())),
-            Err(_) => Err(CallError::Setup(format!("timed out waiting for {what}"))),
+        if let Some(e) = self.backlog.pop_front() {
+            return Ok(Arrival::Event(e));
         }
+        loop {
+            let incoming = match tokio::time::timeout_at(deadline, self.signaling.next()).await {
+                Ok(Some(i)) => i,
+                Ok(None) => return Err(CallError::Setup("signaling connection closed".into())),
+                Err(_) => return Err(CallError::Setup(format!("timed out waiting for {what}"))),
+            };
+            match incoming {
+                Incoming::Event(e) => {
+                    if let Some(e) = self.housekeeping(e).await? {
+                        return Ok(Arrival::Event(e));
+                    }
+                }
+                Incoming::Delivery { seq, item } if want(&item) => {
+                    return Ok(Arrival::Delivery(seq, item));
+                }
+                Incoming::Delivery { seq, item } => self.inbox.hold(seq, item),
+                Incoming::Goodbye(e) => return Err(CallError::Signaling(ClientError::Server(e))),
+            }
+        }
+    }
+
+    /// Checks a member's credential before anything is decrypted under its keys: its
+    /// identity must be a handle whose account key (from the directory) is the credential's
+    /// signature key, and, on a profile, the key pinned for that contact (trust on first
+    /// use). Our own handle must carry our own key.
+    async fn check_member(&mut self, m: &MemberCredential) -> Result<Handle, CallError> {
+        let shown = String::from_utf8_lossy(&m.identity).into_owned();
+        let handle = std::str::from_utf8(&m.identity)
+            .ok()
+            .and_then(|s| Handle::parse(s).ok())
+            .ok_or_else(|| CallError::KeyMismatch {
+                handle: shown.clone(),
+                reason: "the credential does not name a valid handle".into(),
+            })?;
+        if handle == self.handle {
+            if m.signature_key != self.identity.verifying_key().to_bytes() {
+                return Err(CallError::KeyMismatch {
+                    handle: shown,
+                    reason: "a member claims to be us with another key".into(),
+                });
+            }
+            return Ok(handle);
+        }
+        let directory = self.peer_key(&handle).await?;
+        if m.signature_key != directory {
+            return Err(CallError::KeyMismatch {
+                handle: shown,
+                reason: format!(
+                    "its credential carries key {}, the directory says {}",
+                    crate::profile::key_fingerprint(&m.signature_key),
+                    crate::profile::key_fingerprint(&directory)
+                ),
+            });
+        }
+        if let Some(p) = self.profile.as_mut() {
+            p.check_contact(handle.as_str(), &m.signature_key)?;
+        }
+        Ok(handle)
+    }
+
+    /// Refuses a call whose keys did not check out: the peer hears
+    /// [`EndReason::KeyMismatch`], and `e` is returned.
+    async fn refuse_keys(&mut self, call: CallId, e: CallError) -> CallError {
+        tracing::warn!(%call, error = %e, "refusing a call: a credential did not check out");
+        let _ = self.signaling.request(Request::KeyMismatch { call }).await;
+        e
     }
 
     /// Calls `to`, runs the call, and returns its report.
@@ -441,9 +647,9 @@ impl Endpoint {
             .await?;
         tracing::info!(%call, "ringing");
         let peer = loop {
-            match self.next_incoming(deadline, "an answer").await? {
-                Incoming::Event(Event::CallAccepted { call: c, by }) if c == call => break by,
-                Incoming::Event(Event::CallEnded { call: c, reason }) if c == call => {
+            match self.next_arrival(deadline, "an answer", |_| false).await? {
+                Arrival::Event(Event::CallAccepted { call: c, by }) if c == call => break by,
+                Arrival::Event(Event::CallEnded { call: c, reason }) if c == call => {
                     report.ended = Some(reason);
                     return Ok(report);
                 }
@@ -475,16 +681,36 @@ impl Endpoint {
             .await?
         {
             Response::KeyPackage { package, .. } => package,
-            other => return Err(CallError::Setup(format!("claim answered {other:?}"))),
+            _ => return Err(CallError::Setup("the server answered a claim oddly".into())),
         };
+        // The KeyPackage must be the callee's own: its credential names the callee and
+        // carries the identity key the directory and our pins know. A server handing out a
+        // package of its own is caught here, before anything is encrypted to it.
+        let checked = match self.mls.key_package_credential(&package) {
+            Ok(c) => self.check_member(&c).await.and_then(|h| {
+                if h == peer.handle {
+                    Ok(())
+                } else {
+                    Err(CallError::KeyMismatch {
+                        handle: peer.handle.to_string(),
+                        reason: format!("the KeyPackage handed out for it names {h}"),
+                    })
+                }
+            }),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = checked {
+            transport.close().await;
+            return Err(self.refuse_keys(call, e).await);
+        }
         let mut group = self.mls.create_group_with_id(&call.0)?;
         self.signaling
             .request(Request::CreateGroup {
                 group: call.0.to_vec(),
+                group_info: group.group_info(&self.mls)?,
             })
             .await?;
         let commit = group.add(&self.mls, &[package])?;
-        let peer_leaf = 1;
         match self
             .signaling
             .request(Request::Commit {
@@ -492,10 +718,8 @@ impl Endpoint {
                 epoch: commit.epoch,
                 commit: commit.commit.clone(),
                 welcome: commit.welcome.clone(),
-                added: vec![AddedMember {
-                    device: peer.clone(),
-                    leaf: peer_leaf,
-                }],
+                group_info: commit.group_info.clone(),
+                added: vec![],
                 removed: vec![],
             })
             .await
@@ -505,6 +729,7 @@ impl Endpoint {
             }
             Err(e) => {
                 group.discard_pending(&self.mls)?;
+                self.forget_group(Some(group), &call.0).await;
                 return Err(e.into());
             }
         }
@@ -528,25 +753,16 @@ impl Endpoint {
     pub async fn next_call(&mut self, wait: Duration) -> Result<(CallId, DeviceAddr), CallError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match self.next_incoming(deadline, "a call").await? {
-                Incoming::Event(Event::IncomingCall { call, from }) => {
-                    let mut ended = false;
-                    let mut later = Vec::new();
-                    while let Some(i) = self.signaling.try_next() {
-                        if matches!(&i, Incoming::Event(Event::CallEnded { call: c, .. }) if *c == call)
-                        {
-                            ended = true;
-                        } else {
-                            later.push(i);
-                        }
-                    }
-                    self.backlog.extend(later);
-                    if !ended {
-                        return Ok((call, from));
-                    }
+            if let Arrival::Event(Event::IncomingCall { call, from }) =
+                self.next_arrival(deadline, "a call", |_| false).await?
+            {
+                self.drain_arrived().await?;
+                let before = self.backlog.len();
+                self.backlog
+                    .retain(|e| !matches!(e, Event::CallEnded { call: c, .. } if *c == call));
+                if self.backlog.len() == before {
+                    return Ok((call, from));
                 }
-                Incoming::Delivery { seq, .. } => self.signaling.ack(seq).await?,
-                _ => {}
             }
         }
     }
@@ -604,26 +820,26 @@ impl Endpoint {
         let deadline = tokio::time::Instant::now() + opts.setup_timeout;
         let mut group = None;
         let mut answered = false;
+        let welcome_for_call = |s: &Stored| owner(s) == Owner::Group(&call.0, MlsKind::Welcome);
         while group.is_none() || !answered {
             match self
-                .next_incoming(deadline, "the call's Welcome and offer")
+                .next_arrival(deadline, "the call's Welcome and offer", welcome_for_call)
                 .await?
             {
-                Incoming::Delivery {
-                    seq,
-                    item:
-                        Stored::Mls {
-                            group: g,
-                            kind: MlsKind::Welcome,
-                            data,
-                            ..
-                        },
-                } if g == call.0 => {
-                    group = Some(self.mls.join(&data)?);
+                Arrival::Delivery(seq, Stored::Mls { data, .. }) => {
+                    match self.join_checked(&data, &from).await {
+                        Ok(g) => group = Some(g),
+                        Err(e @ (CallError::KeyMismatch { .. } | CallError::Contact(_))) => {
+                            self.signaling.ack(seq).await?;
+                            transport.close().await;
+                            return Err(self.refuse_keys(call, e).await);
+                        }
+                        Err(e) => return Err(e),
+                    }
                     self.signaling.ack(seq).await?;
                 }
-                Incoming::Delivery { seq, .. } => self.signaling.ack(seq).await?,
-                Incoming::Event(Event::Relayed {
+                Arrival::Delivery(..) => {}
+                Arrival::Event(Event::Relayed {
                     call: c, signal, ..
                 }) if c == call => match signal {
                     RtcSignal::Offer(sdp) => {
@@ -641,8 +857,12 @@ impl Endpoint {
                     }
                     _ => {}
                 },
-                Incoming::Event(Event::CallEnded { call: c, reason }) if c == call => {
+                Arrival::Event(Event::CallEnded { call: c, reason }) if c == call => {
                     transport.close().await;
+                    self.forget_group(group, &call.0).await;
+                    if reason == EndReason::KeyMismatch {
+                        return Err(CallError::PeerSawKeyMismatch { peer: from });
+                    }
                     report.ended = Some(reason);
                     return Ok(report);
                 }
@@ -664,7 +884,37 @@ impl Endpoint {
         .await
     }
 
-    /// The media phase, shared by both sides.
+    /// Joins a call's group from its Welcome only if the group is exactly the two of us:
+    /// the caller `from`, whose credential checks out against the directory and our pins,
+    /// and this device with its own key. Nothing is stored or decrypted otherwise.
+    async fn join_checked(
+        &mut self,
+        welcome: &[u8],
+        from: &DeviceAddr,
+    ) -> Result<CallGroup, CallError> {
+        let staged = self.mls.stage_join(welcome)?;
+        let members = staged.members();
+        if members.len() != 2 {
+            return Err(CallError::Setup(format!(
+                "the call's group has {} members, not 2",
+                members.len()
+            )));
+        }
+        let mut caller_seen = false;
+        for m in &members {
+            let handle = self.check_member(m).await?;
+            caller_seen |= handle == from.handle;
+        }
+        if !caller_seen {
+            return Err(CallError::KeyMismatch {
+                handle: from.handle.to_string(),
+                reason: "the call's group does not contain the caller".into(),
+            });
+        }
+        Ok(staged.join(&self.mls)?)
+    }
+
+    /// The media phase, shared by both sides; the call's group is forgotten when it ends.
     #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
@@ -674,20 +924,95 @@ impl Endpoint {
         events: &mut mpsc::Receiver<TransportEvent>,
         peer: DeviceAddr,
         opts: &CallOptions,
+        devices: MediaDevices,
+        report: CallReport,
+        started: Instant,
+    ) -> Result<CallReport, CallError> {
+        let result = self
+            .run_media(
+                call, &mut group, transport, events, peer, opts, devices, report, started,
+            )
+            .await;
+        self.forget_group(Some(group), &call.0).await;
+        result
+    }
+
+    /// The 1:1 safety number, from the two credentials inside the call's group (which
+    /// were checked against the directory and the pins when they entered it), not from a
+    /// directory lookup: a server that swapped KeyPackages cannot make it match.
+    fn safety_number(&self, group: &CallGroup, peer: &DeviceAddr) -> Result<String, CallError> {
+        let own = group.own_index();
+        let members = group.members();
+        let ours = members.iter().find(|m| m.leaf == own);
+        let theirs = members
+            .iter()
+            .find(|m| m.leaf != own && m.identity == peer.handle.as_str().as_bytes());
+        match (ours, theirs) {
+            (Some(o), Some(t)) => Ok(verify::safety_number(
+                self.handle.as_str(),
+                &o.signature_key,
+                peer.handle.as_str(),
+                &t.signature_key,
+            )),
+            _ => Err(CallError::Setup(
+                "the call's group does not hold both parties".into(),
+            )),
+        }
+    }
+
+    /// Stages a commit or proposal of the call's group from the peer and applies it only
+    /// if every credential it brings in checks out; a bad one refuses the call.
+    async fn process_handshake(
+        &mut self,
+        call: CallId,
+        group: &mut CallGroup,
+        data: &[u8],
+    ) -> Result<Option<GroupEvent>, CallError> {
+        let staged = match group.stage(&self.mls, data) {
+            Ok(s) => s,
+            Err(e) => {
+                // A bad or stale commit leaves the group as it was.
+                tracing::warn!(%call, error = %e, "ignoring a handshake message");
+                return Ok(None);
+            }
+        };
+        let known = group.members();
+        for c in staged.new_credentials() {
+            let same_as_member = known
+                .iter()
+                .any(|m| m.identity == c.identity && m.signature_key == c.signature_key);
+            if !same_as_member {
+                let e = match self.check_member(&c).await {
+                    Ok(h) => CallError::KeyMismatch {
+                        handle: h.to_string(),
+                        reason: "a commit tried to bring a new member into a one-to-one call"
+                            .into(),
+                    },
+                    Err(e) => e,
+                };
+                return Err(self.refuse_keys(call, e).await);
+            }
+        }
+        Ok(Some(group.apply(&self.mls, staged)?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_media(
+        &mut self,
+        call: CallId,
+        group: &mut CallGroup,
+        transport: Transport,
+        events: &mut mpsc::Receiver<TransportEvent>,
+        peer: DeviceAddr,
+        opts: &CallOptions,
         mut devices: MediaDevices,
         mut report: CallReport,
         started: Instant,
     ) -> Result<CallReport, CallError> {
-        let peer_key = self.peer_key(&peer.handle).await?;
-        report.safety_number = verify::safety_number(
-            self.handle.as_str(),
-            &self.identity.verifying_key().to_bytes(),
-            peer.handle.as_str(),
-            &peer_key,
-        );
+        report.safety_number = self.safety_number(group, &peer)?;
         report.verification_code = verify::group_code(&group.epoch_authenticator());
         let mut keys =
-            CallKeys::new(group.own_index(), self.media_keys(&group, opts)?).map_err(keys_err)?;
+            CallKeys::new(group.own_index(), self.media_keys(group, opts)?).map_err(keys_err)?;
 
         let frame = Duration::from_millis(u64::from(opts.frame_ms));
         let samples = (SAMPLE_RATE / 1000 * opts.frame_ms) as usize;
@@ -790,9 +1115,12 @@ impl Endpoint {
                         }
                     };
                     for (id, captured, pcm_in) in frames {
-                        let level = AudioLevel::of_samples(&pcm_in, true);
-                        if let Some(opus) = encoder.encode(&pcm_in)? {
-                            payload::encode(Some(Stamp { id, captured_us: clock.micros(captured) }), opus, &mut pbuf);
+                        if let Some(frame) = encoder.encode(&pcm_in)? {
+                            // RFC 6464: the level of what was captured, and the encoder's own
+                            // speech decision (so an SFU's speaker detection is not blind).
+                            let level = AudioLevel::of_samples(&pcm_in, frame.voice);
+                            let stamp = opts.stamps.then(|| Stamp { id, captured_us: clock.micros(captured) });
+                            payload::encode(stamp, frame.data, &mut pbuf);
                             keys.encrypt(ContextId::Audio, b"", &pbuf, &mut wire).map_err(keys_err)?;
                             transport.send_audio(rtp_ts, &wire, level).await?;
                             sent_bytes += wire.len() as u64;
@@ -808,7 +1136,8 @@ impl Endpoint {
                     }
                 } => {
                     if let (Some(v), Some((e, id, captured))) = (video.as_mut(), encoded) {
-                        payload::encode(Some(Stamp { id, captured_us: clock.micros(captured) }), &e.data, &mut v.pbuf);
+                        let stamp = opts.stamps.then(|| Stamp { id, captured_us: clock.micros(captured) });
+                        payload::encode(stamp, &e.data, &mut v.pbuf);
                         keys.encrypt(ContextId::Video, b"", &v.pbuf, &mut v.wire).map_err(keys_err)?;
                         transport.send_video(v.ts, &v.wire, e.keyframe).await?;
                         sent_bytes += v.wire.len() as u64;
@@ -934,8 +1263,8 @@ impl Endpoint {
                                 decoder.decode(opus, &mut pcm)?;
                                 if let Some(s) = stamp {
                                     report.latency.record(s.id, now - clock.since(s.captured_us, now), now);
-                                    report.setup_time.get_or_insert(started.elapsed());
                                 }
+                                report.setup_time.get_or_insert(started.elapsed());
                                 report.audio_played += 1;
                             }
                             Playout::Conceal { next, .. } => {
@@ -952,10 +1281,15 @@ impl Endpoint {
                     }
                 }
                 incoming = async {
-                    match self.backlog.pop_front() {
-                        Some(i) => Some(i),
-                        None => self.signaling.next().await,
+                    if let Some(e) = self.backlog.pop_front() {
+                        return Some(Incoming::Event(e));
                     }
+                    // A commit of this call that arrived before the media phase waits in
+                    // the inbox.
+                    if let Some((seq, item)) = self.inbox.take(|s| matches!(owner(s), Owner::Group(g, _) if g == call.0)) {
+                        return Some(Incoming::Delivery { seq, item });
+                    }
+                    self.signaling.next().await
                 } => {
                     match incoming {
                         Some(Incoming::Event(Event::Relayed { call: c, signal, .. })) if c == call => match signal {
@@ -964,27 +1298,37 @@ impl Endpoint {
                             _ => {}
                         },
                         Some(Incoming::Event(Event::CallEnded { call: c, reason })) if c == call => {
+                            if reason == EndReason::KeyMismatch {
+                                transport.close().await;
+                                return Err(CallError::PeerSawKeyMismatch { peer });
+                            }
                             report.ended = Some(reason);
                             break;
                         }
+                        Some(Incoming::Event(e)) => {
+                            self.housekeeping(e).await?;
+                        }
                         Some(Incoming::Delivery {
                             seq,
-                            item: Stored::Mls { group: g, kind: MlsKind::Commit, data, .. },
+                            item: Stored::Mls { group: g, kind: MlsKind::Commit | MlsKind::Proposal, data, .. },
                         }) if g == call.0 => {
-                            match group.process(&self.mls, &data) {
-                                Ok(crate::mls::GroupEvent::EpochAdvanced { .. }) => {
-                                    self.new_epoch(&group, &mut keys, &mut report, video.as_mut(), opts)?;
+                            let processed = self.process_handshake(call, group, &data).await;
+                            self.signaling.ack(seq).await?;
+                            match processed {
+                                Ok(Some(GroupEvent::EpochAdvanced { .. })) => {
+                                    self.new_epoch(group, &mut keys, &mut report, video.as_mut(), opts)?;
                                 }
                                 Ok(_) => {}
-                                // A bad or stale commit leaves the group as it was.
-                                Err(e) => tracing::warn!(%call, error = %e, "ignoring a commit"),
+                                Err(e) => {
+                                    transport.close().await;
+                                    return Err(e);
+                                }
                             }
-                            self.signaling.ack(seq).await?;
                         }
-                        Some(Incoming::Delivery { seq, .. }) => self.signaling.ack(seq).await?,
+                        // Not this call's: kept for its owner, acknowledged only when handled.
+                        Some(Incoming::Delivery { seq, item }) => self.inbox.hold(seq, item),
                         Some(Incoming::Goodbye(e)) => return Err(CallError::Signaling(ClientError::Server(e))),
                         None => break,
-                        _ => {}
                     }
                 }
                 _ = status_tick.tick(), if opts.status.is_some() => {
@@ -1031,13 +1375,14 @@ impl Endpoint {
                         epoch: commit.epoch,
                         commit: commit.commit,
                         welcome: None,
+                        group_info: commit.group_info,
                         added: vec![],
                         removed: vec![],
                     }).await;
                     match sent {
                         Ok(_) => {
                             group.merge_pending(&self.mls)?;
-                            self.new_epoch(&group, &mut keys, &mut report, video.as_mut(), opts)?;
+                            self.new_epoch(group, &mut keys, &mut report, video.as_mut(), opts)?;
                         }
                         Err(ClientError::Server(e)) if matches!(e.code, ErrorCode::StaleEpoch { .. }) => {
                             // The peer committed first; its commit is on the way to us.

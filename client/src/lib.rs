@@ -14,6 +14,7 @@ pub mod call;
 pub mod codec;
 pub mod devices;
 pub mod feedback;
+pub mod inbox;
 pub mod mls;
 pub mod profile;
 pub mod signaling;

@@ -248,6 +248,7 @@ fn exit_for_end(report: &CallReport) -> u8 {
         Some(EndReason::Timeout) => 4,
         Some(EndReason::Cancelled) => 0,
         Some(EndReason::PeerDisconnected) => 7,
+        Some(EndReason::KeyMismatch) => 6,
     }
 }
 
@@ -258,7 +259,9 @@ fn exit_for_error(e: &CallError) -> u8 {
             ErrorCode::Offline | ErrorCode::NotFound => 5,
             _ => 1,
         },
-        CallError::Contact(ProfileError::KeyChanged { .. }) => 6,
+        CallError::Contact(ProfileError::KeyChanged { .. })
+        | CallError::KeyMismatch { .. }
+        | CallError::PeerSawKeyMismatch { .. } => 6,
         CallError::Device(_) => 8,
         _ => 1,
     }

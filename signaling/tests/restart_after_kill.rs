@@ -9,8 +9,9 @@ use std::{
 };
 
 use ed25519_dalek::SigningKey;
+use sotto_client::mls::MlsDevice;
 use sotto_client::signaling::{Incoming, Pin, SignalingClient};
-use sotto_proto::{AddedMember, DeviceAddr, Handle, MlsKind, Request, Response, Stored};
+use sotto_proto::{Handle, MlsKind, Request, Response, Stored};
 
 struct Server {
     child: Child,
@@ -52,12 +53,16 @@ fn h(s: &str) -> Handle {
     Handle::parse(s).expect("handle")
 }
 
+fn key_of(handle: &str) -> SigningKey {
+    SigningKey::from_bytes(&[handle.len() as u8; 32])
+}
+
 async fn login(s: &Server, handle: &str, register: bool) -> SignalingClient {
     let pin: Pin = s.fingerprint.parse().expect("pin");
     let c = SignalingClient::connect(s.addr, &pin)
         .await
         .expect("connect");
-    let key = SigningKey::from_bytes(&[handle.len() as u8; 32]);
+    let key = key_of(handle);
     let r = if register {
         c.register(&h(handle), &key, 1).await
     } else {
@@ -76,10 +81,14 @@ async fn state_survives_sigkill() {
     let mut first = spawn(dir.path());
 
     let alice = login(&first, "@alice", true).await;
+    let alice_mls = MlsDevice::with_identity("@alice", &key_of("@alice"), None).expect("mls");
     let bob = login(&first, "@bobby", true).await;
+    let bob_mls = MlsDevice::with_identity("@bobby", &key_of("@bobby"), None).expect("mls");
+    let bob_packages: Vec<Vec<u8>> = (0..2).map(|_| bob_mls.key_package().expect("kp")).collect();
     bob.request(Request::UploadKeyPackages {
-        packages: vec![b"kp-1".to_vec(), b"kp-2".to_vec()],
-        last_resort: Some(b"kp-last".to_vec()),
+        packages: bob_packages.clone(),
+        last_resort: Some(bob_mls.last_resort_key_package().expect("kp")),
+        replace: true,
     })
     .await
     .expect("upload");
@@ -95,29 +104,32 @@ async fn state_survives_sigkill() {
         })
         .await
         .expect("invite");
+    let mut group = alice_mls.create_group_with_id(&room.0).expect("group");
     alice
         .request(Request::CreateGroup {
             group: room.0.to_vec(),
+            group_info: group.group_info(&alice_mls).expect("info"),
         })
         .await
         .expect("group");
-    alice
-        .request(Request::Commit {
-            group: room.0.to_vec(),
-            epoch: 0,
-            commit: b"commit".to_vec(),
-            welcome: Some(b"welcome for bobby".to_vec()),
-            added: vec![AddedMember {
-                device: DeviceAddr {
-                    handle: h("@bobby"),
-                    device: 1,
-                },
-                leaf: 1,
-            }],
-            removed: vec![],
+    let Response::KeyPackage { package, .. } = alice
+        .request(Request::ClaimKeyPackage {
+            handle: h("@bobby"),
+            device: None,
         })
         .await
+        .expect("claim")
+    else {
+        panic!("claimed")
+    };
+    assert_eq!(package, bob_packages[0]);
+    let add = group.add(&alice_mls, &[package]).expect("add");
+    let welcome = add.welcome.clone().expect("welcome");
+    alice
+        .request(commit_request(room.0.to_vec(), add))
+        .await
         .expect("commit");
+    group.merge_pending(&alice_mls).expect("merge");
 
     // No graceful anything: SIGKILL.
     first.child.kill().expect("kill -9");
@@ -144,8 +156,9 @@ async fn state_survives_sigkill() {
     else {
         panic!("a one-use package")
     };
-    assert_eq!(package, b"kp-1");
-    // The room survived (Alice can join it); the group's epoch too.
+    assert_eq!(package, bob_packages[1]);
+    // The room survived (Alice can join it); so did the group's public state: a stale
+    // commit is fenced, and a valid one for the current epoch validates against it.
     assert!(matches!(
         alice.request(Request::JoinRoom { room }).await,
         Ok(Response::RoomJoined { .. })
@@ -156,15 +169,21 @@ async fn state_survives_sigkill() {
             epoch: 0,
             commit: b"late".to_vec(),
             welcome: None,
+            group_info: None,
             added: vec![],
             removed: vec![],
         })
         .await;
     assert!(format!("{stale:?}").contains("StaleEpoch"), "{stale:?}");
+    let update = group.update(&alice_mls).expect("update");
+    assert!(matches!(
+        alice.request(commit_request(room.0.to_vec(), update)).await,
+        Ok(Response::CommitAccepted { epoch: 2, .. })
+    ));
     // Bob's queued messages arrive, in order.
     let mut bob = login(&second, "@bobby", false).await;
     let mut got = Vec::new();
-    while got.len() < 2 {
+    while got.len() < 3 {
         match bob.next_within(std::time::Duration::from_secs(5)).await {
             Some(Incoming::Delivery { item, .. }) => got.push(item),
             Some(_) => {}
@@ -173,9 +192,29 @@ async fn state_survives_sigkill() {
     }
     assert!(matches!(&got[0], Stored::RoomInvite { room: r, .. } if *r == room));
     assert!(
-        matches!(&got[1], Stored::Mls { kind: MlsKind::Welcome, data, .. } if data == b"welcome for bobby")
+        matches!(&got[1], Stored::Mls { kind: MlsKind::Welcome, data, .. } if *data == welcome)
     );
+    assert!(matches!(
+        &got[2],
+        Stored::Mls {
+            kind: MlsKind::Commit,
+            epoch: 1,
+            ..
+        }
+    ));
 
     second.child.kill().expect("kill");
     second.child.wait().expect("reaped");
+}
+
+fn commit_request(group: Vec<u8>, c: sotto_client::mls::Commit) -> Request {
+    Request::Commit {
+        group,
+        epoch: c.epoch,
+        commit: c.commit,
+        welcome: c.welcome,
+        group_info: c.group_info,
+        added: vec![],
+        removed: vec![],
+    }
 }

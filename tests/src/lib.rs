@@ -224,3 +224,131 @@ pub async fn pair(s: &TestServer) -> (Endpoint, Endpoint) {
         .expect("bob");
     (alice, bob)
 }
+
+/// A logged-in device with real MLS state (its credential signed by the account's
+/// identity key), for tests of the delivery service: it publishes KeyPackages, creates
+/// groups and commits as a client would.
+pub struct Member {
+    /// The connection and account.
+    pub user: User,
+    /// The device's MLS state (in memory).
+    pub mls: sotto_client::mls::MlsDevice,
+}
+
+impl TestServer {
+    /// Registers `handle` (if new), logs `device` in, and publishes `packages` one-use
+    /// KeyPackages and a last-resort one.
+    pub async fn member(&self, handle: &str, device: DeviceId, packages: usize) -> Member {
+        let user = self.user(handle, device).await;
+        let mls = sotto_client::mls::MlsDevice::with_identity(handle, &user.key, None)
+            .expect("MLS device");
+        let m = Member { user, mls };
+        m.publish(packages).await;
+        m
+    }
+}
+
+impl Member {
+    /// Replaces this device's KeyPackages with `n` fresh one-use ones and a last-resort one.
+    pub async fn publish(&self, n: usize) {
+        let packages = (0..n)
+            .map(|_| self.mls.key_package().expect("KeyPackage"))
+            .collect();
+        self.user
+            .client
+            .request(sotto_proto::Request::UploadKeyPackages {
+                packages,
+                last_resort: Some(self.mls.last_resort_key_package().expect("KeyPackage")),
+                replace: true,
+            })
+            .await
+            .expect("KeyPackages stored");
+    }
+
+    /// Creates the group `id` (a call's or a room's id) and registers it with the
+    /// delivery service.
+    pub async fn create_group(
+        &self,
+        id: &[u8],
+    ) -> Result<sotto_client::mls::CallGroup, sotto_client::signaling::ClientError> {
+        let group = self.mls.create_group_with_id(id).expect("group");
+        self.user
+            .client
+            .request(sotto_proto::Request::CreateGroup {
+                group: id.to_vec(),
+                group_info: group.group_info(&self.mls).expect("GroupInfo"),
+            })
+            .await?;
+        Ok(group)
+    }
+
+    /// Claims one KeyPackage of each handle.
+    pub async fn claim(&self, handles: &[&str]) -> Vec<Vec<u8>> {
+        let mut packages = Vec::new();
+        for hd in handles {
+            match self
+                .user
+                .client
+                .request(sotto_proto::Request::ClaimKeyPackage {
+                    handle: h(hd),
+                    device: None,
+                })
+                .await
+                .expect("claim")
+            {
+                Response::KeyPackage { package, .. } => packages.push(package),
+                other => panic!("claim answered {other:?}"),
+            }
+        }
+        packages
+    }
+
+    /// Sends a commit we made to the delivery service; merges it if accepted, discards it
+    /// otherwise.
+    pub async fn send_commit(
+        &self,
+        group: &mut sotto_client::mls::CallGroup,
+        commit: sotto_client::mls::Commit,
+    ) -> Result<Response, sotto_client::signaling::ClientError> {
+        let r = self
+            .user
+            .client
+            .request(sotto_proto::Request::Commit {
+                group: group.group_id().to_vec(),
+                epoch: commit.epoch,
+                commit: commit.commit,
+                welcome: commit.welcome,
+                group_info: commit.group_info,
+                added: vec![],
+                removed: vec![],
+            })
+            .await;
+        match &r {
+            Ok(_) => {
+                group.merge_pending(&self.mls).expect("merge");
+            }
+            Err(_) => group.discard_pending(&self.mls).expect("discard"),
+        }
+        r
+    }
+
+    /// Claims a KeyPackage of each handle and commits their addition.
+    pub async fn add(
+        &self,
+        group: &mut sotto_client::mls::CallGroup,
+        handles: &[&str],
+    ) -> Result<Response, sotto_client::signaling::ClientError> {
+        let packages = self.claim(handles).await;
+        let commit = group.add(&self.mls, &packages).expect("add commit");
+        self.send_commit(group, commit).await
+    }
+
+    /// Joins a group from a Welcome (no credential checks: for delivery-service tests).
+    pub fn join(&self, welcome: &[u8]) -> sotto_client::mls::CallGroup {
+        self.mls
+            .stage_join(welcome)
+            .expect("Welcome")
+            .join(&self.mls)
+            .expect("join")
+    }
+}

@@ -13,7 +13,7 @@ async fn raw(s: &sotto_tests::TestServer, bytes: &[u8]) -> Option<ErrorCode> {
         .expect("quic");
     let (mut send, recv) = conn.open_bi().await.expect("stream");
     let hello = sotto_proto::frame::encode_frame(&ClientMsg::Hello {
-        version: 1,
+        version: sotto_proto::PROTOCOL_VERSION,
         agent: "raw".into(),
     })
     .expect("enc");
@@ -54,7 +54,7 @@ async fn garbage_oversized_and_truncated_frames_close_only_their_session() {
     assert_eq!(raw(&s, &big).await, Some(ErrorCode::TooLarge));
     // A second Hello.
     let again = sotto_proto::frame::encode_frame(&ClientMsg::Hello {
-        version: 1,
+        version: sotto_proto::PROTOCOL_VERSION,
         agent: "x".into(),
     })
     .expect("enc");
@@ -83,7 +83,7 @@ async fn wrong_protocol_version_gets_a_typed_refusal() {
         .expect("quic");
     let (mut send, recv) = conn.open_bi().await.expect("stream");
     let hello = sotto_proto::frame::encode_frame(&ClientMsg::Hello {
-        version: 2,
+        version: sotto_proto::PROTOCOL_VERSION + 1,
         agent: "future".into(),
     })
     .expect("enc");
@@ -92,7 +92,7 @@ async fn wrong_protocol_version_gets_a_typed_refusal() {
     let body = frames.next().await.expect("a frame").expect("ok");
     assert!(matches!(
         sotto_proto::decode::<ServerMsg>(&body),
-        Ok(ServerMsg::Goodbye(e)) if e.code == ErrorCode::UnsupportedVersion { supported: 1 }
+        Ok(ServerMsg::Goodbye(e)) if e.code == ErrorCode::UnsupportedVersion { supported: sotto_proto::PROTOCOL_VERSION }
     ));
 }
 

@@ -1,22 +1,28 @@
-//! The MLS delivery service over real QUIC: KeyPackages claimed exactly once under 20
-//! concurrent claimers, the last-resort package, epoch fencing under concurrent commits,
-//! Welcome/Commit fan-out and delivery to a device that was offline.
+//! The MLS delivery service over real QUIC, with real MLS: KeyPackages checked on upload
+//! and claimed exactly once under 20 concurrent claimers, the last-resort package, epoch
+//! fencing under concurrent commits, Welcome/Commit fan-out and delivery to a device that
+//! was offline.
 
 use std::collections::HashSet;
 
 use sotto_client::signaling::{ClientError, Incoming};
-use sotto_proto::{AddedMember, DeviceAddr, ErrorCode, MlsKind, Request, Response, Stored};
+use sotto_proto::{DeviceAddr, ErrorCode, MlsKind, Request, Response, Stored};
 use sotto_tests::{h, server};
 
 #[tokio::test]
 async fn twenty_concurrent_claimers_each_get_a_distinct_package_or_the_last_resort() {
     let s = server(|_| {}).await;
-    let bob = s.user("@bob", 1).await;
-    let packages: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100]).collect();
-    bob.client
+    let bob = s.member("@bob", 1, 0).await;
+    let packages: Vec<Vec<u8>> = (0..10)
+        .map(|_| bob.mls.key_package().expect("kp"))
+        .collect();
+    let last_resort_package = bob.mls.last_resort_key_package().expect("kp");
+    bob.user
+        .client
         .request(Request::UploadKeyPackages {
             packages: packages.clone(),
-            last_resort: Some(vec![0xff; 100]),
+            last_resort: Some(last_resort_package.clone()),
+            replace: true,
         })
         .await
         .expect("upload");
@@ -58,7 +64,7 @@ async fn twenty_concurrent_claimers_each_get_a_distinct_package_or_the_last_reso
                 last_resort: true,
                 ..
             } => {
-                assert_eq!(package, vec![0xff; 100]);
+                assert_eq!(package, last_resort_package);
                 last_resort += 1;
             }
             other => panic!("{other:?}"),
@@ -76,98 +82,117 @@ async fn twenty_concurrent_claimers_each_get_a_distinct_package_or_the_last_reso
 }
 
 #[tokio::test]
-async fn key_package_caps_are_typed_errors() {
+async fn key_packages_are_checked_and_capped_with_typed_errors() {
     let s = server(|c| c.core.limits.max_key_packages = 3).await;
-    let bob = s.user("@bob", 1).await;
-    let r = bob
-        .client
-        .request(Request::UploadKeyPackages {
-            packages: vec![vec![1]; 4],
-            last_resort: None,
+    let bob = s.member("@bob", 1, 0).await;
+    let upload = |packages: Vec<Vec<u8>>, last_resort: Option<Vec<u8>>| {
+        bob.user.client.request(Request::UploadKeyPackages {
+            packages,
+            last_resort,
+            replace: false,
         })
-        .await;
-    assert!(
-        matches!(r, Err(ClientError::Server(e)) if matches!(e.code, ErrorCode::LimitReached { .. }))
+    };
+    let kp = || bob.mls.key_package().expect("kp");
+    let code = |r: Result<Response, ClientError>| match r {
+        Err(ClientError::Server(e)) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(matches!(
+        code(upload(vec![kp(), kp(), kp(), kp()], None).await),
+        ErrorCode::LimitReached { .. }
+    ));
+    assert_eq!(code(upload(vec![vec![]], None).await), ErrorCode::Malformed);
+    assert_eq!(
+        code(upload(vec![vec![1, 2, 3]], None).await),
+        ErrorCode::InvalidKeyPackage,
+        "garbage"
     );
-    let r = bob
-        .client
-        .request(Request::UploadKeyPackages {
-            packages: vec![vec![]],
-            last_resort: None,
-        })
-        .await;
-    assert!(matches!(r, Err(ClientError::Server(e)) if e.code == ErrorCode::Malformed));
+    // A valid KeyPackage of someone else's key, or naming another handle, is refused.
+    let mallory = sotto_client::mls::MlsDevice::new("@bob").expect("device");
+    assert_eq!(
+        code(upload(vec![mallory.key_package().expect("kp")], None).await),
+        ErrorCode::InvalidKeyPackage,
+        "another key"
+    );
+    let other_name = sotto_client::mls::MlsDevice::with_identity("@robert", &bob.user.key, None)
+        .expect("device");
+    assert_eq!(
+        code(upload(vec![other_name.key_package().expect("kp")], None).await),
+        ErrorCode::InvalidKeyPackage,
+        "another handle"
+    );
+    assert_eq!(
+        code(upload(vec![], Some(kp())).await),
+        ErrorCode::InvalidKeyPackage,
+        "a last-resort package must say so"
+    );
+    assert_eq!(
+        upload(vec![kp(), kp()], None).await.expect("valid"),
+        Response::KeyPackagesStored { one_time: 2 }
+    );
 }
 
 #[tokio::test]
 async fn concurrent_commits_for_one_epoch_exactly_one_wins_and_members_get_it() {
     let s = server(|_| {}).await;
-    let mut alice = s.user("@alice", 1).await;
-    let mut bob = s.user("@bob", 1).await;
-    let carol_device = DeviceAddr {
-        handle: h("@carol"),
-        device: 1,
-    };
-    s.user("@carol", 1).await.client.close();
-    let group = b"call-group-0001".to_vec();
-    alice
+    let mut alice = s.member("@alice", 1, 2).await;
+    let mut bob = s.member("@bob", 1, 2).await;
+    s.member("@carol", 1, 2).await.user.client.close();
+    let Response::RoomCreated { room } = alice
+        .user
         .client
-        .request(Request::CreateGroup {
-            group: group.clone(),
-        })
+        .request(Request::CreateRoom)
         .await
-        .expect("create");
+        .expect("room")
+    else {
+        panic!("room")
+    };
+    let mut alice_group = alice.create_group(&room.0).await.expect("create");
     let r = alice
-        .client
-        .request(Request::Commit {
-            group: group.clone(),
-            epoch: 0,
-            commit: b"add bob".to_vec(),
-            welcome: Some(b"welcome bob".to_vec()),
-            added: vec![AddedMember {
-                device: DeviceAddr {
-                    handle: h("@bob"),
-                    device: 1,
-                },
-                leaf: 1,
-            }],
-            removed: vec![],
-        })
+        .add(&mut alice_group, &["@bob"])
         .await
         .expect("commit");
-    assert_eq!(r, Response::CommitAccepted { epoch: 1 });
-    let Incoming::Delivery { seq, item } = bob.next().await else {
+    let Response::CommitAccepted {
+        epoch: 1, added, ..
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(added.len(), 1);
+    assert_eq!(
+        (added[0].device.handle.clone(), added[0].leaf),
+        (h("@bob"), 1),
+        "the server computed who was added, and where"
+    );
+    let Incoming::Delivery { seq, item } = bob.user.next().await else {
         panic!("delivery")
     };
-    assert!(
-        matches!(item, Stored::Mls { kind: MlsKind::Welcome, ref data, .. } if data == b"welcome bob")
-    );
-    bob.client.ack(seq).await.expect("ack");
-
-    // Alice and Bob both commit in epoch 1, at the same moment.
-    let commit = |who: &str, add_carol: bool| Request::Commit {
-        group: group.clone(),
-        epoch: 1,
-        commit: format!("{who}'s commit").into_bytes(),
-        welcome: add_carol.then(|| b"welcome carol".to_vec()),
-        added: if add_carol {
-            vec![AddedMember {
-                device: carol_device.clone(),
-                leaf: 2,
-            }]
-        } else {
-            vec![]
-        },
-        removed: vec![],
+    let Stored::Mls {
+        kind: MlsKind::Welcome,
+        data,
+        ..
+    } = item
+    else {
+        panic!("a Welcome")
     };
+    let mut bob_group = bob.join(&data);
+    bob.user.client.ack(seq).await.expect("ack");
+
+    // Alice (adding Carol) and Bob (a self-update) both commit in epoch 1, at once.
+    let carol_package = alice.claim(&["@carol"]).await;
+    let alice_commit = alice_group
+        .add(&alice.mls, &carol_package)
+        .expect("alice commit");
+    let bob_commit = bob_group.update(&bob.mls).expect("bob commit");
+    let (winner_bytes_a, winner_bytes_b) = (alice_commit.commit.clone(), bob_commit.commit.clone());
     let (a, b) = tokio::join!(
-        alice.client.request(commit("alice", true)),
-        bob.client.request(commit("bob", false))
+        alice.send_commit(&mut alice_group, alice_commit),
+        bob.send_commit(&mut bob_group, bob_commit)
     );
     let outcomes = [a, b];
     let won = outcomes
         .iter()
-        .filter(|r| matches!(r, Ok(Response::CommitAccepted { epoch: 2 })))
+        .filter(|r| matches!(r, Ok(Response::CommitAccepted { epoch: 2, .. })))
         .count();
     let stale = outcomes
         .iter()
@@ -179,27 +204,23 @@ async fn concurrent_commits_for_one_epoch_exactly_one_wins_and_members_get_it() 
         "exactly one commit per epoch: {outcomes:?}"
     );
 
-    // The loser receives the winner's commit; so it can process it and retry on epoch 2.
-    let (alice_won, loser) = if outcomes[0].is_ok() {
-        (true, &mut bob)
+    // The loser receives the winner's commit, so it can process it and retry on epoch 2.
+    let alice_won = outcomes[0].is_ok();
+    let (loser, winner_commit) = if alice_won {
+        (&mut bob, winner_bytes_a)
     } else {
-        (false, &mut alice)
-    };
-    let winner_commit = if alice_won {
-        b"alice's commit".to_vec()
-    } else {
-        b"bob's commit".to_vec()
+        (&mut alice, winner_bytes_b)
     };
     loser
+        .user
         .expect("winning commit", |i| {
             matches!(i, Incoming::Delivery { item: Stored::Mls { kind: MlsKind::Commit, epoch: 1, data, .. }, .. } if *data == winner_commit)
         })
         .await;
 
-    // Carol was offline: if she was added, her Welcome waits for her, in order.
+    // Carol was offline: if she was added, her Welcome waits for her.
     if alice_won {
-        let carol = s.user("@carol", 1).await;
-        let mut carol = carol;
+        let mut carol = s.user("@carol", 1).await;
         carol
             .expect("welcome", |i| {
                 matches!(

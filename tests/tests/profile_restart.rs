@@ -28,7 +28,9 @@ fn identity_contacts_and_group_state_survive_a_restart() {
             .expect("add");
         group.merge_pending(&alice).expect("merge");
         let _bob_group = bob
-            .join(&commit.welcome.expect("welcome"))
+            .stage_join(&commit.welcome.expect("welcome"))
+            .expect("a Welcome")
+            .join(&bob)
             .expect("bob joins");
         key = profile.identity().to_bytes();
         device = profile.device();

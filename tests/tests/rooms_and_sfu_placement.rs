@@ -4,9 +4,7 @@
 
 use ed25519_dalek::VerifyingKey;
 use sotto_client::signaling::{ClientError, Incoming};
-use sotto_proto::{
-    AddedMember, DeviceAddr, ErrorCode, Event, Request, Response, RtcSignal, Stored,
-};
+use sotto_proto::{ErrorCode, Event, Request, Response, RtcSignal, Stored};
 use sotto_tests::{h, server};
 
 #[tokio::test]
@@ -39,9 +37,11 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
     };
     let token_key = VerifyingKey::try_from(token_key.as_slice()).expect("ed25519 key");
 
-    let mut alice = s.user("@alice", 1).await;
-    s.user("@bob", 1).await.client.close();
+    let mut alice = s.member("@alice", 1, 1).await;
+    // Bob publishes KeyPackages, then goes offline.
+    s.member("@bob", 1, 2).await.user.client.close();
     let Response::RoomCreated { room } = alice
+        .user
         .client
         .request(Request::CreateRoom)
         .await
@@ -51,6 +51,7 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
     };
     // Only the owner invites; Bob is offline, so his invitation is stored.
     alice
+        .user
         .client
         .request(Request::InviteToRoom {
             room,
@@ -68,34 +69,24 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
         "uninvited"
     );
 
-    // The room's MLS group (id = room id) records leaves from commits.
-    alice
+    // The room's MLS group (id = room id): the server computes leaves from the commits
+    // it validates. Only the owner may create it.
+    let squat = carol
         .client
         .request(Request::CreateGroup {
             group: room.0.to_vec(),
+            group_info: vec![],
         })
-        .await
-        .expect("group");
-    alice
-        .client
-        .request(Request::Commit {
-            group: room.0.to_vec(),
-            epoch: 0,
-            commit: b"c".to_vec(),
-            welcome: Some(b"w".to_vec()),
-            added: vec![AddedMember {
-                device: DeviceAddr {
-                    handle: h("@bob"),
-                    device: 1,
-                },
-                leaf: 1,
-            }],
-            removed: vec![],
-        })
-        .await
-        .expect("commit");
+        .await;
+    assert!(
+        matches!(squat, Err(ClientError::Server(e)) if e.code == ErrorCode::GroupIdNotYours),
+        "not the owner"
+    );
+    let mut group = alice.create_group(&room.0).await.expect("group");
+    alice.add(&mut group, &["@bob"]).await.expect("commit");
 
     alice
+        .user
         .client
         .request(Request::JoinRoom { room })
         .await
@@ -110,6 +101,7 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
     };
     assert_eq!(roster.len(), 2);
     alice
+        .user
         .expect(
             "roster",
             |i| matches!(i, Incoming::Event(Event::Roster { roster, .. }) if roster.len() == 2),
@@ -171,6 +163,7 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
 
     // The owner removes Bob: he is told, the SFU stops forwarding, the roster shrinks.
     alice
+        .user
         .client
         .request(Request::RemoveFromRoom {
             room,
@@ -191,6 +184,7 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
     };
     assert_eq!(gone, from);
     alice
+        .user
         .expect(
             "roster",
             |i| matches!(i, Incoming::Event(Event::Roster { roster, .. }) if roster.len() == 1),

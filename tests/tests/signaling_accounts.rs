@@ -128,7 +128,7 @@ async fn invalid_handle_is_refused_at_both_ends() {
         .expect("quic");
     let (mut send, recv) = conn.open_bi().await.expect("stream");
     let hello = sotto_proto::frame::encode_frame(&sotto_proto::ClientMsg::Hello {
-        version: 1,
+        version: sotto_proto::PROTOCOL_VERSION,
         agent: "raw".into(),
     })
     .expect("encode");

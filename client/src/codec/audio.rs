@@ -10,6 +10,21 @@ const MAX_PACKET: usize = 1275;
 /// Default bitrate; follows the send-side estimate through [`AudioEncoder::set_bitrate`].
 pub const DEFAULT_BITRATE: i32 = 32_000;
 
+/// Frames quieter than this (dBov below full scale) are not speech, whatever the
+/// encoder's VAD thinks (RFC 6464 levels run from 0, loudest, to 127, silence).
+const SPEECH_MAX_DBOV: f64 = 55.0;
+
+/// One encoded frame.
+#[derive(Debug)]
+pub struct EncodedAudio<'a> {
+    /// The Opus packet.
+    pub data: &'a [u8],
+    /// The encoder's speech decision for the frame, for the RFC 6464 voice-activity bit:
+    /// Opus's own VAD (a frame it coded as DTX comfort noise is not speech) gated by the
+    /// frame's energy (a frame quieter than -55 dBov is not speech either).
+    pub voice: bool,
+}
+
 /// Encodes 10 or 20 ms frames of 48 kHz mono PCM.
 pub struct AudioEncoder {
     enc: Encoder,
@@ -40,13 +55,19 @@ impl AudioEncoder {
     }
 
     /// Encodes one frame. `None` when DTX says this frame need not be sent (silence).
-    pub fn encode(&mut self, pcm: &[i16]) -> Result<Option<&[u8]>, CodecError> {
+    pub fn encode(&mut self, pcm: &[i16]) -> Result<Option<EncodedAudio<'_>>, CodecError> {
         let n = self.enc.encode(pcm, &mut self.out).map_err(opus_err)?;
+        let in_dtx = self.enc.get_in_dtx().unwrap_or(false);
         // Opus DTX signals "nothing to send" with packets of one or two bytes.
-        if n <= 2 && self.enc.get_in_dtx().unwrap_or(false) {
+        if n <= 2 && in_dtx {
             return Ok(None);
         }
-        Ok(Some(&self.out[..n]))
+        let dbov = sotto_wire::rtp_ext::AudioLevel::of_samples(pcm, false).level;
+        let voice = !in_dtx && f64::from(dbov) < SPEECH_MAX_DBOV;
+        Ok(Some(EncodedAudio {
+            data: &self.out[..n],
+            voice,
+        }))
     }
 }
 
@@ -127,10 +148,12 @@ mod tests {
         let packets: Vec<Vec<u8>> = (0..50)
             .map(|_| {
                 let f = src.next_frame(t0);
-                enc.encode(&f.samples)
+                let e = enc
+                    .encode(&f.samples)
                     .expect("encode")
-                    .expect("a tone is not silence")
-                    .to_vec()
+                    .expect("a tone is not silence");
+                assert!(e.voice, "a loud tone counts as speech");
+                e.data.to_vec()
             })
             .collect();
         let mut pcm = Vec::new();
@@ -164,6 +187,37 @@ mod tests {
         assert!(
             sent < 30,
             "DTX suppresses most silent frames, sent {sent}/100"
+        );
+    }
+
+    #[test]
+    fn quiet_frames_that_are_still_sent_say_no_voice() {
+        // Whatever DTX still sends of silence (the frames before it engages, comfort noise
+        // after) carries the voice-activity bit cleared, so an SFU's speaker detection can
+        // tell who is talking.
+        let mut enc = AudioEncoder::new().expect("encoder");
+        let silent = vec![0i16; 960];
+        let mut sent = 0;
+        for _ in 0..100 {
+            if let Some(e) = enc.encode(&silent).expect("encode") {
+                sent += 1;
+                assert!(!e.voice, "a silent frame is not speech");
+            }
+        }
+        assert!(sent > 0, "some silent frames are still sent");
+        let mut src = AudioSource::new(AudioSignal::Speech, 20);
+        let t0 = Instant::now();
+        let voiced = (0..100)
+            .filter_map(|_| {
+                enc.encode(&src.next_frame(t0).samples)
+                    .expect("encode")
+                    .map(|e| e.voice)
+            })
+            .filter(|v| *v)
+            .count();
+        assert!(
+            voiced > 20,
+            "synthetic speech is mostly voice, {voiced}/100"
         );
     }
 

@@ -3,13 +3,14 @@
 
 use openmls::prelude::{
     BasicCredential, CredentialWithKey, KeyPackage, MlsGroup, MlsGroupCreateConfig,
-    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, StagedWelcome,
+    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
+    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, StagedWelcome,
     tls_codec::{Deserialize as _, Serialize as _},
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::OpenMlsProvider as _;
 
-use super::{CIPHERSUITE, CallGroup, MlsError, boxed, provider::Provider};
+use super::{CIPHERSUITE, CallGroup, MemberCredential, MlsError, boxed, provider::Provider};
 
 /// One device's MLS state: credential, signer, provider (crypto + group storage).
 pub struct MlsDevice {
@@ -88,7 +89,22 @@ impl MlsDevice {
     /// A fresh KeyPackage, serialized as an MLS message for the delivery service. Each one
     /// is good for one join; its private keys stay in this device's storage.
     pub fn key_package(&self) -> Result<Vec<u8>, MlsError> {
-        let bundle = KeyPackage::builder()
+        self.build_key_package(false)
+    }
+
+    /// The device's last-resort KeyPackage (RFC 9420 `last_resort` extension): handed out
+    /// only when no one-use package is left, and reusable, so its private keys are kept
+    /// after a join.
+    pub fn last_resort_key_package(&self) -> Result<Vec<u8>, MlsError> {
+        self.build_key_package(true)
+    }
+
+    fn build_key_package(&self, last_resort: bool) -> Result<Vec<u8>, MlsError> {
+        let mut builder = KeyPackage::builder();
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
             .build(
                 CIPHERSUITE,
                 &self.provider,
@@ -99,6 +115,17 @@ impl MlsDevice {
         MlsMessageOut::from(bundle.key_package().clone())
             .tls_serialize_detached()
             .map_err(|e| MlsError::local("encoding a KeyPackage")(boxed(e)))
+    }
+
+    /// The credential a serialized KeyPackage presents (after checking its signature),
+    /// so the caller can compare it with the directory and its pins before adding it.
+    pub fn key_package_credential(&self, bytes: &[u8]) -> Result<MemberCredential, MlsError> {
+        let kp = super::group::parse_key_package(&self.provider, bytes)?;
+        Ok(MemberCredential::of_leaf(
+            u32::MAX,
+            kp.leaf_node().credential(),
+            kp.leaf_node().signature_key().as_slice(),
+        ))
     }
 
     /// Starts a new group with a random id and this device as its only member (leaf 0,
@@ -128,15 +155,21 @@ impl MlsDevice {
         Ok(CallGroup::from_group(group))
     }
 
+    /// Handshakes (commits, proposals) go out as PublicMessages so the delivery service
+    /// can validate them against the group's public state (DESIGN §4.4); media keys never
+    /// travel in MLS application messages, so nothing secret is exposed by this.
     fn group_config() -> MlsGroupCreateConfig {
         MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .use_ratchet_tree_extension(true)
+            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
             .build()
     }
 
-    /// Joins a group from a serialized Welcome addressed to one of our KeyPackages.
-    pub fn join(&self, welcome: &[u8]) -> Result<CallGroup, MlsError> {
+    /// Opens a serialized Welcome addressed to one of our KeyPackages without joining yet:
+    /// the caller checks every member's credential ([`StagedJoin::members`]) against the
+    /// directory and its pins, then joins with [`StagedJoin::join`] or drops it.
+    pub fn stage_join(&self, welcome: &[u8]) -> Result<StagedJoin, MlsError> {
         let msg = MlsMessageIn::tls_deserialize_exact(welcome)
             .map_err(|e| MlsError::Malformed(e.to_string()))?;
         let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
@@ -144,10 +177,44 @@ impl MlsDevice {
         };
         let join_config = MlsGroupJoinConfig::builder()
             .use_ratchet_tree_extension(true)
+            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
             .build();
-        let group = StagedWelcome::new_from_welcome(&self.provider, &join_config, welcome, None)
-            .map_err(|e| MlsError::Join(boxed(e)))?
-            .into_group(&self.provider)
+        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config, welcome, None)
+            .map_err(|e| MlsError::Join(boxed(e)))?;
+        Ok(StagedJoin { staged })
+    }
+}
+
+/// A Welcome opened but not yet joined: its members can be checked first.
+pub struct StagedJoin {
+    staged: StagedWelcome,
+}
+
+impl std::fmt::Debug for StagedJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedJoin").finish_non_exhaustive()
+    }
+}
+
+impl StagedJoin {
+    /// Every member of the group the Welcome offers, with the credential it presents.
+    pub fn members(&self) -> Vec<MemberCredential> {
+        self.staged
+            .members()
+            .map(|m| MemberCredential::of_member(&m))
+            .collect()
+    }
+
+    /// The leaf of the member who sent the Welcome.
+    pub fn sender_index(&self) -> u32 {
+        self.staged.welcome_sender_index().u32()
+    }
+
+    /// Joins the group (and stores it in `device`'s storage, the one that staged it).
+    pub fn join(self, device: &MlsDevice) -> Result<CallGroup, MlsError> {
+        let group = self
+            .staged
+            .into_group(&device.provider)
             .map_err(|e| MlsError::Join(boxed(e)))?;
         Ok(CallGroup::from_group(group))
     }

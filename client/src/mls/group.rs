@@ -1,14 +1,14 @@
 //! A call's MLS group and its bridge to the SFrame key schedule.
 
 use openmls::prelude::{
-    KeyPackage, LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent,
-    ProtocolVersion,
+    KeyPackage, LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
+    ProcessedMessageContent, ProtocolVersion, QueuedProposal, StagedCommit,
     tls_codec::{Deserialize as _, Serialize as _},
 };
 use openmls_traits::OpenMlsProvider as _;
 use sotto_media::keys::{EpochKeys, KeyConfig, KeyScheduleError, MlsExporter};
 
-use super::{MlsDevice, MlsError, boxed, provider::Provider};
+use super::{MemberCredential, MlsDevice, MlsError, boxed, provider::Provider};
 
 /// A commit we created, to hand to the delivery service.
 #[derive(Debug, Clone)]
@@ -17,8 +17,64 @@ pub struct Commit {
     pub commit: Vec<u8>,
     /// The Welcome for members it adds, if any.
     pub welcome: Option<Vec<u8>>,
+    /// The new epoch's GroupInfo (with the ratchet tree), signed by us: the delivery
+    /// service keeps it for members that must rejoin.
+    pub group_info: Option<Vec<u8>>,
     /// The epoch the commit was made in; the server accepts one commit per epoch.
     pub epoch: u64,
+}
+
+/// A handshake message from another member, validated but not yet applied: the caller
+/// checks the credentials it brings in ([`Self::new_credentials`]) before
+/// [`CallGroup::apply`].
+#[derive(Debug)]
+pub enum StagedMessage {
+    /// A commit.
+    Commit(Box<StagedCommit>),
+    /// A standalone proposal, to store for a later commit.
+    Proposal(Box<QueuedProposal>),
+}
+
+impl StagedMessage {
+    /// Credentials this message would bring into the group: every added member's, and
+    /// the committer's own if its update path presents a new leaf. Leaves of added
+    /// members are not known until the commit is applied (`u32::MAX`).
+    pub fn new_credentials(&self) -> Vec<MemberCredential> {
+        match self {
+            Self::Commit(staged) => {
+                let mut v: Vec<MemberCredential> = staged
+                    .add_proposals()
+                    .map(|a| {
+                        let leaf = a.add_proposal().key_package().leaf_node();
+                        MemberCredential::of_leaf(
+                            u32::MAX,
+                            leaf.credential(),
+                            leaf.signature_key().as_slice(),
+                        )
+                    })
+                    .collect();
+                v.extend(staged.update_path_leaf_node().map(|leaf| {
+                    MemberCredential::of_leaf(
+                        u32::MAX,
+                        leaf.credential(),
+                        leaf.signature_key().as_slice(),
+                    )
+                }));
+                v
+            }
+            Self::Proposal(p) => match p.proposal() {
+                openmls::prelude::Proposal::Add(a) => {
+                    let leaf = a.key_package().leaf_node();
+                    vec![MemberCredential::of_leaf(
+                        u32::MAX,
+                        leaf.credential(),
+                        leaf.signature_key().as_slice(),
+                    )]
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
 }
 
 /// What processing a handshake message did to the group.
@@ -92,11 +148,32 @@ impl CallGroup {
         v
     }
 
-    /// The identity (handle bytes) of the member at `index`, if any.
-    pub fn member_identity(&self, index: u32) -> Option<Vec<u8>> {
+    /// Every member's credential, by leaf, ascending.
+    pub fn members(&self) -> Vec<MemberCredential> {
+        let mut v: Vec<MemberCredential> = self
+            .group
+            .members()
+            .map(|m| MemberCredential::of_member(&m))
+            .collect();
+        v.sort_by_key(|m| m.leaf);
+        v
+    }
+
+    /// The current epoch's GroupInfo with the ratchet tree, signed by us: what the
+    /// delivery service starts following a new group from.
+    pub fn group_info(&self, device: &MlsDevice) -> Result<Vec<u8>, MlsError> {
+        let info = self
+            .group
+            .export_group_info(device.provider().crypto(), device.signer(), true)
+            .map_err(|e| MlsError::local("exporting the GroupInfo")(boxed(e)))?;
+        encode(&info)
+    }
+
+    /// Deletes the group and its secrets from this device's storage (the call ended).
+    pub fn delete(mut self, device: &MlsDevice) -> Result<(), MlsError> {
         self.group
-            .member(LeafNodeIndex::new(index))
-            .map(|c| c.serialized_content().to_vec())
+            .delete(device.provider().storage())
+            .map_err(|e| MlsError::local("deleting a group")(boxed(e)))
     }
 
     /// The epoch authenticator (RFC 9420 §8.7): equal for all members of an epoch, the
@@ -117,13 +194,14 @@ impl CallGroup {
             .map(|bytes| parse_key_package(device.provider(), bytes))
             .collect::<Result<Vec<_>, _>>()?;
         let epoch = self.epoch();
-        let (commit, welcome, _) = self
+        let (commit, welcome, info) = self
             .group
             .add_members(device.provider(), device.signer(), &kps)
             .map_err(|e| MlsError::local("committing an add")(boxed(e)))?;
         Ok(Commit {
             commit: encode(&commit)?,
             welcome: Some(encode(&welcome)?),
+            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
             epoch,
         })
     }
@@ -132,13 +210,14 @@ impl CallGroup {
     pub fn remove(&mut self, device: &MlsDevice, indices: &[u32]) -> Result<Commit, MlsError> {
         let leaves: Vec<LeafNodeIndex> = indices.iter().map(|&i| LeafNodeIndex::new(i)).collect();
         let epoch = self.epoch();
-        let (commit, welcome, _) = self
+        let (commit, welcome, info) = self
             .group
             .remove_members(device.provider(), device.signer(), &leaves)
             .map_err(|e| MlsError::local("committing a remove")(boxed(e)))?;
         Ok(Commit {
             commit: encode(&commit)?,
             welcome: welcome.map(|w| encode(&w)).transpose()?,
+            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
             epoch,
         })
     }
@@ -156,10 +235,11 @@ impl CallGroup {
                 openmls::prelude::LeafNodeParameters::default(),
             )
             .map_err(|e| MlsError::local("committing an update")(boxed(e)))?;
-        let (commit, welcome, _) = bundle.into_messages();
+        let (commit, welcome, info) = bundle.into_messages();
         Ok(Commit {
             commit: encode(&commit)?,
             welcome: welcome.map(|w| encode(&w)).transpose()?,
+            group_info: info.map(|i| encode(&i)).transpose()?,
             epoch,
         })
     }
@@ -179,11 +259,10 @@ impl CallGroup {
             .map_err(|e| MlsError::local("discarding our commit")(boxed(e)))
     }
 
-    /// Processes a handshake message (Commit or Proposal) from another member.
-    ///
-    /// The commit is validated into a staged state first and merged only if valid; an
-    /// invalid one leaves the group unchanged.
-    pub fn process(&mut self, device: &MlsDevice, message: &[u8]) -> Result<GroupEvent, MlsError> {
+    /// Validates a handshake message (Commit or Proposal) from another member into a
+    /// staged state, changing nothing: the caller checks the credentials it brings in,
+    /// then [`Self::apply`]s it or drops it.
+    pub fn stage(&mut self, device: &MlsDevice, message: &[u8]) -> Result<StagedMessage, MlsError> {
         if !self.group.is_active() {
             return Err(MlsError::Inactive);
         }
@@ -200,6 +279,21 @@ impl CallGroup {
             .map_err(|e| MlsError::Rejected(boxed(e)))?;
         match processed.into_content() {
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                Ok(StagedMessage::Commit(staged))
+            }
+            ProcessedMessageContent::ProposalMessage(p) => Ok(StagedMessage::Proposal(p)),
+            _ => Err(MlsError::Malformed("unexpected MLS message content".into())),
+        }
+    }
+
+    /// Applies a staged message whose credentials were checked.
+    pub fn apply(
+        &mut self,
+        device: &MlsDevice,
+        staged: StagedMessage,
+    ) -> Result<GroupEvent, MlsError> {
+        match staged {
+            StagedMessage::Commit(staged) => {
                 let removed = staged.self_removed();
                 self.group
                     .merge_staged_commit(device.provider(), *staged)
@@ -212,13 +306,12 @@ impl CallGroup {
                     }
                 })
             }
-            ProcessedMessageContent::ProposalMessage(p) => {
+            StagedMessage::Proposal(p) => {
                 self.group
                     .store_pending_proposal(device.provider().storage(), *p)
                     .map_err(|e| MlsError::local("storing a proposal")(boxed(e)))?;
                 Ok(GroupEvent::ProposalStored)
             }
-            _ => Err(MlsError::Malformed("unexpected MLS message content".into())),
         }
     }
 
@@ -256,7 +349,7 @@ impl MlsExporter for GroupExporter<'_> {
     }
 }
 
-fn parse_key_package(provider: &Provider, bytes: &[u8]) -> Result<KeyPackage, MlsError> {
+pub(crate) fn parse_key_package(provider: &Provider, bytes: &[u8]) -> Result<KeyPackage, MlsError> {
     let msg = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|e| MlsError::Malformed(e.to_string()))?;
     let MlsMessageBodyIn::KeyPackage(kp) = msg.extract() else {
@@ -266,7 +359,7 @@ fn parse_key_package(provider: &Provider, bytes: &[u8]) -> Result<KeyPackage, Ml
         .map_err(|e| MlsError::InvalidKeyPackage(boxed(e)))
 }
 
-fn encode(msg: &openmls::prelude::MlsMessageOut) -> Result<Vec<u8>, MlsError> {
+fn encode(msg: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
     msg.tls_serialize_detached()
         .map_err(|e| MlsError::local("encoding an MLS message")(boxed(e)))
 }

@@ -11,13 +11,44 @@ mod device;
 mod group;
 pub mod provider;
 
-pub use device::MlsDevice;
-pub use group::{CallGroup, Commit, GroupEvent};
+pub use device::{MlsDevice, StagedJoin};
+pub use group::{CallGroup, Commit, GroupEvent, StagedMessage};
 
-use openmls::prelude::Ciphersuite;
+use openmls::prelude::{BasicCredential, Ciphersuite, Credential, Member};
 
 /// The ciphersuite of every sotto group (DESIGN §4.2).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// Who a member says it is: the handle its basic credential names and the signature key
+/// it signs with. Nothing here is believed until it has been compared with the
+/// directory's identity key for the handle and the key pinned for that contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberCredential {
+    /// The member's leaf index (`u32::MAX` for a KeyPackage not yet in a group).
+    pub leaf: u32,
+    /// The identity bytes of its credential: a handle, if the member is honest. Not
+    /// validated: compare them, never display them unchecked.
+    pub identity: Vec<u8>,
+    /// Its signature public key: sotto binds it to the account's Ed25519 identity key.
+    pub signature_key: Vec<u8>,
+}
+
+impl MemberCredential {
+    pub(crate) fn of_leaf(leaf: u32, credential: &Credential, signature_key: &[u8]) -> Self {
+        let identity = BasicCredential::try_from(credential.clone())
+            .map(|b| b.identity().to_vec())
+            .unwrap_or_default();
+        Self {
+            leaf,
+            identity,
+            signature_key: signature_key.to_vec(),
+        }
+    }
+
+    pub(crate) fn of_member(m: &Member) -> Self {
+        Self::of_leaf(m.index.u32(), &m.credential, &m.signature_key)
+    }
+}
 
 /// Why an MLS operation failed. openmls' own errors are kept as the source.
 #[derive(Debug, thiserror::Error)]

@@ -24,5 +24,7 @@ pub use message::*;
 /// ALPN identifier of the protocol on QUIC.
 pub const ALPN: &[u8] = b"sotto/1";
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this crate speaks. Version 2: per-message acknowledgements,
+/// validated handshakes (GroupInfo with group creation and commits), KeyPackage
+/// replacement and top-up.
+pub const PROTOCOL_VERSION: u16 = 2;

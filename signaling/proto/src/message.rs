@@ -67,9 +67,12 @@ pub enum ClientMsg {
         /// What is asked.
         body: Request,
     },
-    /// Every [`ServerMsg::Delivery`] up to and including `seq` was processed: drop them.
+    /// The [`ServerMsg::Delivery`] with this `seq` was handled by the part of the client
+    /// that owns it: drop it. Acknowledgements are per message, not cumulative, so a
+    /// delivery kept for a later owner (a Welcome for another group, a room invite during
+    /// a call) stays stored while later ones are acknowledged.
     Ack {
-        /// Highest sequence number processed.
+        /// The sequence number handled.
         seq: u64,
     },
 }
@@ -133,8 +136,8 @@ pub enum MlsKind {
     Proposal,
 }
 
-/// A member added by a commit, with the MLS leaf it occupies, as the committer states it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A member added by a commit, with the MLS leaf it occupies.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AddedMember {
     /// The device added.
     pub device: DeviceAddr,
@@ -214,12 +217,18 @@ pub enum Request {
         signal: RtcSignal,
     },
 
-    /// Store KeyPackages for this device; `last_resort` replaces the previous one.
+    /// Store KeyPackages for this device; `last_resort` replaces the previous one. Each
+    /// must be a valid MLS KeyPackage whose credential names this account's handle and
+    /// carries its identity key. Answered by [`Response::KeyPackagesStored`].
     UploadKeyPackages {
         /// One-use KeyPackages (serialized MLS messages).
         packages: Vec<Vec<u8>>,
-        /// The package handed out when no one-use package is left; never consumed.
+        /// The package handed out when no one-use package is left; never consumed. It must
+        /// carry the MLS `last_resort` extension.
         last_resort: Option<Vec<u8>>,
+        /// Drop this device's stored one-use packages first (a restarted device whose
+        /// private keys are gone replaces rather than adds).
+        replace: bool,
     },
     /// Take one KeyPackage of `handle` (of `device` if given): consumed exactly once.
     ClaimKeyPackage {
@@ -228,13 +237,22 @@ pub enum Request {
         /// Which device, or any.
         device: Option<DeviceId>,
     },
-    /// Register a new MLS group at epoch 0 with this device as its only member.
+    /// Register a new MLS group at epoch 0 with this device as its only member. Only a
+    /// party of the call whose id is the group id, or the owner of the room whose id it
+    /// is, may create it.
     CreateGroup {
         /// The MLS group id (at most 64 bytes).
         group: Vec<u8>,
+        /// The group's epoch-0 GroupInfo (an MLS message, signed by the creator, with the
+        /// ratchet tree extension): the delivery service follows the group's public state
+        /// from it.
+        group_info: Vec<u8>,
     },
-    /// Send a Commit made in `epoch`. The first commit for the group's current epoch wins;
-    /// others get [`ErrorCode::StaleEpoch`] with the current epoch.
+    /// Send a Commit made in `epoch`, as an MLS PublicMessage. The delivery service
+    /// validates it against the group's public state (signature, sender a member, the
+    /// proposals it covers) and computes added and removed members itself. The first
+    /// valid commit for the group's current epoch wins; others get
+    /// [`ErrorCode::StaleEpoch`] with the current epoch.
     Commit {
         /// The group.
         group: Vec<u8>,
@@ -244,12 +262,17 @@ pub enum Request {
         commit: Vec<u8>,
         /// The Welcome for the added devices, if any.
         welcome: Option<Vec<u8>>,
-        /// Devices the commit adds, with their leaves.
+        /// The new epoch's GroupInfo signed by the committer, kept for members that must
+        /// rejoin by external commit.
+        group_info: Option<Vec<u8>>,
+        /// What the committer believes it adds. Optional: empty means "compute it"; when
+        /// given, it must equal what the server computed from the commit, or the commit is
+        /// refused with [`ErrorCode::ClaimMismatch`].
         added: Vec<AddedMember>,
-        /// Leaves the commit removes.
+        /// Leaves the committer believes it removes; same rule as `added`.
         removed: Vec<u32>,
     },
-    /// Send a standalone Proposal to the group's members.
+    /// Send a standalone Proposal (an MLS PublicMessage) to the group's members.
     Proposal {
         /// The group.
         group: Vec<u8>,
@@ -317,6 +340,28 @@ pub enum Request {
         to: DeviceAddr,
         /// The payload.
         signal: RtcSignal,
+    },
+    /// End a call (ringing or answered) because a member's MLS credential did not match
+    /// the account it names: both parties see [`EndReason::KeyMismatch`].
+    KeyMismatch {
+        /// Which call.
+        call: CallId,
+    },
+    /// A member could not process a commit the delivery service accepted (the server
+    /// cannot check everything a member can: confirmation and membership tags). The
+    /// member reports it, then recovers by rejoining from the stored GroupInfo.
+    ReportCommit {
+        /// The group.
+        group: Vec<u8>,
+        /// The epoch of the commit it rejected.
+        epoch: u64,
+        /// What the member's MLS stack said, for the operator's logs.
+        reason: String,
+    },
+    /// The latest member-signed GroupInfo of a group (to rejoin by external commit).
+    GroupInfo {
+        /// The group.
+        group: Vec<u8>,
     },
 }
 
@@ -386,6 +431,8 @@ pub enum Response {
         created: bool,
         /// Stored messages about to be delivered.
         pending: u32,
+        /// One-use KeyPackages this device has stored, so it can top up at login.
+        key_packages: u32,
     },
     /// A handle's identity.
     Identity {
@@ -418,6 +465,10 @@ pub enum Response {
     CommitAccepted {
         /// The new epoch.
         epoch: u64,
+        /// The devices it added and their leaves, as the server computed them.
+        added: Vec<AddedMember>,
+        /// The leaves it removed.
+        removed: Vec<u32>,
     },
     /// A room was created.
     RoomCreated {
@@ -442,6 +493,18 @@ pub enum Response {
     SfuRegistered {
         /// The Ed25519 key join tokens are signed with.
         token_key: Vec<u8>,
+    },
+    /// KeyPackages stored.
+    KeyPackagesStored {
+        /// One-use KeyPackages the device now has.
+        one_time: u32,
+    },
+    /// A group's latest member-signed GroupInfo.
+    GroupInfo {
+        /// The epoch it describes.
+        epoch: u64,
+        /// The GroupInfo (an MLS message).
+        group_info: Vec<u8>,
     },
 }
 
@@ -504,6 +567,22 @@ pub enum ErrorCode {
     },
     /// Something failed on the server; nothing was changed.
     Internal,
+    /// A KeyPackage is not valid, or its credential does not name the uploader's account
+    /// and identity key.
+    InvalidKeyPackage,
+    /// A handshake message does not validate against the group's public state (bad
+    /// signature, not a PublicMessage, wrong group, unknown proposal...).
+    InvalidCommit,
+    /// The sender is not a member of the group.
+    NotAMember,
+    /// The group id belongs to a call or room this device may not create a group for.
+    GroupIdNotYours,
+    /// The committer's `added`/`removed` claims differ from what the commit does.
+    ClaimMismatch,
+    /// A commit adds a KeyPackage the delivery service never handed out.
+    UnknownKeyPackage,
+    /// A recipient's stored-message queue is full: nothing was sent to anyone.
+    QueueFull,
 }
 
 impl ErrorBody {
@@ -531,6 +610,10 @@ pub enum EndReason {
     AnsweredElsewhere,
     /// A party's connection was lost.
     PeerDisconnected,
+    /// A party refused: a member's MLS credential did not carry the identity key of the
+    /// account it names (the directory's, or the one pinned). Someone may be substituting
+    /// keys.
+    KeyMismatch,
 }
 
 /// Pushed by the server.
@@ -610,6 +693,11 @@ pub enum Event {
         /// Who.
         device: DeviceAddr,
     },
+    /// A claim left this device with few one-use KeyPackages: upload more.
+    KeyPackagesLow {
+        /// How many are left.
+        remaining: u32,
+    },
 }
 
 /// Messages stored for a device until it acknowledges them.
@@ -657,6 +745,7 @@ mod tests {
                     epoch: 3,
                     commit: vec![9; 300],
                     welcome: Some(vec![8; 500]),
+                    group_info: None,
                     added: vec![AddedMember {
                         device: DeviceAddr {
                             handle: h.clone(),

@@ -148,6 +148,7 @@ impl Core {
             self.storage.add_device(&device)?;
         }
         let pending = self.storage.pending_count(&device)?;
+        let key_packages = self.storage.key_package_count(&device)?;
         self.set_online(&device, sid, now);
         self.metrics
             .logins
@@ -157,6 +158,7 @@ impl Core {
             device: device.device,
             created,
             pending: pending.try_into().unwrap_or(u32::MAX),
+            key_packages: key_packages.try_into().unwrap_or(u32::MAX),
         })
     }
 

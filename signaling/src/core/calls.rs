@@ -249,12 +249,38 @@ impl Core {
         }
     }
 
+    /// A party refuses the call because a member's credential did not check out.
+    pub(super) fn key_mismatch(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+        if !self.is_call_party(me, &call)
+            && !self
+                .calls
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.ringing.contains_key(me))
+        {
+            return Err(err(ErrorCode::Forbidden, "not a party to that call"));
+        }
+        tracing::warn!("a call was refused for a key mismatch");
+        self.end_call(call, EndReason::KeyMismatch, Some(me));
+        Ok(Response::Ok)
+    }
+
+    /// Whether `me` is the caller or the answering callee of a live call.
+    pub(super) fn is_call_party(&self, me: &DeviceAddr, call: &CallId) -> bool {
+        self.calls
+            .calls
+            .get(call)
+            .is_some_and(|c| &c.caller.0 == me || c.answered.as_ref().is_some_and(|(d, _)| d == me))
+    }
+
     /// Ends a call: every party, the one who ended it included, hears `reason`, so each
-    /// side's call ends the same way whatever ended it.
+    /// side's call ends the same way whatever ended it. The call's MLS group (whose id is
+    /// the call id) is deleted with whatever is still queued for it.
     fn end_call(&mut self, call: CallId, reason: EndReason, _by: Option<&DeviceAddr>) {
         let Some(c) = self.calls.calls.remove(&call) else {
             return;
         };
+        self.delete_group(&call.0);
         let mut parties: Vec<(DeviceAddr, SessionId)> = vec![c.caller];
         parties.extend(c.ringing);
         parties.extend(c.answered);

@@ -1,4 +1,5 @@
-//! The MLS delivery service: KeyPackages, group registration, Commit/Welcome/Proposal
+//! The MLS delivery service: KeyPackages (checked against the uploader's account, topped
+//! up when claims run them low), group registration, validated Commit/Welcome/Proposal
 //! fan-out with epoch fencing, and stored-message delivery.
 //!
 //! Everything addressed to a device is stored first and delivered from the store, so a
@@ -8,12 +9,20 @@
 use std::time::Instant;
 
 use sotto_proto::{
-    AddedMember, DeviceAddr, DeviceId, ErrorBody, ErrorCode, Handle, MlsKind, Response, ServerMsg,
-    Stored,
+    AddedMember, CallId, DeviceAddr, DeviceId, ErrorBody, ErrorCode, Event, Handle, MlsKind,
+    Response, RoomId, ServerMsg, Stored,
 };
 
-use super::{Core, Reply, SessionId, err};
-use crate::storage::CommitOutcome;
+use super::{
+    Core, Reply, SessionId, err,
+    public_groups::{self, CommitEffects, TrackedGroup},
+};
+use crate::storage::{CommitOutcome, Group, NewKeyPackage};
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
 
 /// Longest MLS group id accepted.
 const MAX_GROUP_ID: usize = 64;
@@ -26,6 +35,7 @@ impl Core {
         me: &DeviceAddr,
         packages: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
+        replace: bool,
     ) -> Reply {
         let max_len = self.cfg.limits.max_key_package_len;
         if packages
@@ -38,7 +48,11 @@ impl Core {
                 format!("a KeyPackage has 1 to {max_len} bytes"),
             ));
         }
-        let have = self.storage.key_package_count(me)?;
+        let have = if replace {
+            0
+        } else {
+            self.storage.key_package_count(me)?
+        };
         if have + packages.len() > self.cfg.limits.max_key_packages {
             tracing::info!(have, adding = packages.len(), "KeyPackage cap reached");
             return Err(err(
@@ -46,14 +60,45 @@ impl Core {
                     what: "key packages".into(),
                 },
                 format!(
-                    "a device stores at most {} KeyPackages; it has {have}",
+                    "a device stores at most {} KeyPackages and this one has {have}",
                     self.cfg.limits.max_key_packages
                 ),
             ));
         }
-        self.storage
-            .add_key_packages(me, &packages, last_resort.as_deref())?;
-        Ok(Response::Ok)
+        let identity_key = self
+            .storage
+            .account(&me.handle)?
+            .ok_or_else(|| err(ErrorCode::Internal, "account missing"))?
+            .identity_key;
+        let check = |bytes: Vec<u8>, want_last_resort: bool| -> Result<NewKeyPackage, ErrorBody> {
+            let checked =
+                public_groups::check_key_package(&self.crypto, &bytes, &me.handle, &identity_key)?;
+            if checked.last_resort != want_last_resort {
+                return Err(err(
+                    ErrorCode::InvalidKeyPackage,
+                    if want_last_resort {
+                        "the last-resort KeyPackage lacks the last_resort extension"
+                    } else {
+                        "a one-use KeyPackage carries the last_resort extension"
+                    },
+                ));
+            }
+            Ok(NewKeyPackage {
+                package: bytes,
+                key_ref: checked.key_ref,
+            })
+        };
+        let packages = packages
+            .into_iter()
+            .map(|p| check(p, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_resort = last_resort.map(|p| check(p, true)).transpose()?;
+        let one_time =
+            self.storage
+                .add_key_packages(me, &packages, last_resort.as_ref(), replace)?;
+        Ok(Response::KeyPackagesStored {
+            one_time: one_time.try_into().unwrap_or(u32::MAX),
+        })
     }
 
     pub(super) fn claim_key_package(
@@ -64,30 +109,80 @@ impl Core {
         now: Instant,
     ) -> Reply {
         self.account_rate(&me.handle, now)?;
-        match self.storage.claim_key_package(handle, device)? {
-            Some(c) => Ok(Response::KeyPackage {
-                device: c.device,
-                package: c.package,
-                last_resort: c.last_resort,
-            }),
-            None => Err(err(
+        let Some(c) = self.storage.claim_key_package(handle, device)? else {
+            return Err(err(
                 ErrorCode::NotFound,
                 format!("no KeyPackage available for {handle}"),
-            )),
+            ));
+        };
+        if c.last_resort {
+            tracing::warn!("a last-resort KeyPackage was handed out");
+            self.metrics
+                .last_resort_claims
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let remaining = self.storage.key_package_count(&c.device)?;
+        if remaining < self.cfg.limits.key_package_low_water {
+            if let Some(sid) = self.session_of(&c.device) {
+                self.event(
+                    sid,
+                    Event::KeyPackagesLow {
+                        remaining: remaining.try_into().unwrap_or(u32::MAX),
+                    },
+                );
+            }
+        }
+        Ok(Response::KeyPackage {
+            device: c.device,
+            package: c.package,
+            last_resort: c.last_resort,
+        })
     }
 
-    pub(super) fn create_group(&mut self, me: &DeviceAddr, group: &[u8]) -> Reply {
+    pub(super) fn create_group(
+        &mut self,
+        me: &DeviceAddr,
+        group: &[u8],
+        group_info: &[u8],
+    ) -> Reply {
         if group.is_empty() || group.len() > MAX_GROUP_ID {
             return Err(err(
                 ErrorCode::Malformed,
                 format!("a group id has 1 to {MAX_GROUP_ID} bytes"),
             ));
         }
-        if !self.storage.create_group(group, me)? {
+        self.may_create_group(me, group)?;
+        let identity_key = self
+            .storage
+            .account(&me.handle)?
+            .ok_or_else(|| err(ErrorCode::Internal, "account missing"))?
+            .identity_key;
+        let tracked =
+            TrackedGroup::create(&self.crypto, group, group_info, &me.handle, &identity_key)?;
+        if !self.storage.create_group(group, me, &tracked.to_bytes()?)? {
             return Err(err(ErrorCode::InvalidState, "that group already exists"));
         }
+        self.storage.set_group_info(group, 0, group_info)?;
         Ok(Response::Ok)
+    }
+
+    /// A group's id is the id of the call or room it serves: only a party of that call,
+    /// or the room's owner, may create it (no one can squat another call's group id).
+    fn may_create_group(&mut self, me: &DeviceAddr, group: &[u8]) -> Result<(), ErrorBody> {
+        if let Ok(id) = <[u8; 16]>::try_from(group) {
+            if self.is_call_party(me, &CallId(id)) {
+                return Ok(());
+            }
+            if let Some(room) = self.storage.room(&RoomId(id))? {
+                if room.owner == me.handle {
+                    return Ok(());
+                }
+            }
+        }
+        Err(err(
+            ErrorCode::GroupIdNotYours,
+            "a group's id must be that of a call you are in or a room you own",
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -98,62 +193,119 @@ impl Core {
         epoch: u64,
         commit: Vec<u8>,
         welcome: Option<Vec<u8>>,
-        added: Vec<AddedMember>,
-        removed: Vec<u32>,
+        group_info: Option<Vec<u8>>,
+        claimed_added: Vec<AddedMember>,
+        claimed_removed: Vec<u32>,
     ) -> Reply {
-        let (_, others) = self.member_group(me, &group, "commit to")?;
+        let (stored, my_leaf) = self.member_group(me, &group)?;
+        let mut tracked = self.tracked(&group)?;
+        if tracked.epoch() != epoch || stored.epoch != epoch {
+            let current = stored.epoch;
+            return Err(err(
+                ErrorCode::StaleEpoch { current },
+                format!("the group is at epoch {current}, the commit was made in {epoch}"),
+            ));
+        }
+        let effects = tracked.apply_commit(&self.crypto, &commit, my_leaf)?;
+        let added = self.added_devices(&effects)?;
+        let removed = effects.removed.clone();
+        if (!claimed_added.is_empty() || !claimed_removed.is_empty())
+            && (sorted(claimed_added.clone()) != sorted(added.clone())
+                || sorted(claimed_removed) != removed)
+        {
+            return Err(err(
+                ErrorCode::ClaimMismatch,
+                "the commit does not add or remove what the request claims",
+            ));
+        }
         if welcome.is_some() == added.is_empty() {
             return Err(err(
                 ErrorCode::Malformed,
                 "a Welcome goes with added members, and only then",
             ));
         }
-        for a in &added {
-            let known = self
-                .storage
-                .account(&a.device.handle)?
-                .is_some_and(|acc| acc.devices.contains(&a.device.device));
-            if !known {
-                return Err(err(ErrorCode::NotFound, format!("no device {}", a.device)));
-            }
+        if let Some(info) = &group_info {
+            tracked.check_group_info(&self.crypto, info)?;
         }
+        // Commits go to every member of the epoch they were made in (the removed ones learn
+        // of their removal); nothing is accepted that cannot be delivered.
+        let others: Vec<DeviceAddr> = stored
+            .members
+            .iter()
+            .map(|(d, _)| d.clone())
+            .filter(|d| d != me)
+            .collect();
+        let joiners: Vec<DeviceAddr> = added.iter().map(|a| a.device.clone()).collect();
+        self.check_queues(others.iter().chain(&joiners))?;
         let added_pairs: Vec<(DeviceAddr, u32)> =
             added.iter().map(|a| (a.device.clone(), a.leaf)).collect();
-        match self.storage.commit(&group, epoch, &added_pairs, &removed)? {
-            CommitOutcome::Accepted(new_epoch) => {
-                // The commit goes to every member of the epoch it was made in (the removed
-                // ones learn of their removal), the Welcome to the devices it adds.
-                self.store_and_deliver(
-                    &others,
-                    &Stored::Mls {
-                        group: group.clone(),
-                        kind: MlsKind::Commit,
-                        epoch,
-                        from: me.clone(),
-                        data: commit,
-                    },
-                )?;
-                if let Some(w) = welcome {
-                    let joiners: Vec<DeviceAddr> = added.into_iter().map(|a| a.device).collect();
-                    self.store_and_deliver(
-                        &joiners,
-                        &Stored::Mls {
-                            group,
-                            kind: MlsKind::Welcome,
-                            epoch,
-                            from: me.clone(),
-                            data: w,
-                        },
-                    )?;
-                }
-                Ok(Response::CommitAccepted { epoch: new_epoch })
+        let new_epoch = match self.storage.commit(
+            &group,
+            epoch,
+            &added_pairs,
+            &removed,
+            &tracked.to_bytes()?,
+        )? {
+            CommitOutcome::Accepted(e) => e,
+            CommitOutcome::Stale(current) => {
+                return Err(err(
+                    ErrorCode::StaleEpoch { current },
+                    format!("the group is at epoch {current}, the commit was made in {epoch}"),
+                ));
             }
-            CommitOutcome::Stale(current) => Err(err(
-                ErrorCode::StaleEpoch { current },
-                format!("the group is at epoch {current}, the commit was made in {epoch}"),
-            )),
-            CommitOutcome::NoGroup => Err(err(ErrorCode::NotFound, "no such group")),
+            CommitOutcome::NoGroup => return Err(err(ErrorCode::NotFound, "no such group")),
+        };
+        if let Some(info) = &group_info {
+            self.storage.set_group_info(&group, new_epoch, info)?;
         }
+        self.store_and_deliver(
+            &others,
+            &Stored::Mls {
+                group: group.clone(),
+                kind: MlsKind::Commit,
+                epoch,
+                from: me.clone(),
+                data: commit,
+            },
+        )?;
+        if let Some(w) = welcome {
+            self.store_and_deliver(
+                &joiners,
+                &Stored::Mls {
+                    group,
+                    kind: MlsKind::Welcome,
+                    epoch,
+                    from: me.clone(),
+                    data: w,
+                },
+            )?;
+        }
+        Ok(Response::CommitAccepted {
+            epoch: new_epoch,
+            added,
+            removed,
+        })
+    }
+
+    /// Which device each leaf a commit adds belongs to: the one that published the
+    /// KeyPackage, which someone claimed from this server.
+    fn added_devices(&self, effects: &CommitEffects) -> Result<Vec<AddedMember>, ErrorBody> {
+        effects
+            .added
+            .iter()
+            .map(|(key_ref, leaf)| {
+                let device = self.storage.key_package_owner(key_ref)?.ok_or_else(|| {
+                    err(
+                        ErrorCode::UnknownKeyPackage,
+                        "the commit adds a KeyPackage this server never handed out",
+                    )
+                })?;
+                Ok(AddedMember {
+                    device,
+                    leaf: *leaf,
+                })
+            })
+            .collect()
     }
 
     pub(super) fn proposal(
@@ -163,13 +315,24 @@ impl Core {
         epoch: u64,
         proposal: Vec<u8>,
     ) -> Reply {
-        let (current, others) = self.member_group(me, &group, "propose to")?;
+        let (stored, my_leaf) = self.member_group(me, &group)?;
+        let current = stored.epoch;
         if current != epoch {
             return Err(err(
                 ErrorCode::StaleEpoch { current },
                 "proposal for another epoch",
             ));
         }
+        let mut tracked = self.tracked(&group)?;
+        tracked.apply_proposal(&self.crypto, &proposal, my_leaf)?;
+        let others: Vec<DeviceAddr> = stored
+            .members
+            .into_iter()
+            .map(|(d, _)| d)
+            .filter(|d| d != me)
+            .collect();
+        self.check_queues(others.iter())?;
+        self.storage.put_group_state(&group, &tracked.to_bytes()?)?;
         self.store_and_deliver(
             &others,
             &Stored::Mls {
@@ -183,55 +346,105 @@ impl Core {
         Ok(Response::Ok)
     }
 
-    /// The group's current epoch and its members other than `me`, if `me` is a member.
-    fn member_group(
+    /// A member could not process an accepted commit. The server cannot check the tags
+    /// that failed, so it records the report for the operator; the member recovers by
+    /// rejoining from the stored GroupInfo (`GroupInfo`, then an external commit).
+    pub(super) fn report_commit(
         &mut self,
         me: &DeviceAddr,
         group: &[u8],
-        action: &str,
-    ) -> Result<(u64, Vec<DeviceAddr>), ErrorBody> {
+        epoch: u64,
+        reason: &str,
+    ) -> Reply {
+        self.member_group(me, group)?;
+        let reason: String = reason.chars().take(200).collect();
+        tracing::warn!(epoch, %reason, "a member rejected an accepted commit");
+        self.metrics
+            .commit_reports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::Ok)
+    }
+
+    /// The latest member-signed GroupInfo, for members of the group.
+    pub(super) fn group_info(&mut self, me: &DeviceAddr, group: &[u8]) -> Reply {
+        self.member_group(me, group)?;
+        let (epoch, group_info) = self
+            .storage
+            .group_info(group)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "no GroupInfo stored for that group"))?;
+        Ok(Response::GroupInfo { epoch, group_info })
+    }
+
+    /// Forgets a group and every delivery still queued for it (a call's group, when the
+    /// call ends).
+    pub(super) fn delete_group(&mut self, group: &[u8]) {
+        match self.storage.delete_group(group) {
+            Ok(dropped) => tracing::debug!(dropped, "group deleted"),
+            Err(e) => tracing::error!(error = %e, "deleting a group failed"),
+        }
+    }
+
+    /// The group as stored and `me`'s leaf in it, if `me` is a member.
+    fn member_group(&mut self, me: &DeviceAddr, group: &[u8]) -> Result<(Group, u32), ErrorBody> {
         let g = self
             .storage
             .group(group)?
             .ok_or_else(|| err(ErrorCode::NotFound, "no such group"))?;
-        if !g.members.iter().any(|(d, _)| d == me) {
-            return Err(err(
-                ErrorCode::Forbidden,
-                format!("only members {action} a group"),
-            ));
-        }
-        Ok((
-            g.epoch,
-            g.members
-                .into_iter()
-                .map(|(d, _)| d)
-                .filter(|d| d != me)
-                .collect(),
-        ))
+        let leaf = g
+            .members
+            .iter()
+            .find(|(d, _)| d == me)
+            .map(|(_, l)| *l)
+            .ok_or_else(|| err(ErrorCode::NotAMember, "only members send to a group"))?;
+        Ok((g, leaf))
     }
 
-    /// Stores `item` for each device (skipping full queues, which are logged and counted)
-    /// and sends it at once to those online.
+    /// The group's public MLS state.
+    fn tracked(&self, group: &[u8]) -> Result<TrackedGroup, ErrorBody> {
+        let bytes = self
+            .storage
+            .group_state(group)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such group"))?;
+        TrackedGroup::load(group, &bytes)
+    }
+
+    /// Fails with [`ErrorCode::QueueFull`] if any recipient's queue is full, so a message
+    /// is either stored for everyone or for no one.
+    fn check_queues<'a>(
+        &mut self,
+        to: impl Iterator<Item = &'a DeviceAddr>,
+    ) -> Result<(), ErrorBody> {
+        for d in to {
+            if self.storage.pending_count(d)? >= self.cfg.limits.max_pending {
+                tracing::warn!("a device's message queue is full; message refused");
+                self.metrics
+                    .queue_drops
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(err(
+                    ErrorCode::QueueFull,
+                    format!("{d} has too many undelivered messages; try again later"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `item` for each device and sends it at once to those online. Refuses with
+    /// [`ErrorCode::QueueFull`] (storing nothing) if a recipient's queue is full.
     pub(super) fn store_and_deliver(
         &mut self,
         to: &[DeviceAddr],
         item: &Stored,
     ) -> Result<(), ErrorBody> {
+        self.check_queues(to.iter())?;
         let bytes =
             sotto_proto::encode(item).map_err(|e| err(ErrorCode::TooLarge, e.to_string()))?;
-        let mut accepted = Vec::with_capacity(to.len());
-        for d in to {
-            if self.storage.pending_count(d)? >= self.cfg.limits.max_pending {
-                tracing::warn!("a device's message queue is full; message dropped for it");
-                self.metrics
-                    .queue_drops
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            } else {
-                accepted.push(d.clone());
-            }
-        }
-        let seqs = self.storage.enqueue(&accepted, &bytes)?;
-        for (d, seq) in accepted.iter().zip(seqs) {
+        let group = match item {
+            Stored::Mls { group, .. } => Some(group.as_slice()),
+            _ => None,
+        };
+        let seqs = self.storage.enqueue(to, &bytes, group)?;
+        for (d, seq) in to.iter().zip(seqs) {
             if let Some(sid) = self.session_of(d) {
                 self.deliver(sid, seq, item.clone());
             }

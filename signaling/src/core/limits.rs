@@ -13,6 +13,9 @@ pub struct Limits {
     pub max_key_packages: usize,
     /// Bytes of one KeyPackage.
     pub max_key_package_len: usize,
+    /// A claim that leaves a device with fewer one-use KeyPackages than this tells the
+    /// device to upload more (`Event::KeyPackagesLow`).
+    pub key_package_low_water: usize,
     /// Stored messages waiting per device.
     pub max_pending: usize,
     /// Handles one session may watch.
@@ -34,6 +37,7 @@ impl Default for Limits {
             max_devices: 8,
             max_key_packages: 100,
             max_key_package_len: 16 * 1024,
+            key_package_low_water: 8,
             max_pending: 1_000,
             max_watch: 500,
             max_invite: 100,

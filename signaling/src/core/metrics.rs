@@ -5,16 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use sotto_proto::{EndReason, ErrorCode};
 
-const END_REASONS: [(&str, EndReason); 6] = [
+const END_REASONS: [(&str, EndReason); 7] = [
     ("hung_up", EndReason::HungUp),
     ("declined", EndReason::Declined),
     ("cancelled", EndReason::Cancelled),
     ("timeout", EndReason::Timeout),
     ("answered_elsewhere", EndReason::AnsweredElsewhere),
     ("peer_disconnected", EndReason::PeerDisconnected),
+    ("key_mismatch", EndReason::KeyMismatch),
 ];
 
-const ERROR_KINDS: [&str; 17] = [
+const ERROR_KINDS: [&str; 24] = [
     "unsupported_version",
     "malformed",
     "too_large",
@@ -32,6 +33,13 @@ const ERROR_KINDS: [&str; 17] = [
     "rate_limited",
     "limit_reached",
     "internal",
+    "invalid_key_package",
+    "invalid_commit",
+    "not_a_member",
+    "group_id_not_yours",
+    "claim_mismatch",
+    "unknown_key_package",
+    "queue_full",
 ];
 
 fn error_index(code: &ErrorCode) -> usize {
@@ -53,6 +61,13 @@ fn error_index(code: &ErrorCode) -> usize {
         ErrorCode::RateLimited { .. } => 14,
         ErrorCode::LimitReached { .. } => 15,
         ErrorCode::Internal => 16,
+        ErrorCode::InvalidKeyPackage => 17,
+        ErrorCode::InvalidCommit => 18,
+        ErrorCode::NotAMember => 19,
+        ErrorCode::GroupIdNotYours => 20,
+        ErrorCode::ClaimMismatch => 21,
+        ErrorCode::UnknownKeyPackage => 22,
+        ErrorCode::QueueFull => 23,
     }
 }
 
@@ -69,14 +84,18 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     /// Calls that rang.
     pub calls_started: AtomicU64,
-    calls_ended: [AtomicU64; 6],
+    calls_ended: [AtomicU64; 7],
     /// Frames received.
     pub messages_in: AtomicU64,
     /// Frames sent.
     pub messages_out: AtomicU64,
-    /// Stored messages that could not be queued because a device's queue was full.
+    /// Stored messages refused because a recipient's queue was full.
     pub queue_drops: AtomicU64,
-    errors: [AtomicU64; 17],
+    /// Claims answered with a last-resort KeyPackage (the device had no one-use one).
+    pub last_resort_claims: AtomicU64,
+    /// Accepted commits that a member reported it could not process.
+    pub commit_reports: AtomicU64,
+    errors: [AtomicU64; 24],
 }
 
 impl Metrics {
@@ -165,6 +184,18 @@ impl Metrics {
             "counter",
             "Stored messages refused by a full device queue.",
             &one(&self.queue_drops),
+        );
+        metric(
+            "sotto_last_resort_claims_total",
+            "counter",
+            "Claims answered with a last-resort KeyPackage.",
+            &one(&self.last_resort_claims),
+        );
+        metric(
+            "sotto_commit_reports_total",
+            "counter",
+            "Accepted commits a member could not process.",
+            &one(&self.commit_reports),
         );
         let errors: Vec<_> = ERROR_KINDS
             .iter()

@@ -10,6 +10,8 @@
 //! - `calls`: one-to-one call negotiation and relay.
 //! - `delivery`: the MLS delivery service (KeyPackages, fan-out, epoch fencing) and
 //!   stored-message delivery.
+//! - `public_groups`: each group's public MLS state, against which every handshake is
+//!   validated before fan-out.
 //! - `rooms`: rooms, SFU registration and placement, join tokens.
 
 mod auth;
@@ -17,6 +19,7 @@ mod calls;
 mod delivery;
 pub mod limits;
 pub mod metrics;
+mod public_groups;
 mod rooms;
 
 use std::{
@@ -131,6 +134,9 @@ pub struct Core {
     rooms: rooms::LiveRooms,
     timers: BTreeSet<(Instant, Timer)>,
     outputs: VecDeque<Output>,
+    /// Verifies MLS signatures and hashes for the delivery service (public operations
+    /// only: the server holds no group secrets).
+    crypto: openmls_rust_crypto::RustCrypto,
 }
 
 /// An error answer.
@@ -177,6 +183,7 @@ impl Core {
             rooms: rooms::LiveRooms::default(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
+            crypto: openmls_rust_crypto::RustCrypto::default(),
         }
     }
 
@@ -412,19 +419,32 @@ impl Core {
             Request::UploadKeyPackages {
                 packages,
                 last_resort,
-            } => self.upload_key_packages(me, packages, last_resort),
+                replace,
+            } => self.upload_key_packages(me, packages, last_resort, replace),
             Request::ClaimKeyPackage { handle, device } => {
                 self.claim_key_package(me, &handle, device, now)
             }
-            Request::CreateGroup { group } => self.create_group(me, &group),
+            Request::CreateGroup { group, group_info } => {
+                self.create_group(me, &group, &group_info)
+            }
             Request::Commit {
                 group,
                 epoch,
                 commit,
                 welcome,
+                group_info,
                 added,
                 removed,
-            } => self.commit(me, group, epoch, commit, welcome, added, removed),
+            } => self.commit(
+                me, group, epoch, commit, welcome, group_info, added, removed,
+            ),
+            Request::ReportCommit {
+                group,
+                epoch,
+                reason,
+            } => self.report_commit(me, &group, epoch, &reason),
+            Request::GroupInfo { group } => self.group_info(me, &group),
+            Request::KeyMismatch { call } => self.key_mismatch(me, call),
             Request::Proposal {
                 group,
                 epoch,

@@ -8,6 +8,8 @@ use std::{
 use ed25519_dalek::{Signer, SigningKey};
 use sotto_proto::*;
 
+use sotto_client::mls::{CallGroup, MlsDevice};
+
 use super::*;
 use crate::storage::sqlite::SqliteStorage;
 
@@ -113,7 +115,11 @@ impl World {
         let key = self
             .keys
             .entry(handle.to_owned())
-            .or_insert_with(|| SigningKey::from_bytes(&[handle.len() as u8 + device as u8; 32]))
+            .or_insert_with(|| {
+                use sha2::Digest;
+                let seed: [u8; 32] = sha2::Sha256::digest(format!("{handle}#{device}")).into();
+                SigningKey::from_bytes(&seed)
+            })
             .clone();
         let exists = self.core.storage.account(&h(handle)).expect("db").is_some();
         let body = if exists {
@@ -170,7 +176,9 @@ fn wrong_version_is_refused_with_goodbye() {
         Some(Output::Send(
             _,
             ServerMsg::Goodbye(ErrorBody {
-                code: ErrorCode::UnsupportedVersion { supported: 1 },
+                code: ErrorCode::UnsupportedVersion {
+                    supported: PROTOCOL_VERSION
+                },
                 ..
             })
         ))
@@ -386,51 +394,35 @@ fn second_device_loses_the_accept_race() {
 #[test]
 fn epoch_fencing_accepts_one_commit_per_epoch() {
     let mut w = World::new();
-    let alice = w.login("@alice", 1);
-    let bob = w.login("@bob", 1);
-    let group = b"group-1".to_vec();
+    let (alice, alice_mls) = w.member("@alice", 2);
+    let (bob, bob_mls) = w.member("@bob", 2);
+    let room = w.room(alice);
+    let mut alice_group = w.create_group(alice, &alice_mls, &room.0);
+    let added = w.add(alice, &alice_mls, &mut alice_group, &["@bob"]);
     assert_eq!(
-        w.req(
-            alice,
-            Request::CreateGroup {
-                group: group.clone()
-            }
-        ),
-        Ok(Response::Ok)
+        added,
+        Ok(Response::CommitAccepted {
+            epoch: 1,
+            added: vec![AddedMember {
+                device: DeviceAddr {
+                    handle: h("@bob"),
+                    device: 1
+                },
+                leaf: 1
+            }],
+            removed: vec![],
+        })
     );
-    let add_bob = Request::Commit {
-        group: group.clone(),
-        epoch: 0,
-        commit: b"c0".to_vec(),
-        welcome: Some(b"w0".to_vec()),
-        added: vec![AddedMember {
-            device: DeviceAddr {
-                handle: h("@bob"),
-                device: 1,
-            },
-            leaf: 1,
-        }],
-        removed: vec![],
-    };
+    let welcome = w.deliveries(bob).pop().expect("a Welcome for bob");
+    let mut bob_group = join(&bob_mls, &welcome);
+    let bobs = bob_group.update(&bob_mls).expect("bob's commit");
+    let alices = alice_group.update(&alice_mls).expect("alice's commit");
+    assert!(matches!(
+        w.req(bob, commit_request(&bob_group, bobs)),
+        Ok(Response::CommitAccepted { epoch: 2, .. })
+    ));
     assert_eq!(
-        w.req(alice, add_bob),
-        Ok(Response::CommitAccepted { epoch: 1 })
-    );
-    w.drain(bob);
-    let commit = |who: &[u8]| Request::Commit {
-        group: group.clone(),
-        epoch: 1,
-        commit: who.to_vec(),
-        welcome: None,
-        added: vec![],
-        removed: vec![],
-    };
-    assert_eq!(
-        w.req(bob, commit(b"bob's")),
-        Ok(Response::CommitAccepted { epoch: 2 })
-    );
-    assert_eq!(
-        code(w.req(alice, commit(b"alice's"))),
+        code(w.req(alice, commit_request(&alice_group, alices))),
         ErrorCode::StaleEpoch { current: 2 }
     );
 }
@@ -438,52 +430,21 @@ fn epoch_fencing_accepts_one_commit_per_epoch() {
 #[test]
 fn offline_device_gets_stored_messages_in_order_at_login() {
     let mut w = World::new();
-    let alice = w.login("@alice", 1);
-    let bob = w.login("@bob", 1);
+    let (alice, alice_mls) = w.member("@alice", 1);
+    let (bob, _bob_mls) = w.member("@bob", 1);
     w.core.disconnect(bob, w.now);
-    let group = b"g".to_vec();
-    w.req(
-        alice,
-        Request::CreateGroup {
-            group: group.clone(),
-        },
-    )
-    .expect("group");
-    w.req(
-        alice,
-        Request::Commit {
-            group: group.clone(),
-            epoch: 0,
-            commit: b"c".to_vec(),
-            welcome: Some(b"welcome".to_vec()),
-            added: vec![AddedMember {
-                device: DeviceAddr {
-                    handle: h("@bob"),
-                    device: 1,
-                },
-                leaf: 1,
-            }],
-            removed: vec![],
-        },
-    )
-    .expect("commit");
-    for i in 1..=3u8 {
-        w.req(
-            alice,
-            Request::Commit {
-                group: group.clone(),
-                epoch: u64::from(i),
-                commit: vec![i],
-                welcome: None,
-                added: vec![],
-                removed: vec![],
-            },
-        )
+    let room = w.room(alice);
+    let mut group = w.create_group(alice, &alice_mls, &room.0);
+    w.add(alice, &alice_mls, &mut group, &["@bob"])
         .expect("commit");
+    let mut sent = Vec::new();
+    for _ in 1..=3 {
+        let c = group.update(&alice_mls).expect("update");
+        sent.push(c.commit.clone());
+        w.req(alice, commit_request(&group, c)).expect("commit");
+        group.merge_pending(&alice_mls).expect("merge");
     }
-    let bob = w.login("@bob", 1);
-    let _ = bob;
-    // login() drained; log in again on a fresh connection to see the deliveries.
+    // Log in on a fresh connection to see the deliveries.
     let sid = w.connect();
     let Ok(Response::Challenge { nonce }) = w.req(
         sid,
@@ -502,18 +463,45 @@ fn offline_device_gets_stored_messages_in_order_at_login() {
         w.req(sid, Request::Prove { signature: sig }),
         Ok(Response::LoggedIn { pending: 4, .. })
     ));
-    let data: Vec<Vec<u8>> = w
+    let data: Vec<(MlsKind, Vec<u8>)> = w
         .drain(sid)
         .into_iter()
         .filter_map(|m| match m {
             ServerMsg::Delivery {
-                item: Stored::Mls { data, .. },
+                item: Stored::Mls { kind, data, .. },
                 ..
-            } => Some(data),
+            } => Some((kind, data)),
             _ => None,
         })
         .collect();
-    assert_eq!(data, vec![b"welcome".to_vec(), vec![1], vec![2], vec![3]]);
+    assert_eq!(data.len(), 4);
+    assert_eq!(data[0].0, MlsKind::Welcome);
+    assert_eq!(
+        data[1..].iter().map(|d| d.1.clone()).collect::<Vec<_>>(),
+        sent,
+        "the commits, in order"
+    );
+}
+
+#[test]
+fn a_claim_that_leaves_few_key_packages_asks_the_device_for_more() {
+    let mut w = World::new();
+    let low = w.core.cfg.limits.key_package_low_water;
+    let (alice, _) = w.member("@alice", 0);
+    let (bob, _) = w.member("@bob", low + 1);
+    let claim = Request::ClaimKeyPackage {
+        handle: h("@bob"),
+        device: None,
+    };
+    w.req(alice, claim.clone()).expect("claim");
+    assert!(w.events(bob).is_empty(), "still at the low-water mark");
+    w.req(alice, claim).expect("claim");
+    assert_eq!(
+        w.events(bob),
+        vec![Event::KeyPackagesLow {
+            remaining: (low - 1) as u32
+        }]
+    );
 }
 
 #[test]
@@ -558,51 +546,25 @@ fn session_cap_refuses_new_connections() {
 }
 
 #[test]
-fn full_device_queue_drops_for_that_device_only_and_counts_it() {
+fn a_full_device_queue_refuses_the_message_for_everyone_with_a_typed_error() {
     let mut w = World::new();
     w.core.cfg.limits.max_pending = 2;
-    let alice = w.login("@alice", 1);
-    let bob = w.login("@bob", 1);
-    let carol = w.login("@carol", 1);
+    let (alice, alice_mls) = w.member("@alice", 1);
+    let (bob, _) = w.member("@bob", 1);
+    let (carol, _) = w.member("@carol", 1);
     w.core.disconnect(bob, w.now);
-    let group = b"g".to_vec();
-    w.req(
-        alice,
-        Request::CreateGroup {
-            group: group.clone(),
-        },
-    )
-    .expect("group");
-    let add = |leaf: u32, who: &str, epoch: u64| Request::Commit {
-        group: group.clone(),
-        epoch,
-        commit: vec![epoch as u8],
-        welcome: Some(b"w".to_vec()),
-        added: vec![AddedMember {
-            device: DeviceAddr {
-                handle: h(who),
-                device: 1,
-            },
-            leaf,
-        }],
-        removed: vec![],
-    };
-    w.req(alice, add(1, "@bob", 0)).expect("add bob"); // bob: welcome (1 queued)
-    w.req(alice, add(2, "@carol", 1)).expect("add carol"); // bob: commit (2 queued)
-    // Bob's queue is full: the next commit is refused for him alone; the commit still
-    // wins its epoch and Carol (online) still gets it.
-    let r = w.req(
-        alice,
-        Request::Commit {
-            group: group.clone(),
-            epoch: 2,
-            commit: vec![9],
-            welcome: None,
-            added: vec![],
-            removed: vec![],
-        },
-    );
-    assert_eq!(r, Ok(Response::CommitAccepted { epoch: 3 }));
+    let room = w.room(alice);
+    let mut group = w.create_group(alice, &alice_mls, &room.0);
+    w.add(alice, &alice_mls, &mut group, &["@bob"])
+        .expect("add bob"); // bob: Welcome (1 queued)
+    w.add(alice, &alice_mls, &mut group, &["@carol"])
+        .expect("add carol"); // bob: commit (2 queued)
+    w.drain(carol);
+    // Bob's queue is full: the next commit is refused, for everyone, and the epoch stays.
+    let c = group.update(&alice_mls).expect("update");
+    let r = w.req(alice, commit_request(&group, c));
+    assert_eq!(code(r), ErrorCode::QueueFull);
+    group.discard_pending(&alice_mls).expect("discard");
     assert_eq!(
         w.core
             .metrics
@@ -610,8 +572,114 @@ fn full_device_queue_drops_for_that_device_only_and_counts_it() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    let carol_got = w.drain(carol).into_iter().any(|m| {
-        matches!(m, ServerMsg::Delivery { item: Stored::Mls { data, .. }, .. } if data == vec![9])
-    });
-    assert!(carol_got);
+    assert!(w.deliveries(carol).is_empty(), "nobody got half a commit");
+    let c = group.update(&alice_mls).expect("update");
+    assert_eq!(c.epoch, 2, "the group did not move");
+}
+
+/// A device id and its MLS state (the credential signed by the account's key).
+fn join(mls: &MlsDevice, welcome: &[u8]) -> CallGroup {
+    mls.stage_join(welcome)
+        .expect("welcome")
+        .join(mls)
+        .expect("join")
+}
+
+fn commit_request(group: &CallGroup, c: sotto_client::mls::Commit) -> Request {
+    Request::Commit {
+        group: group.group_id().to_vec(),
+        epoch: c.epoch,
+        commit: c.commit,
+        welcome: c.welcome,
+        group_info: c.group_info,
+        added: vec![],
+        removed: vec![],
+    }
+}
+
+impl World {
+    /// Logs `handle` in as device 1 and publishes `packages` KeyPackages from a real MLS
+    /// device whose credential carries the account key.
+    fn member(&mut self, handle: &str, packages: usize) -> (SessionId, MlsDevice) {
+        let sid = self.login(handle, 1);
+        let mls = MlsDevice::with_identity(handle, &self.keys[handle], None).expect("mls");
+        let kps = (0..packages)
+            .map(|_| mls.key_package().expect("kp"))
+            .collect();
+        self.req(
+            sid,
+            Request::UploadKeyPackages {
+                packages: kps,
+                last_resort: None,
+                replace: true,
+            },
+        )
+        .expect("stored");
+        (sid, mls)
+    }
+
+    fn room(&mut self, sid: SessionId) -> RoomId {
+        let Ok(Response::RoomCreated { room }) = self.req(sid, Request::CreateRoom) else {
+            panic!("room")
+        };
+        room
+    }
+
+    fn create_group(&mut self, sid: SessionId, mls: &MlsDevice, id: &[u8]) -> CallGroup {
+        let group = mls.create_group_with_id(id).expect("group");
+        self.req(
+            sid,
+            Request::CreateGroup {
+                group: id.to_vec(),
+                group_info: group.group_info(mls).expect("info"),
+            },
+        )
+        .expect("created");
+        group
+    }
+
+    /// Claims each handle's KeyPackage and commits their addition (merged if accepted).
+    fn add(
+        &mut self,
+        sid: SessionId,
+        mls: &MlsDevice,
+        group: &mut CallGroup,
+        handles: &[&str],
+    ) -> Result<Response, ErrorBody> {
+        let mut kps = Vec::new();
+        for hd in handles {
+            let Ok(Response::KeyPackage { package, .. }) = self.req(
+                sid,
+                Request::ClaimKeyPackage {
+                    handle: h(hd),
+                    device: None,
+                },
+            ) else {
+                panic!("claim")
+            };
+            kps.push(package);
+        }
+        let c = group.add(mls, &kps).expect("add");
+        let r = self.req(sid, commit_request(group, c));
+        if r.is_ok() {
+            group.merge_pending(mls).expect("merge");
+        } else {
+            group.discard_pending(mls).expect("discard");
+        }
+        r
+    }
+
+    /// The MLS payloads delivered to `sid` so far.
+    fn deliveries(&mut self, sid: SessionId) -> Vec<Vec<u8>> {
+        self.drain(sid)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::Delivery {
+                    item: Stored::Mls { data, .. },
+                    ..
+                } => Some(data),
+                _ => None,
+            })
+            .collect()
+    }
 }

@@ -36,12 +36,23 @@ pub struct ClaimedKeyPackage {
     pub last_resort: bool,
 }
 
+/// A KeyPackage to store: its bytes and its MLS hash reference, by which a commit that
+/// adds it names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKeyPackage {
+    /// The serialized KeyPackage (an MLS message).
+    pub package: Vec<u8>,
+    /// Its hash reference (RFC 9420 §5.2).
+    pub key_ref: Vec<u8>,
+}
+
 /// An MLS group as the delivery service tracks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     /// The current epoch.
     pub epoch: u64,
-    /// Member devices and their leaves, as committers reported them.
+    /// Member devices and their leaves, as the server computed them from validated
+    /// commits.
     pub members: Vec<(DeviceAddr, u32)>,
 }
 
@@ -88,47 +99,70 @@ pub trait Storage: Send {
     /// Adds a device to an account (idempotent).
     fn add_device(&mut self, device: &DeviceAddr) -> Result<()>;
 
-    /// Stores one-use KeyPackages and, if given, replaces the last-resort one. Returns how
-    /// many one-use packages the device now has.
+    /// Stores one-use KeyPackages (after dropping the device's stored ones if `replace`)
+    /// and, if given, replaces the last-resort one. Returns how many one-use packages the
+    /// device now has.
     fn add_key_packages(
         &mut self,
         device: &DeviceAddr,
-        packages: &[Vec<u8>],
-        last_resort: Option<&[u8]>,
+        packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+        replace: bool,
     ) -> Result<usize>;
     /// One-use KeyPackages stored for a device.
     fn key_package_count(&self, device: &DeviceAddr) -> Result<usize>;
     /// Takes one KeyPackage of `handle` (of `device` if given): a one-use package is
-    /// deleted as it is returned, so each goes to exactly one claimer; with none left, the
-    /// last-resort package is returned and kept.
+    /// deleted as it is returned, so each goes to exactly one claimer, and its reference is
+    /// remembered for [`Self::key_package_owner`]; with none left, the last-resort package
+    /// is returned and kept.
     fn claim_key_package(
         &mut self,
         handle: &Handle,
         device: Option<DeviceId>,
     ) -> Result<Option<ClaimedKeyPackage>>;
+    /// The device whose KeyPackage has this hash reference, if the package was handed out
+    /// by a claim (or is a last-resort package): how the server learns which device a
+    /// commit adds.
+    fn key_package_owner(&self, key_ref: &[u8]) -> Result<Option<DeviceAddr>>;
 
-    /// Appends an item to each device's queue; returns the sequence numbers given.
-    fn enqueue(&mut self, to: &[DeviceAddr], item: &[u8]) -> Result<Vec<u64>>;
+    /// Appends an item to each device's queue, tagged with the MLS group it belongs to (so
+    /// deleting the group drops it); returns the sequence numbers given.
+    fn enqueue(&mut self, to: &[DeviceAddr], item: &[u8], group: Option<&[u8]>)
+    -> Result<Vec<u64>>;
     /// Items waiting for a device.
     fn pending_count(&self, to: &DeviceAddr) -> Result<usize>;
     /// Items waiting for a device with sequence above `after`, oldest first.
     fn pending(&self, to: &DeviceAddr, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
-    /// Drops a device's items up to and including `seq`.
+    /// Drops one item of a device's queue (acknowledgements are per message).
     fn ack(&mut self, to: &DeviceAddr, seq: u64) -> Result<()>;
 
-    /// Registers a group at epoch 0 with `creator` at leaf 0; `false` if it exists.
-    fn create_group(&mut self, group: &[u8], creator: &DeviceAddr) -> Result<bool>;
+    /// Registers a group at epoch 0 with `creator` at leaf 0 and its public MLS state;
+    /// `false` if it exists.
+    fn create_group(&mut self, group: &[u8], creator: &DeviceAddr, state: &[u8]) -> Result<bool>;
     /// A group's epoch and members.
     fn group(&self, group: &[u8]) -> Result<Option<Group>>;
-    /// Epoch fencing: if the group is in `epoch`, moves it to `epoch + 1` and applies the
-    /// membership change; otherwise reports the current epoch and changes nothing.
+    /// A group's public MLS state (the delivery service's `PublicGroup`, serialized).
+    fn group_state(&self, group: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Replaces a group's public state within its epoch (a queued proposal).
+    fn put_group_state(&mut self, group: &[u8], state: &[u8]) -> Result<()>;
+    /// Epoch fencing: if the group is in `epoch`, moves it to `epoch + 1`, applies the
+    /// membership change and stores the new public state; otherwise reports the current
+    /// epoch and changes nothing.
     fn commit(
         &mut self,
         group: &[u8],
         epoch: u64,
         added: &[(DeviceAddr, u32)],
         removed: &[u32],
+        state: &[u8],
     ) -> Result<CommitOutcome>;
+    /// Stores a member-signed GroupInfo for the group's `epoch` (replacing older ones).
+    fn set_group_info(&mut self, group: &[u8], epoch: u64, info: &[u8]) -> Result<()>;
+    /// The latest stored GroupInfo and its epoch.
+    fn group_info(&self, group: &[u8]) -> Result<Option<(u64, Vec<u8>)>>;
+    /// Deletes a group: its state, members, GroupInfo and every queued delivery tagged
+    /// with it. Returns how many queued deliveries were dropped.
+    fn delete_group(&mut self, group: &[u8]) -> Result<usize>;
 
     /// Creates a room owned by `owner`.
     fn create_room(&mut self, room: &RoomId, owner: &Handle) -> Result<()>;

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sotto_proto::{DeviceAddr, DeviceId, Handle, RoomId};
 
 use super::{
-    Account, ClaimedKeyPackage, CommitOutcome, Group, Result, Room, Storage, StorageError,
+    Account, ClaimedKeyPackage, CommitOutcome, Group, NewKeyPackage, Result, Room, Storage,
+    StorageError,
 };
 
 const SCHEMA: &str = "
@@ -32,19 +33,33 @@ CREATE TABLE IF NOT EXISTS key_packages (
     handle TEXT NOT NULL,
     device INTEGER NOT NULL,
     last_resort INTEGER NOT NULL,
-    package BLOB NOT NULL
+    package BLOB NOT NULL,
+    key_ref BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS key_packages_by_device ON key_packages (handle, device, last_resort, id);
+CREATE INDEX IF NOT EXISTS key_packages_by_ref ON key_packages (key_ref);
+CREATE TABLE IF NOT EXISTS claimed_key_packages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_ref BLOB NOT NULL,
+    handle TEXT NOT NULL,
+    device INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claimed_by_ref ON claimed_key_packages (key_ref);
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     handle TEXT NOT NULL,
     device INTEGER NOT NULL,
-    item BLOB NOT NULL
+    item BLOB NOT NULL,
+    grp BLOB
 );
 CREATE INDEX IF NOT EXISTS queue_by_device ON queue (handle, device, seq);
+CREATE INDEX IF NOT EXISTS queue_by_group ON queue (grp);
 CREATE TABLE IF NOT EXISTS groups (
     id BLOB PRIMARY KEY,
-    epoch INTEGER NOT NULL
+    epoch INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    info_epoch INTEGER,
+    info BLOB
 );
 CREATE TABLE IF NOT EXISTS group_members (
     grp BLOB NOT NULL REFERENCES groups(id),
@@ -81,9 +96,44 @@ impl SqliteStorage {
     }
 
     fn init(db: Connection) -> Result<Self> {
+        migrate_v1(&db)?;
         db.execute_batch(SCHEMA)?;
+        db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { db })
     }
+}
+
+/// `PRAGMA user_version` of the current schema.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Claimed KeyPackage references remembered (a commit adds a claimed package within
+/// seconds; older claims are forgotten first).
+const CLAIMS_REMEMBERED: i64 = 100_000;
+
+/// A database of schema 1 (before validated handshakes) has KeyPackages without hash
+/// references and groups without public state, which this version cannot check: drop
+/// those (devices upload new packages at login; 1:1 groups live for one call) and add the
+/// new columns. Accounts, devices, rooms and queued messages are kept.
+fn migrate_v1(db: &Connection) -> Result<()> {
+    let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_old_tables: bool = db.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'key_packages'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if version >= SCHEMA_VERSION || !has_old_tables {
+        return Ok(());
+    }
+    tracing::info!("migrating the database to schema {SCHEMA_VERSION}");
+    db.execute_batch(
+        "BEGIN;
+         DROP TABLE IF EXISTS key_packages;
+         DROP TABLE IF EXISTS group_members;
+         DROP TABLE IF EXISTS groups;
+         ALTER TABLE queue ADD COLUMN grp BLOB;
+         COMMIT;",
+    )?;
+    Ok(())
 }
 
 fn handle(s: String) -> Result<Handle> {
@@ -150,23 +200,43 @@ impl Storage for SqliteStorage {
     fn add_key_packages(
         &mut self,
         d: &DeviceAddr,
-        packages: &[Vec<u8>],
-        last_resort: Option<&[u8]>,
+        packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+        replace: bool,
     ) -> Result<usize> {
         let tx = self.db.transaction()?;
         {
+            if replace {
+                tx.execute(
+                    "DELETE FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = 0",
+                    params![d.handle.as_str(), d.device],
+                )?;
+            }
             let mut ins = tx.prepare_cached(
-                "INSERT INTO key_packages (handle, device, last_resort, package) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO key_packages (handle, device, last_resort, package, key_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for p in packages {
-                ins.execute(params![d.handle.as_str(), d.device, 0, p])?;
+                ins.execute(params![
+                    d.handle.as_str(),
+                    d.device,
+                    0,
+                    p.package,
+                    p.key_ref
+                ])?;
             }
             if let Some(p) = last_resort {
                 tx.execute(
                     "DELETE FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = 1",
                     params![d.handle.as_str(), d.device],
                 )?;
-                ins.execute(params![d.handle.as_str(), d.device, 1, p])?;
+                ins.execute(params![
+                    d.handle.as_str(),
+                    d.device,
+                    1,
+                    p.package,
+                    p.key_ref
+                ])?;
             }
         }
         tx.commit()?;
@@ -194,13 +264,29 @@ impl Storage for SqliteStorage {
                      SELECT id FROM key_packages
                      WHERE handle = ?1 AND (?2 IS NULL OR device = ?2) AND last_resort = 0
                      ORDER BY id LIMIT 1)
-                 RETURNING device, package",
+                 RETURNING device, package, key_ref",
                 params![h.as_str(), device],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
             )
             .optional()?;
         let found = match one_use {
-            Some((d, p)) => Some((d, p, false)),
+            Some((d, p, key_ref)) => {
+                tx.execute(
+                    "INSERT INTO claimed_key_packages (key_ref, handle, device) VALUES (?1, ?2, ?3)",
+                    params![key_ref, h.as_str(), d],
+                )?;
+                tx.execute(
+                    "DELETE FROM claimed_key_packages WHERE id <= last_insert_rowid() - ?1",
+                    [CLAIMS_REMEMBERED],
+                )?;
+                Some((d, p, false))
+            }
             None => tx
                 .query_row(
                     "SELECT device, package FROM key_packages
@@ -226,14 +312,41 @@ impl Storage for SqliteStorage {
             .transpose()
     }
 
-    fn enqueue(&mut self, to: &[DeviceAddr], item: &[u8]) -> Result<Vec<u64>> {
+    fn key_package_owner(&self, key_ref: &[u8]) -> Result<Option<DeviceAddr>> {
+        let row = self
+            .db
+            .query_row(
+                "SELECT handle, device FROM claimed_key_packages WHERE key_ref = ?1
+                 UNION ALL
+                 SELECT handle, device FROM key_packages WHERE key_ref = ?1 AND last_resort = 1
+                 LIMIT 1",
+                [key_ref],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        row.map(|(h, d)| {
+            Ok(DeviceAddr {
+                handle: handle(h)?,
+                device: device_id(d)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn enqueue(
+        &mut self,
+        to: &[DeviceAddr],
+        item: &[u8],
+        group: Option<&[u8]>,
+    ) -> Result<Vec<u64>> {
         let tx = self.db.transaction()?;
         let mut seqs = Vec::with_capacity(to.len());
         {
-            let mut ins =
-                tx.prepare_cached("INSERT INTO queue (handle, device, item) VALUES (?1, ?2, ?3)")?;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO queue (handle, device, item, grp) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for d in to {
-                ins.execute(params![d.handle.as_str(), d.device, item])?;
+                ins.execute(params![d.handle.as_str(), d.device, item, group])?;
                 seqs.push(u64_of(tx.last_insert_rowid())?);
             }
         }
@@ -272,17 +385,17 @@ impl Storage for SqliteStorage {
 
     fn ack(&mut self, to: &DeviceAddr, seq: u64) -> Result<()> {
         self.db.execute(
-            "DELETE FROM queue WHERE handle = ?1 AND device = ?2 AND seq <= ?3",
+            "DELETE FROM queue WHERE handle = ?1 AND device = ?2 AND seq = ?3",
             params![to.handle.as_str(), to.device, i64_of(seq)?],
         )?;
         Ok(())
     }
 
-    fn create_group(&mut self, group: &[u8], creator: &DeviceAddr) -> Result<bool> {
+    fn create_group(&mut self, group: &[u8], creator: &DeviceAddr, state: &[u8]) -> Result<bool> {
         let tx = self.db.transaction()?;
         let n = tx.execute(
-            "INSERT INTO groups (id, epoch) VALUES (?1, 0) ON CONFLICT DO NOTHING",
-            [group],
+            "INSERT INTO groups (id, epoch, state) VALUES (?1, 0, ?2) ON CONFLICT DO NOTHING",
+            params![group, state],
         )?;
         if n == 1 {
             tx.execute(
@@ -333,17 +446,35 @@ impl Storage for SqliteStorage {
         }))
     }
 
+    fn group_state(&self, group: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .query_row("SELECT state FROM groups WHERE id = ?1", [group], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?)
+    }
+
+    fn put_group_state(&mut self, group: &[u8], state: &[u8]) -> Result<()> {
+        self.db.execute(
+            "UPDATE groups SET state = ?2 WHERE id = ?1",
+            params![group, state],
+        )?;
+        Ok(())
+    }
+
     fn commit(
         &mut self,
         group: &[u8],
         epoch: u64,
         added: &[(DeviceAddr, u32)],
         removed: &[u32],
+        state: &[u8],
     ) -> Result<CommitOutcome> {
         let tx = self.db.transaction()?;
         let n = tx.execute(
-            "UPDATE groups SET epoch = epoch + 1 WHERE id = ?1 AND epoch = ?2",
-            params![group, i64_of(epoch)?],
+            "UPDATE groups SET epoch = epoch + 1, state = ?3 WHERE id = ?1 AND epoch = ?2",
+            params![group, i64_of(epoch)?, state],
         )?;
         if n == 0 {
             let current = tx
@@ -370,6 +501,36 @@ impl Storage for SqliteStorage {
         }
         tx.commit()?;
         Ok(CommitOutcome::Accepted(epoch + 1))
+    }
+
+    fn set_group_info(&mut self, group: &[u8], epoch: u64, info: &[u8]) -> Result<()> {
+        self.db.execute(
+            "UPDATE groups SET info_epoch = ?2, info = ?3
+             WHERE id = ?1 AND (info_epoch IS NULL OR info_epoch <= ?2)",
+            params![group, i64_of(epoch)?, info],
+        )?;
+        Ok(())
+    }
+
+    fn group_info(&self, group: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        let row = self
+            .db
+            .query_row(
+                "SELECT info_epoch, info FROM groups WHERE id = ?1 AND info IS NOT NULL",
+                [group],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?;
+        row.map(|(e, info)| Ok((u64_of(e)?, info))).transpose()
+    }
+
+    fn delete_group(&mut self, group: &[u8]) -> Result<usize> {
+        let tx = self.db.transaction()?;
+        tx.execute("DELETE FROM group_members WHERE grp = ?1", [group])?;
+        tx.execute("DELETE FROM groups WHERE id = ?1", [group])?;
+        let dropped = tx.execute("DELETE FROM queue WHERE grp = ?1", [group])?;
+        tx.commit()?;
+        Ok(dropped)
     }
 
     fn create_room(&mut self, room: &RoomId, owner: &Handle) -> Result<()> {
@@ -453,6 +614,13 @@ mod tests {
         assert_eq!((a.identity_key, a.devices), (vec![1; 32], vec![7, 3]));
     }
 
+    fn kp(b: u8) -> NewKeyPackage {
+        NewKeyPackage {
+            package: vec![b],
+            key_ref: vec![b, b],
+        }
+    }
+
     #[test]
     fn key_packages_are_claimed_once_and_last_resort_is_kept() {
         let mut s = SqliteStorage::in_memory().expect("db");
@@ -461,9 +629,14 @@ mod tests {
         let d = addr("@bob", 1);
         s.add_device(&d).expect("dev");
         assert_eq!(
-            s.add_key_packages(&d, &[vec![1], vec![2]], Some(&[9]))
+            s.add_key_packages(&d, &[kp(1), kp(2)], Some(&kp(9)), false)
                 .expect("add"),
             2
+        );
+        assert_eq!(
+            s.key_package_owner(&[1, 1]).expect("owner"),
+            None,
+            "not claimed yet"
         );
         let c = |s: &mut SqliteStorage| {
             s.claim_key_package(&bob, None)
@@ -471,6 +644,14 @@ mod tests {
                 .map(|c| (c.package, c.last_resort))
         };
         assert_eq!(c(&mut s), Some((vec![1], false)));
+        assert_eq!(
+            s.key_package_owner(&[1, 1]).expect("owner"),
+            Some(d.clone())
+        );
+        assert_eq!(
+            s.key_package_owner(&[9, 9]).expect("owner"),
+            Some(d.clone())
+        );
         assert_eq!(c(&mut s), Some((vec![2], false)));
         assert_eq!(c(&mut s), Some((vec![9], true)));
         assert_eq!(
@@ -478,18 +659,34 @@ mod tests {
             Some((vec![9], true)),
             "last resort is never consumed"
         );
-        s.add_key_packages(&d, &[], Some(&[10]))
+        s.add_key_packages(&d, &[], Some(&kp(10)), false)
             .expect("replace last resort");
         assert_eq!(c(&mut s), Some((vec![10], true)));
         assert_eq!(s.claim_key_package(&bob, Some(2)).expect("claim"), None);
+        // A restarted device replaces its one-use packages instead of adding to them.
+        s.add_key_packages(&d, &[kp(3), kp(4)], None, false)
+            .expect("add");
+        assert_eq!(
+            s.add_key_packages(&d, &[kp(5)], None, true)
+                .expect("replace"),
+            1
+        );
+        assert_eq!(c(&mut s), Some((vec![5], false)));
     }
 
     #[test]
     fn queue_is_ordered_and_acked() {
         let mut s = SqliteStorage::in_memory().expect("db");
         let (a, b) = (addr("@alice", 1), addr("@bob", 1));
-        let s1 = s.enqueue(&[a.clone(), b.clone()], b"one").expect("enq");
-        let s2 = s.enqueue(std::slice::from_ref(&a), b"two").expect("enq");
+        let s1 = s
+            .enqueue(&[a.clone(), b.clone()], b"one", None)
+            .expect("enq");
+        let s2 = s
+            .enqueue(std::slice::from_ref(&a), b"two", Some(b"g"))
+            .expect("enq");
+        let s3 = s
+            .enqueue(std::slice::from_ref(&a), b"three", None)
+            .expect("enq");
         assert!(s2[0] > s1[0]);
         let items: Vec<Vec<u8>> = s
             .pending(&a, 0, 10)
@@ -497,37 +694,56 @@ mod tests {
             .into_iter()
             .map(|x| x.1)
             .collect();
-        assert_eq!(items, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(
+            items,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        // Acknowledgements are per message: acking the third keeps the first two.
+        s.ack(&a, s3[0]).expect("ack");
+        assert_eq!(s.pending_count(&a).expect("count"), 2);
         s.ack(&a, s1[0]).expect("ack");
         assert_eq!(s.pending_count(&a).expect("count"), 1);
         assert_eq!(s.pending_count(&b).expect("count"), 1);
+        // Deleting a group drops what was queued for it.
+        s.create_group(b"g", &a, b"state").expect("group");
+        assert_eq!(s.delete_group(b"g").expect("delete"), 1);
+        assert_eq!(s.pending_count(&a).expect("count"), 0);
+        assert_eq!(s.group(b"g").expect("group"), None);
     }
 
     #[test]
     fn commits_are_fenced_per_epoch() {
         let mut s = SqliteStorage::in_memory().expect("db");
         let a = addr("@alice", 1);
-        assert!(s.create_group(b"g", &a).expect("create"));
-        assert!(!s.create_group(b"g", &a).expect("create"));
+        assert!(s.create_group(b"g", &a, b"s0").expect("create"));
+        assert!(!s.create_group(b"g", &a, b"other").expect("create"));
         let b = addr("@bob", 1);
         assert_eq!(
-            s.commit(b"g", 0, &[(b.clone(), 1)], &[]).expect("commit"),
+            s.commit(b"g", 0, &[(b.clone(), 1)], &[], b"s1")
+                .expect("commit"),
             CommitOutcome::Accepted(1)
         );
         assert_eq!(
-            s.commit(b"g", 0, &[], &[1]).expect("commit"),
+            s.commit(b"g", 0, &[], &[1], b"lost").expect("commit"),
             CommitOutcome::Stale(1)
         );
+        assert_eq!(s.group_state(b"g").expect("state"), Some(b"s1".to_vec()));
         assert_eq!(
-            s.commit(b"nope", 0, &[], &[]).expect("commit"),
+            s.commit(b"nope", 0, &[], &[], b"x").expect("commit"),
             CommitOutcome::NoGroup
+        );
+        s.set_group_info(b"g", 1, b"info1").expect("info");
+        s.set_group_info(b"g", 0, b"older").expect("info");
+        assert_eq!(
+            s.group_info(b"g").expect("info"),
+            Some((1, b"info1".to_vec()))
         );
         assert_eq!(
             s.group(b"g").expect("g").expect("exists").members,
             vec![(a.clone(), 0), (b, 1)]
         );
         assert_eq!(
-            s.commit(b"g", 1, &[], &[1]).expect("commit"),
+            s.commit(b"g", 1, &[], &[1], b"s2").expect("commit"),
             CommitOutcome::Accepted(2)
         );
         assert_eq!(

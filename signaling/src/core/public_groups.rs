@@ -1,0 +1,345 @@
+//! What the delivery service knows of each MLS group, computed rather than believed: an
+//! openmls [`PublicGroup`] (the public ratchet tree, group context and proposal queue; no
+//! secrets) that every handshake message is validated against before it is fanned out.
+//!
+//! Handshakes travel as MLS PublicMessages, so the server checks a commit's signature and
+//! sender, the proposals it covers and the new tree, and derives itself which leaves it
+//! adds and removes. What it cannot check (the confirmation and membership tags, which
+//! need the epoch secrets) a member reports with `ReportCommit`.
+//!
+//! Each group's public state lives in an openmls [`MemoryStorage`] that is serialized
+//! into the server's [`crate::storage::Storage`] after every change, so it survives a
+//! restart through the same seam as everything else.
+
+use openmls::prelude::{
+    BasicCredential, GroupId, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn,
+    ProcessedMessageContent, ProposalStore, ProtocolMessage, ProtocolVersion, PublicGroup, Sender,
+    tls_codec::{Deserialize as _, Serialize as _},
+};
+use openmls_memory_storage::MemoryStorage;
+use openmls_rust_crypto::RustCrypto;
+use sotto_proto::{ErrorBody, ErrorCode, Handle};
+
+use super::err;
+
+/// The one ciphersuite sotto groups use (DESIGN §4.2).
+const CIPHERSUITE: openmls::prelude::Ciphersuite =
+    openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// A KeyPackage the server checked: its hash reference and whether it is a last-resort
+/// package.
+pub(crate) struct CheckedKeyPackage {
+    /// RFC 9420 §5.2 hash reference: how a commit that adds it names it.
+    pub key_ref: Vec<u8>,
+    /// Whether it carries the `last_resort` extension.
+    pub last_resort: bool,
+}
+
+/// Checks an uploaded KeyPackage: well formed, our suite, a valid signature, and a
+/// credential naming `handle` with the account's `identity_key` as its signature key.
+pub(crate) fn check_key_package(
+    crypto: &RustCrypto,
+    bytes: &[u8],
+    handle: &Handle,
+    identity_key: &[u8],
+) -> Result<CheckedKeyPackage, ErrorBody> {
+    let bad = |why: String| err(ErrorCode::InvalidKeyPackage, why);
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| bad(format!("not an MLS message: {e}")))?;
+    let MlsMessageBodyIn::KeyPackage(kp) = msg.extract() else {
+        return Err(bad("not a KeyPackage".into()));
+    };
+    let kp = validate_key_package(crypto, kp)?;
+    if kp.ciphersuite() != CIPHERSUITE {
+        return Err(bad("KeyPackage of another ciphersuite".into()));
+    }
+    check_credential(
+        kp.leaf_node().credential(),
+        kp.leaf_node().signature_key().as_slice(),
+        handle,
+        identity_key,
+    )
+    .map_err(bad)?;
+    let key_ref = kp
+        .hash_ref(crypto)
+        .map_err(|_| bad("cannot hash the KeyPackage".into()))?
+        .as_slice()
+        .to_vec();
+    Ok(CheckedKeyPackage {
+        key_ref,
+        last_resort: kp.last_resort(),
+    })
+}
+
+fn validate_key_package(
+    crypto: &RustCrypto,
+    kp: KeyPackageIn,
+) -> Result<openmls::prelude::KeyPackage, ErrorBody> {
+    kp.validate(crypto, ProtocolVersion::Mls10).map_err(|e| {
+        err(
+            ErrorCode::InvalidKeyPackage,
+            format!("KeyPackage does not verify: {e}"),
+        )
+    })
+}
+
+/// A member's credential must be a basic credential naming `handle`, and its signature
+/// key must be the account's identity key.
+fn check_credential(
+    credential: &openmls::prelude::Credential,
+    signature_key: &[u8],
+    handle: &Handle,
+    identity_key: &[u8],
+) -> Result<(), String> {
+    let basic = BasicCredential::try_from(credential.clone())
+        .map_err(|_| "the credential is not a basic credential".to_owned())?;
+    if basic.identity() != handle.as_str().as_bytes() {
+        return Err(format!("the credential does not name {handle}"));
+    }
+    if signature_key != identity_key {
+        return Err(format!(
+            "the credential's signature key is not {handle}'s identity key"
+        ));
+    }
+    Ok(())
+}
+
+/// One group's public state, loaded for a request.
+pub(crate) struct TrackedGroup {
+    group: PublicGroup,
+    store: MemoryStorage,
+}
+
+/// What a validated commit does, as computed from it.
+#[derive(Debug, Default)]
+pub(crate) struct CommitEffects {
+    /// KeyPackage references of the members it adds, with the leaves they now occupy.
+    pub added: Vec<(Vec<u8>, u32)>,
+    /// Leaves it removes.
+    pub removed: Vec<u32>,
+}
+
+fn invalid(what: impl std::fmt::Display) -> ErrorBody {
+    err(ErrorCode::InvalidCommit, what.to_string())
+}
+
+fn internal(what: impl std::fmt::Display) -> ErrorBody {
+    tracing::error!(error = %what, "public group state");
+    err(ErrorCode::Internal, "the group's public state is unusable")
+}
+
+/// Parses a handshake message that must be a PublicMessage of `group`.
+fn public_message(bytes: &[u8], group: &GroupId) -> Result<ProtocolMessage, ErrorBody> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| invalid(format!("not an MLS message: {e}")))?;
+    let MlsMessageBodyIn::PublicMessage(m) = msg.extract() else {
+        return Err(invalid("handshake messages must be MLS PublicMessages"));
+    };
+    let m: ProtocolMessage = m.into();
+    if m.group_id() != group {
+        return Err(invalid("the message is for another group"));
+    }
+    Ok(m)
+}
+
+impl TrackedGroup {
+    /// Starts following a new group from its creator's epoch-0 GroupInfo (with the ratchet
+    /// tree extension). The group must be `group_id` at epoch 0 with exactly one member:
+    /// `creator`, with `creator_key` as its signature key.
+    pub(crate) fn create(
+        crypto: &RustCrypto,
+        group_id: &[u8],
+        group_info: &[u8],
+        creator: &Handle,
+        creator_key: &[u8],
+    ) -> Result<Self, ErrorBody> {
+        let (group, store) = from_group_info(crypto, group_info)?;
+        if group.group_id().as_slice() != group_id {
+            return Err(invalid("the GroupInfo is for another group"));
+        }
+        if group.group_context().epoch().as_u64() != 0 {
+            return Err(invalid("a new group starts at epoch 0"));
+        }
+        let members: Vec<_> = group.members().collect();
+        let [only] = members.as_slice() else {
+            return Err(invalid("a new group has exactly one member, its creator"));
+        };
+        check_credential(&only.credential, &only.signature_key, creator, creator_key)
+            .map_err(invalid)?;
+        Ok(Self { group, store })
+    }
+
+    /// Restores a group from [`Self::to_bytes`].
+    pub(crate) fn load(group_id: &[u8], bytes: &[u8]) -> Result<Self, ErrorBody> {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(bytes).map_err(internal)?;
+        let store = MemoryStorage::default();
+        store
+            .values
+            .write()
+            .map_err(|_| internal("storage lock poisoned"))?
+            .extend(entries);
+        let group = PublicGroup::load(&store, &GroupId::from_slice(group_id))
+            .map_err(internal)?
+            .ok_or_else(|| internal("no public group in the stored state"))?;
+        Ok(Self { group, store })
+    }
+
+    /// The public state, serialized for [`crate::storage::Storage`].
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, ErrorBody> {
+        let values = self
+            .store
+            .values
+            .read()
+            .map_err(|_| internal("storage lock poisoned"))?;
+        let mut entries: Vec<(&Vec<u8>, &Vec<u8>)> = values.iter().collect();
+        entries.sort();
+        postcard::to_stdvec(&entries).map_err(internal)
+    }
+
+    /// The current epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.group.group_context().epoch().as_u64()
+    }
+
+    /// Validates a commit made in the current epoch by the member at `sender_leaf`,
+    /// applies it to the public state and says what it did. An invalid commit leaves the
+    /// state as it was.
+    pub(crate) fn apply_commit(
+        &mut self,
+        crypto: &RustCrypto,
+        bytes: &[u8],
+        sender_leaf: u32,
+    ) -> Result<CommitEffects, ErrorBody> {
+        let msg = public_message(bytes, self.group.group_id())?;
+        let processed = self
+            .group
+            .process_message(crypto, msg)
+            .map_err(|e| invalid(format!("the commit does not validate: {e}")))?;
+        check_sender(processed.sender(), sender_leaf)?;
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
+            return Err(invalid("expected a Commit"));
+        };
+        // A member may refresh its keys but not become someone else.
+        if let Some(leaf) = staged.update_path_leaf_node() {
+            let current = self
+                .group
+                .members()
+                .find(|m| m.index.u32() == sender_leaf)
+                .ok_or_else(|| invalid("the committer is not in the tree"))?;
+            if leaf.credential() != &current.credential
+                || leaf.signature_key().as_slice() != current.signature_key.as_slice()
+            {
+                return Err(invalid("a commit may not change its sender's credential"));
+            }
+        }
+        if staged.update_proposals().next().is_some() {
+            return Err(invalid(
+                "Update proposals are not used; commit a path instead",
+            ));
+        }
+        let mut adds = Vec::new();
+        for add in staged.add_proposals() {
+            let kp = add.add_proposal().key_package();
+            let key_ref = kp.hash_ref(crypto).map_err(invalid)?.as_slice().to_vec();
+            // Signature keys are unique within a group (openmls enforces it), so the new
+            // leaf is found by the package's.
+            adds.push((key_ref, kp.leaf_node().signature_key().as_slice().to_vec()));
+        }
+        let mut removed: Vec<u32> = staged
+            .remove_proposals()
+            .map(|r| r.remove_proposal().removed().u32())
+            .collect();
+        removed.sort_unstable();
+        self.group
+            .merge_commit(&self.store, *staged)
+            .map_err(internal)?;
+        let mut added = Vec::with_capacity(adds.len());
+        for (key_ref, signature_key) in adds {
+            let leaf = self
+                .group
+                .members()
+                .find(|m| m.signature_key == signature_key)
+                .map(|m| m.index.u32())
+                .ok_or_else(|| internal("an added member is not in the new tree"))?;
+            added.push((key_ref, leaf));
+        }
+        Ok(CommitEffects { added, removed })
+    }
+
+    /// Validates a standalone proposal from the member at `sender_leaf` and queues it, so
+    /// a later commit may cover it by reference.
+    pub(crate) fn apply_proposal(
+        &mut self,
+        crypto: &RustCrypto,
+        bytes: &[u8],
+        sender_leaf: u32,
+    ) -> Result<(), ErrorBody> {
+        let msg = public_message(bytes, self.group.group_id())?;
+        let processed = self
+            .group
+            .process_message(crypto, msg)
+            .map_err(|e| invalid(format!("the proposal does not validate: {e}")))?;
+        check_sender(processed.sender(), sender_leaf)?;
+        let ProcessedMessageContent::ProposalMessage(p) = processed.into_content() else {
+            return Err(invalid("expected a Proposal"));
+        };
+        self.group.add_proposal(&self.store, *p).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Checks that a committer's GroupInfo describes exactly the state the server now
+    /// holds (same group context, valid signature and tree), so a member that must rejoin
+    /// by external commit can trust what it is given as much as the server's own state.
+    pub(crate) fn check_group_info(
+        &self,
+        crypto: &RustCrypto,
+        group_info: &[u8],
+    ) -> Result<(), ErrorBody> {
+        let (theirs, _) = from_group_info(crypto, group_info)?;
+        let encode = |g: &PublicGroup| g.group_context().tls_serialize_detached();
+        if encode(&theirs).map_err(invalid)? != encode(&self.group).map_err(internal)? {
+            return Err(invalid("the GroupInfo does not describe the new epoch"));
+        }
+        Ok(())
+    }
+}
+
+fn check_sender(sender: &Sender, expected: u32) -> Result<(), ErrorBody> {
+    match sender {
+        Sender::Member(leaf) if leaf.u32() == expected => Ok(()),
+        Sender::Member(_) => Err(err(
+            ErrorCode::NotAMember,
+            "the message is signed for another member's leaf",
+        )),
+        _ => Err(err(
+            ErrorCode::NotAMember,
+            "only members send handshakes to a group",
+        )),
+    }
+}
+
+/// Builds a public group from a GroupInfo carrying the ratchet tree (its signature, tree
+/// and context are verified by openmls).
+fn from_group_info(
+    crypto: &RustCrypto,
+    bytes: &[u8],
+) -> Result<(PublicGroup, MemoryStorage), ErrorBody> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| invalid(format!("not an MLS message: {e}")))?;
+    let MlsMessageBodyIn::GroupInfo(info) = msg.extract() else {
+        return Err(invalid("expected a GroupInfo"));
+    };
+    if info.ciphersuite() != CIPHERSUITE {
+        return Err(invalid("GroupInfo of another ciphersuite"));
+    }
+    let tree = info
+        .extensions()
+        .ratchet_tree()
+        .ok_or_else(|| invalid("the GroupInfo lacks the ratchet tree extension"))?
+        .ratchet_tree()
+        .clone();
+    let store = MemoryStorage::default();
+    let (group, _) = PublicGroup::from_external(crypto, &store, tree, info, ProposalStore::new())
+        .map_err(|e| invalid(format!("the GroupInfo does not verify: {e}")))?;
+    Ok((group, store))
+}
