@@ -23,7 +23,7 @@ use sframe::{
     header::{Counter, KeyId},
 };
 use sha2::{Sha256, Sha512};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Nonce (and salt) length of every RFC 9605 suite.
 pub(crate) const NONCE_LEN: usize = 12;
@@ -38,7 +38,7 @@ impl Drop for Secret {
     fn drop(&mut self) {
         // The ciphers zeroize their own round keys (the `zeroize` features of aes and
         // aes-gcm); the salt is ours to clear.
-        zeroize::Zeroize::zeroize(&mut self.salt);
+        self.salt.zeroize();
     }
 }
 
@@ -294,38 +294,174 @@ impl KeyDerivation for Kdf {
     }
 }
 
-/// One block of HKDF-Expand (RFC 5869) for outputs no longer than the hash:
-/// `HMAC-Hash(prk, info || 0x01)[..len]`.
+/// HKDF-Expand (RFC 5869 §2.3) with the suite's hash: `OKM = T(1) || T(2) || ...` cut to
+/// `len` bytes, where `T(i) = HMAC-Hash(prk, T(i-1) || info || i)` and `T(0)` is empty.
+/// SHA-512 for AES_256_GCM_SHA512_128, SHA-256 for the other suites.
 ///
 /// Hand-written because RFC 9605 §5.2 expands from an MLS exporter secret of only AEAD.Nk
-/// bytes (16 for AES-128), shorter than the hash, which the `hkdf` crate's `from_prk`
-/// rejects; HKDF-Expand itself is defined for it.
-pub(crate) fn hkdf_expand_short(
+/// bytes (16 for AES-128-GCM), shorter than the hash, which the `hkdf` crate's `from_prk`
+/// rejects; HKDF-Expand itself is defined for it (HMAC pads a short key with zeros). The
+/// output may span several blocks: the CTR suites need Nk = 48 bytes from SHA-256.
+///
+/// Fails with [`CrateError::KeyDerivationFailure`] if `len` exceeds 255 × HashLen, the
+/// most RFC 5869 defines.
+pub(crate) fn hkdf_expand(
     suite: CrateSuite,
     prk: &[u8],
     info: &[u8],
     len: usize,
 ) -> Result<Zeroizing<Vec<u8>>, CrateError> {
-    let block = match suite {
-        CrateSuite::AesGcm256Sha512 => {
-            let mut m = <Hmac<Sha512> as KeyInit>::new_from_slice(prk)
-                .map_err(|_| CrateError::KeyDerivationFailure)?;
-            m.update(info);
-            m.update(&[1]);
-            m.finalize().into_bytes().to_vec()
-        }
-        _ => {
-            let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(prk)
-                .map_err(|_| CrateError::KeyDerivationFailure)?;
-            m.update(info);
-            m.update(&[1]);
-            m.finalize().into_bytes().to_vec()
-        }
-    };
-    let mut block = Zeroizing::new(block);
-    if len > block.len() {
+    let mut okm = Zeroizing::new(vec![0u8; len]);
+    match suite {
+        CrateSuite::AesGcm256Sha512 => expand_into::<Hmac<Sha512>>(prk, info, &mut okm),
+        _ => expand_into::<Hmac<Sha256>>(prk, info, &mut okm),
+    }?;
+    Ok(okm)
+}
+
+/// Fills `okm` with HKDF-Expand(prk, info, okm.len()) using the HMAC `M`.
+fn expand_into<M: Mac + KeyInit + Clone>(
+    prk: &[u8],
+    info: &[u8],
+    okm: &mut [u8],
+) -> Result<(), CrateError> {
+    let hash_len = M::output_size();
+    if okm.len() > 255 * hash_len {
         return Err(CrateError::KeyDerivationFailure);
     }
-    block.truncate(len);
-    Ok(block)
+    // Keyed once; each block starts from a clone of the absorbed pads.
+    let keyed =
+        <M as KeyInit>::new_from_slice(prk).map_err(|_| CrateError::KeyDerivationFailure)?;
+    let mut start = 0;
+    while start < okm.len() {
+        // At most 255 blocks (checked above), so the block number fits its one byte.
+        let i = u8::try_from(start / hash_len + 1).map_err(|_| CrateError::KeyDerivationFailure)?;
+        let mut m = keyed.clone();
+        if start > 0 {
+            // T(i-1) is the previous, full-length block of the output itself.
+            m.update(&okm[start - hash_len..start]);
+        }
+        m.update(info);
+        m.update(&[i]);
+        let mut block = m.finalize().into_bytes();
+        let n = hash_len.min(okm.len() - start);
+        okm[start..start + n].copy_from_slice(&block[..n]);
+        block.as_mut_slice().zeroize();
+        start += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s).expect("hex")
+    }
+
+    /// RFC 5869 Appendix A, test cases 1-3 (SHA-256): IKM, salt, info, PRK, OKM.
+    const RFC5869_SHA256: [(&str, &str, &str, &str, &str); 3] = [
+        (
+            "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
+            "000102030405060708090a0b0c",
+            "f0f1f2f3f4f5f6f7f8f9",
+            "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5",
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf\
+             34007208d5b887185865",
+        ),
+        (
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\
+             202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\
+             404142434445464748494a4b4c4d4e4f",
+            "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f\
+             808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f\
+             a0a1a2a3a4a5a6a7a8a9aaabacadaeaf",
+            "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf\
+             d0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef\
+             f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+            "06a6b88c5853361a06104c9ceb35b45cef760014904671014a193f40c15fc244",
+            "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c\
+             59045a99cac7827271cb41c65e590e09da3275600c2f09b8367793a9aca3db71\
+             cc30c58179ec3e87c14c01d5c1f3434f1d87",
+        ),
+        (
+            "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
+            "",
+            "",
+            "19ef24a32c717b167f33a91d6f648bdf96596776afdb6377ac434c1c293ccb04",
+            "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d\
+             9d201395faa4b61a96c8",
+        ),
+    ];
+
+    #[test]
+    fn expand_matches_rfc5869_test_cases_1_to_3() {
+        for (n, (ikm, salt, info, prk, okm)) in RFC5869_SHA256.iter().enumerate() {
+            let (ikm, salt, info, prk, okm) = (h(ikm), h(salt), h(info), h(prk), h(okm));
+            // The literal PRK is the extract of the literal IKM and salt.
+            let (extracted, _) = hkdf::Hkdf::<Sha256>::extract(Some(&salt), &ikm);
+            assert_eq!(extracted.as_slice(), &prk[..], "PRK, test case {}", n + 1);
+            // 42 and 82 bytes: two and three SHA-256 blocks.
+            let ours =
+                hkdf_expand(CrateSuite::AesGcm128Sha256, &prk, &info, okm.len()).expect("expand");
+            assert_eq!(&ours[..], &okm[..], "OKM, test case {}", n + 1);
+        }
+    }
+
+    #[test]
+    fn expand_refuses_more_than_255_blocks() {
+        for (suite, hash_len) in [
+            (CrateSuite::AesGcm128Sha256, 32),
+            (CrateSuite::AesCtr128HmacSha256_80, 32),
+            (CrateSuite::AesGcm256Sha512, 64),
+        ] {
+            let max = hkdf_expand(suite, &[1; 16], b"info", 255 * hash_len).expect("at the limit");
+            assert_eq!(max.len(), 255 * hash_len);
+            assert!(matches!(
+                hkdf_expand(suite, &[1; 16], b"info", 255 * hash_len + 1),
+                Err(CrateError::KeyDerivationFailure)
+            ));
+            assert!(
+                hkdf_expand(suite, &[1; 16], b"info", 0)
+                    .expect("empty")
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn expand_agrees_with_the_hkdf_crate_for_both_hashes_and_short_prks() {
+        // The hkdf crate only takes a PRK of at least HashLen bytes. HMAC zero-pads its key
+        // to the block size (RFC 2104), so a short PRK expands exactly as the same PRK
+        // zero-padded to HashLen, which the crate accepts: that checks the 16- and 48-byte
+        // exporter secrets of §5.2 too.
+        for len in [1, 16, 32, 48, 63, 64, 65, 129, 255 * 32] {
+            for prk_len in [16, 32, 48] {
+                let prk: Vec<u8> = (1..=prk_len).collect();
+                let mut padded = prk.clone();
+                padded.resize(padded.len().max(32), 0);
+                let mut theirs = vec![0u8; len];
+                hkdf::Hkdf::<Sha256>::from_prk(&padded)
+                    .expect("prk")
+                    .expand(b"\0\0\0\x01", &mut theirs)
+                    .expect("expand");
+                let ours =
+                    hkdf_expand(CrateSuite::AesCtr128HmacSha256_80, &prk, b"\0\0\0\x01", len)
+                        .expect("expand");
+                assert_eq!(&ours[..], &theirs[..], "SHA-256, PRK {prk_len} B, L {len}");
+
+                let mut padded = prk.clone();
+                padded.resize(padded.len().max(64), 0);
+                let mut theirs = vec![0u8; len];
+                hkdf::Hkdf::<Sha512>::from_prk(&padded)
+                    .expect("prk")
+                    .expand(b"\0\0\0\x01", &mut theirs)
+                    .expect("expand");
+                let ours = hkdf_expand(CrateSuite::AesGcm256Sha512, &prk, b"\0\0\0\x01", len)
+                    .expect("expand");
+                assert_eq!(&ours[..], &theirs[..], "SHA-512, PRK {prk_len} B, L {len}");
+            }
+        }
+    }
 }
