@@ -91,7 +91,7 @@ impl EpochKeys {
                 epoch: self.epoch,
             });
         }
-        backend::hkdf_expand_short(
+        backend::hkdf_expand(
             self.config.suite.to_crate(),
             &self.secret,
             &index.to_be_bytes(),
@@ -134,6 +134,7 @@ impl EpochKeys {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::sframe::CipherSuite;
 
     /// An exporter over a fixed secret, standing in for an MLS group in unit tests.
     pub(crate) struct FixedExporter(pub Vec<u8>);
@@ -182,20 +183,27 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn sender_base_key_is_rfc9605_hkdf_expand() {
-        // HKDF-Expand(PRK, info, L) for L <= HashLen is HMAC(PRK, info || 0x01)[..L];
-        // cross-checked with the hkdf crate on a PRK long enough for it to accept.
-        let prk = [7u8; 32];
-        let ours = backend::hkdf_expand_short(
-            sframe::CipherSuite::AesGcm128Sha256,
-            &prk,
-            &3u32.to_be_bytes(),
-            16,
-        )
-        .expect("expand");
-        let hk = hkdf::Hkdf::<sha2::Sha256>::from_prk(&prk).expect("prk");
-        let mut theirs = [0u8; 16];
-        hk.expand(&3u32.to_be_bytes(), &mut theirs).expect("expand");
-        assert_eq!(&ours[..], &theirs);
+    fn sender_base_key_is_rfc9605_hkdf_expand_of_nk_bytes() {
+        // HKDF-Expand(sframe_epoch_secret, be32(index), Nk) for every suite, cross-checked
+        // with the hkdf crate on a secret long enough for its `from_prk`. The CTR suites'
+        // Nk of 48 bytes takes two SHA-256 blocks.
+        let prk = [7u8; 64];
+        for suite in CipherSuite::ALL {
+            let ours =
+                backend::hkdf_expand(suite.to_crate(), &prk, &3u32.to_be_bytes(), suite.key_len())
+                    .expect("expand");
+            let mut theirs = vec![0u8; suite.key_len()];
+            if suite == CipherSuite::AesGcm256Sha512 {
+                hkdf::Hkdf::<sha2::Sha512>::from_prk(&prk)
+                    .expect("prk")
+                    .expand(&3u32.to_be_bytes(), &mut theirs)
+            } else {
+                hkdf::Hkdf::<sha2::Sha256>::from_prk(&prk)
+                    .expect("prk")
+                    .expand(&3u32.to_be_bytes(), &mut theirs)
+            }
+            .expect("expand");
+            assert_eq!(&ours[..], &theirs[..], "{suite:?}");
+        }
     }
 }
