@@ -68,6 +68,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         duration: None,
         audio: AudioSignal::Tone { hz: 660.0 },
         video: Some(VideoOptions::default()),
+        // The demo measures latency: capture stamps ride inside the encrypted frames.
+        stamps: true,
         ..CallOptions::default()
     };
     let cpu_before = crate::signaling::cpu_time(std::process::id())?;
@@ -89,6 +91,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         video: Some(VideoOptions::default()),
         // Two MLS self-updates mid-call (at 2/5 and 4/5 of it): new media keys each time.
         rekey_every: Some(Duration::from_millis(seconds * 400)),
+        stamps: true,
         ..CallOptions::default()
     };
     let a = alice

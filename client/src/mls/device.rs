@@ -2,7 +2,7 @@
 //! the crypto and storage provider its groups live in.
 
 use openmls::prelude::{
-    BasicCredential, CredentialWithKey, KeyPackage, MlsGroup, MlsGroupCreateConfig,
+    BasicCredential, Capabilities, CredentialWithKey, ExtensionType, KeyPackage, MlsGroup, MlsGroupCreateConfig,
     MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
     PURE_PLAINTEXT_WIRE_FORMAT_POLICY, StagedWelcome,
     tls_codec::{Deserialize as _, Serialize as _},
@@ -102,7 +102,12 @@ impl MlsDevice {
     fn build_key_package(&self, last_resort: bool) -> Result<Vec<u8>, MlsError> {
         let mut builder = KeyPackage::builder();
         if last_resort {
-            builder = builder.mark_as_last_resort();
+            // A KeyPackage may carry only extensions its leaf says it supports.
+            builder = builder.mark_as_last_resort().leaf_node_capabilities(
+                Capabilities::builder()
+                    .extensions(vec![ExtensionType::LastResort])
+                    .build(),
+            );
         }
         let bundle = builder
             .build(
