@@ -27,7 +27,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::{
     core::{Core, CoreConfig, Output, SessionId, metrics::Metrics},
-    storage::sqlite::SqliteStorage,
+    storage::{Storage, sqlite::SqliteStorage},
     tls::{self, CertSource},
 };
 
@@ -130,11 +130,23 @@ const SESSION_QUEUE: usize = 1024;
 /// Starts the server: opens the database, loads or creates the certificate and token key,
 /// binds, and runs until [`Running::shutdown`].
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
+    start_with(cfg, |s| s).await
+}
+
+/// Like [`start`], with the storage passed through `wrap` first: the seam tests use to
+/// play a server that lies (substitutes KeyPackages or Welcomes), so clients can be shown
+/// to catch it.
+pub async fn start_with(
+    cfg: ServerConfig,
+    wrap: impl FnOnce(Box<dyn Storage>) -> Box<dyn Storage>,
+) -> Result<Running, StartError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::Data {
         path: cfg.data_dir.clone(),
         source,
     })?;
-    let storage = SqliteStorage::open(&cfg.data_dir.join("sotto.db"))?;
+    let storage = wrap(Box::new(SqliteStorage::open(
+        &cfg.data_dir.join("sotto.db"),
+    )?));
     let token_key = load_token_key(&cfg.data_dir)?;
     let identity = tls::load(&cfg.cert, &cfg.data_dir)?;
     let fingerprint = identity.fingerprint.clone();
@@ -174,7 +186,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         .map_or(0, |d| d.as_secs());
     let core = Core::new(
         cfg.core.clone(),
-        Box::new(storage),
+        storage,
         token_key,
         Box::new(|b: &mut [u8]| {
             if getrandom::fill(b).is_err() {

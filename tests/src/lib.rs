@@ -2,16 +2,30 @@
 //! real servers on loopback and talk to them over real QUIC; this library is their shared
 //! harness.
 
+pub mod hostile;
+
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use sotto_client::{
-    call::{CallReport, Endpoint},
+    call::{CallOptions, CallReport, Endpoint},
     signaling::{Incoming, Pin, SignalingClient},
 };
 use sotto_proto::EndReason;
 use sotto_proto::{DeviceId, Handle, Response};
-use sotto_signaling::server::{Running, ServerConfig, start};
+use sotto_signaling::{
+    server::{Running, ServerConfig, start_with},
+    storage::Storage,
+};
+
+/// Call options for tests: media on loopback only (the machine's other addresses are not
+/// ours to send to), capture stamps on so latency and picture ids can be checked.
+pub fn loopback() -> CallOptions {
+    CallOptions {
+        stamps: true,
+        ..CallOptions::default()
+    }
+}
 
 /// A signaling server on an ephemeral loopback port, with its own data directory.
 pub struct TestServer {
@@ -25,13 +39,44 @@ pub struct TestServer {
 
 /// Starts a server; `tweak` adjusts the configuration first.
 pub async fn server(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    server_with_storage(tweak, |s| s).await
+}
+
+/// Starts a server whose storage is wrapped by `wrap` (a hostile server, for tests that
+/// clients catch it).
+pub async fn server_with_storage(
+    tweak: impl FnOnce(&mut ServerConfig),
+    wrap: impl FnOnce(Box<dyn Storage>) -> Box<dyn Storage>,
+) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_owned());
     cfg.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
     tweak(&mut cfg);
-    let running = start(cfg).await.expect("server starts");
+    let running = start_with(cfg, wrap).await.expect("server starts");
     let pin = running.fingerprint.parse().expect("pin");
     TestServer { running, pin, dir }
+}
+
+/// One-use KeyPackages and queued deliveries the server holds for a device, read from
+/// its database (WAL mode lets a reader look while the server runs).
+pub fn server_holds(s: &TestServer, handle: &str, device: DeviceId) -> (usize, usize) {
+    let db = rusqlite::Connection::open_with_flags(
+        s.dir.path().join("sotto.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("the server's database");
+    let count = |sql: &str| -> usize {
+        db.query_row(sql, rusqlite::params![handle, device], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("count") as usize
+    };
+    (
+        count(
+            "SELECT COUNT(*) FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = 0",
+        ),
+        count("SELECT COUNT(*) FROM queue WHERE handle = ?1 AND device = ?2"),
+    )
 }
 
 /// A logged-in device.

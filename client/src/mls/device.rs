@@ -2,8 +2,8 @@
 //! the crypto and storage provider its groups live in.
 
 use openmls::prelude::{
-    BasicCredential, Capabilities, CredentialWithKey, ExtensionType, KeyPackage, MlsGroup, MlsGroupCreateConfig,
-    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
+    BasicCredential, Capabilities, CredentialWithKey, ExtensionType, KeyPackage, MlsGroup,
+    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
     PURE_PLAINTEXT_WIRE_FORMAT_POLICY, StagedWelcome,
     tls_codec::{Deserialize as _, Serialize as _},
 };

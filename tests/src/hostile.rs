@@ -1,0 +1,225 @@
+//! A signaling server that lies about keys, for tests that clients catch it: the real
+//! server with its storage wrapped, so every answer is the real protocol except the one
+//! the attack changes. It answers directory lookups honestly (so trust on first use and
+//! directory checks alone would pass) and substitutes MLS material underneath.
+
+use std::sync::{Arc, Mutex};
+
+use sotto_client::mls::MlsDevice;
+use sotto_proto::{DeviceAddr, DeviceId, Handle, MlsKind, RoomId, Stored};
+use sotto_signaling::storage::{
+    Account, ClaimedKeyPackage, CommitOutcome, Group, NewKeyPackage, Result, Room, Storage,
+};
+
+/// What the hostile server does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// Nothing: an honest server (the control).
+    None,
+    /// Hands out a KeyPackage of its own (credential naming the victim, its own key)
+    /// when anyone claims one of `victim`'s.
+    SubstituteKeyPackage,
+    /// Replaces the Welcome for a 1:1 call with one for a group of its own making, in
+    /// which a member of its own claims to be the caller.
+    SubstituteWelcomeMember,
+}
+
+/// What the attacker saw and did, for the test's assertions.
+#[derive(Debug, Default)]
+pub struct Log {
+    /// KeyPackages substituted.
+    pub packages_substituted: u32,
+    /// Welcomes substituted.
+    pub welcomes_substituted: u32,
+    /// Commits the delivery service accepted, by group.
+    pub commits: Vec<Vec<u8>>,
+}
+
+/// The wrapping storage.
+pub struct Hostile {
+    inner: Box<dyn Storage>,
+    attack: Attack,
+    victim: Handle,
+    impostor: Handle,
+    /// The attacker's own MLS identities (kept alive: their groups' secrets are theirs).
+    attackers: Vec<MlsDevice>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Hostile {
+    /// Wraps `inner`. `victim` is whose KeyPackages are substituted; `impostor` is the
+    /// handle the attacker's own member claims in a substituted Welcome.
+    pub fn wrap(
+        inner: Box<dyn Storage>,
+        attack: Attack,
+        victim: &str,
+        impostor: &str,
+        log: Arc<Mutex<Log>>,
+    ) -> Box<dyn Storage> {
+        Box::new(Self {
+            inner,
+            attack,
+            victim: crate::h(victim),
+            impostor: crate::h(impostor),
+            attackers: Vec::new(),
+            log,
+        })
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A Welcome into the attacker's own group `id`: an attacker member naming the
+    /// impostor, and the recipient (through one of its real KeyPackages, which the server
+    /// holds anyway).
+    fn forged_welcome(&mut self, id: &[u8], recipient: &DeviceAddr) -> Option<Vec<u8>> {
+        let package = self
+            .inner
+            .claim_key_package(&recipient.handle, Some(recipient.device))
+            .ok()??
+            .package;
+        let attacker = MlsDevice::new(self.impostor.as_str()).ok()?;
+        let mut group = attacker.create_group_with_id(id).ok()?;
+        let commit = group.add(&attacker, &[package]).ok()?;
+        group.merge_pending(&attacker).ok()?;
+        self.attackers.push(attacker);
+        commit.welcome
+    }
+}
+
+impl Storage for Hostile {
+    fn create_account(&mut self, handle: &Handle, identity_key: &[u8]) -> Result<bool> {
+        self.inner.create_account(handle, identity_key)
+    }
+    fn account(&self, handle: &Handle) -> Result<Option<Account>> {
+        self.inner.account(handle)
+    }
+    fn add_device(&mut self, device: &DeviceAddr) -> Result<()> {
+        self.inner.add_device(device)
+    }
+    fn add_key_packages(
+        &mut self,
+        device: &DeviceAddr,
+        packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+        replace: bool,
+    ) -> Result<usize> {
+        self.inner
+            .add_key_packages(device, packages, last_resort, replace)
+    }
+    fn key_package_count(&self, device: &DeviceAddr) -> Result<usize> {
+        self.inner.key_package_count(device)
+    }
+    fn claim_key_package(
+        &mut self,
+        handle: &Handle,
+        device: Option<DeviceId>,
+    ) -> Result<Option<ClaimedKeyPackage>> {
+        let real = self.inner.claim_key_package(handle, device)?;
+        if self.attack != Attack::SubstituteKeyPackage || *handle != self.victim {
+            return Ok(real);
+        }
+        let Some(real) = real else { return Ok(None) };
+        let attacker = MlsDevice::new(handle.as_str())
+            .map_err(|e| sotto_signaling::storage::StorageError(e.to_string()))?;
+        let package = attacker
+            .key_package()
+            .map_err(|e| sotto_signaling::storage::StorageError(e.to_string()))?;
+        self.attackers.push(attacker);
+        self.log().packages_substituted += 1;
+        Ok(Some(ClaimedKeyPackage { package, ..real }))
+    }
+    fn key_package_owner(&self, key_ref: &[u8]) -> Result<Option<DeviceAddr>> {
+        self.inner.key_package_owner(key_ref)
+    }
+    fn enqueue(
+        &mut self,
+        to: &[DeviceAddr],
+        item: &[u8],
+        group: Option<&[u8]>,
+    ) -> Result<Vec<u64>> {
+        if self.attack == Attack::SubstituteWelcomeMember
+            && let [recipient] = to
+            && let Ok(Stored::Mls {
+                group: g,
+                kind: MlsKind::Welcome,
+                epoch,
+                from,
+                ..
+            }) = sotto_proto::decode::<Stored>(item)
+            && let Some(forged) = self.forged_welcome(&g, recipient)
+        {
+            let swapped = Stored::Mls {
+                group: g,
+                kind: MlsKind::Welcome,
+                epoch,
+                from,
+                data: forged,
+            };
+            let bytes = sotto_proto::encode(&swapped)
+                .map_err(|e| sotto_signaling::storage::StorageError(e.to_string()))?;
+            self.log().welcomes_substituted += 1;
+            return self.inner.enqueue(to, &bytes, group);
+        }
+        self.inner.enqueue(to, item, group)
+    }
+    fn pending_count(&self, to: &DeviceAddr) -> Result<usize> {
+        self.inner.pending_count(to)
+    }
+    fn pending(&self, to: &DeviceAddr, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.inner.pending(to, after, limit)
+    }
+    fn ack(&mut self, to: &DeviceAddr, seq: u64) -> Result<()> {
+        self.inner.ack(to, seq)
+    }
+    fn create_group(&mut self, group: &[u8], creator: &DeviceAddr, state: &[u8]) -> Result<bool> {
+        self.inner.create_group(group, creator, state)
+    }
+    fn group(&self, group: &[u8]) -> Result<Option<Group>> {
+        self.inner.group(group)
+    }
+    fn group_state(&self, group: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.group_state(group)
+    }
+    fn put_group_state(&mut self, group: &[u8], state: &[u8]) -> Result<()> {
+        self.inner.put_group_state(group, state)
+    }
+    fn commit(
+        &mut self,
+        group: &[u8],
+        epoch: u64,
+        added: &[(DeviceAddr, u32)],
+        removed: &[u32],
+        state: &[u8],
+    ) -> Result<CommitOutcome> {
+        let outcome = self.inner.commit(group, epoch, added, removed, state)?;
+        if matches!(outcome, CommitOutcome::Accepted(_)) {
+            self.log().commits.push(group.to_vec());
+        }
+        Ok(outcome)
+    }
+    fn set_group_info(&mut self, group: &[u8], epoch: u64, info: &[u8]) -> Result<()> {
+        self.inner.set_group_info(group, epoch, info)
+    }
+    fn group_info(&self, group: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        self.inner.group_info(group)
+    }
+    fn delete_group(&mut self, group: &[u8]) -> Result<usize> {
+        self.inner.delete_group(group)
+    }
+    fn create_room(&mut self, room: &RoomId, owner: &Handle) -> Result<()> {
+        self.inner.create_room(room, owner)
+    }
+    fn room(&self, room: &RoomId) -> Result<Option<Room>> {
+        self.inner.room(room)
+    }
+    fn invite(&mut self, room: &RoomId, handles: &[Handle]) -> Result<()> {
+        self.inner.invite(room, handles)
+    }
+    fn uninvite(&mut self, room: &RoomId, handle: &Handle) -> Result<()> {
+        self.inner.uninvite(room, handle)
+    }
+}
