@@ -397,3 +397,21 @@ impl Member {
             .expect("join")
     }
 }
+
+/// The server's Prometheus metrics, as text.
+pub async fn metrics_text(s: &TestServer) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s
+        .running
+        .metrics_addr
+        .expect("the test server serves metrics");
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics port");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.expect("response");
+    body
+}

@@ -244,6 +244,33 @@ impl CallGroup {
         })
     }
 
+    /// A standalone proposal to remove the member at `leaf`, for the delivery service to
+    /// fan out; any member may later commit it with [`Self::commit_proposals`]. The
+    /// proposal is kept in our own store too.
+    pub fn propose_remove(&mut self, device: &MlsDevice, leaf: u32) -> Result<Vec<u8>, MlsError> {
+        let (msg, _) = self
+            .group
+            .propose_remove_member(device.provider(), device.signer(), LeafNodeIndex::new(leaf))
+            .map_err(|e| MlsError::local("proposing a remove")(boxed(e)))?;
+        encode(&msg)
+    }
+
+    /// Commits every proposal received and stored this epoch (by reference); pending like
+    /// [`Self::add`].
+    pub fn commit_proposals(&mut self, device: &MlsDevice) -> Result<Commit, MlsError> {
+        let epoch = self.epoch();
+        let (commit, welcome, info) = self
+            .group
+            .commit_to_pending_proposals(device.provider(), device.signer())
+            .map_err(|e| MlsError::local("committing proposals")(boxed(e)))?;
+        Ok(Commit {
+            commit: encode(&commit)?,
+            welcome: welcome.map(|w| encode(&w)).transpose()?,
+            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
+            epoch,
+        })
+    }
+
     /// The delivery service accepted our pending commit: move to the next epoch.
     pub fn merge_pending(&mut self, device: &MlsDevice) -> Result<u64, MlsError> {
         self.group
