@@ -1,0 +1,147 @@
+//! Calling keeps working however often people call: 30 consecutive calls, each from a
+//! fresh `sotto call` process, to a listener restarted every 4 calls for the first 12 and
+//! then left running for 18, more calls than one stock of KeyPackages (16) covers. Every
+//! call connects, and the listener's stock of one-use KeyPackages on the server never
+//! runs out: restarts replace it, claims that run it low make the listener top it up, and
+//! the last-resort package is never needed.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+use sotto_signaling::server::{ServerConfig, start};
+
+const CALLS: usize = 30;
+/// Calls before which the listener is (re)started.
+const RESTART_BEFORE: [usize; 4] = [0, 4, 8, 12];
+
+/// `sotto --profile <profile> args…`; media on loopback only.
+fn sotto(profile: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.arg("--profile").arg(profile).args(args);
+    if matches!(args.first(), Some(&"call" | &"listen")) {
+        c.args(["--bind", "127.0.0.1", "--audio-in", "synth", "--audio-out", "none"]);
+    }
+    c.env("RUST_LOG", "error");
+    c
+}
+
+/// Starts `sotto listen --auto-answer` and waits until it is logged in and listening.
+fn listener(profile: &std::path::Path) -> Child {
+    let mut child = sotto(profile, &["listen", "--auto-answer"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("listener starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the listener says it is listening")
+            .expect("utf-8");
+        if line.contains("listening for calls") {
+            break;
+        }
+    }
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// One-use KeyPackages the server holds for `handle`, read from its database.
+fn one_use_packages(data: &std::path::Path, handle: &str) -> i64 {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("sotto.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("server database");
+    db.query_row(
+        "SELECT COUNT(*) FROM key_packages WHERE handle = ?1 AND last_resort = 0",
+        [handle],
+        |r| r.get(0),
+    )
+    .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_calls_from_fresh_processes_all_connect_and_key_packages_never_run_out() {
+    let data = tempfile::tempdir().expect("dir");
+    let server = start(ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        data.path().to_owned(),
+    ))
+    .await
+    .expect("server");
+    let addr = server.addr.to_string();
+    let (a, b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    for (dir, handle) in [(a.path(), "@alice"), (b.path(), "@bob")] {
+        let o = sotto(
+            dir,
+            &[
+                "account",
+                "create",
+                handle,
+                "--server",
+                &addr,
+                "--pin",
+                &server.fingerprint,
+            ],
+        )
+        .output()
+        .expect("runs");
+        assert!(o.status.success(), "{o:?}");
+    }
+
+    let mut bob: Option<Child> = None;
+    for i in 0..CALLS {
+        if RESTART_BEFORE.contains(&i) {
+            if let Some(mut old) = bob.take() {
+                old.kill().expect("stop the listener");
+                old.wait().expect("reaped");
+            }
+            bob = Some(listener(b.path()));
+        }
+        let a = a.path().to_owned();
+        let o = tokio::task::spawn_blocking(move || {
+            sotto(&a, &["call", "@bob", "--duration", "1s"])
+                .output()
+                .expect("call runs")
+        })
+        .await
+        .expect("join");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "call {} of {CALLS} failed: {}",
+            i + 1,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let left = one_use_packages(data.path(), "@bob");
+        assert!(
+            left > 0,
+            "after call {} the listener has no one-use KeyPackage left",
+            i + 1
+        );
+    }
+    if let Some(mut old) = bob.take() {
+        old.kill().expect("stop the listener");
+        old.wait().expect("reaped");
+    }
+    assert_eq!(
+        server.metrics.last_resort_claims.load(Ordering::Relaxed),
+        0,
+        "the last-resort package is for emergencies, not the steady state"
+    );
+    assert!(
+        one_use_packages(data.path(), "@alice") <= 16,
+        "a caller restarted 30 times replaces its KeyPackages instead of piling them up"
+    );
+    server.shutdown().await;
+}
