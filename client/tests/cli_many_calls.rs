@@ -23,7 +23,14 @@ fn sotto(profile: &std::path::Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
     c.arg("--profile").arg(profile).args(args);
     if matches!(args.first(), Some(&"call" | &"listen")) {
-        c.args(["--bind", "127.0.0.1", "--audio-in", "synth", "--audio-out", "none"]);
+        c.args([
+            "--bind",
+            "127.0.0.1",
+            "--audio-in",
+            "synth",
+            "--audio-out",
+            "none",
+        ]);
     }
     c.env("RUST_LOG", "error");
     c

@@ -3,7 +3,8 @@
 //! and removes. A forged leaf claim, a commit from a non-member, a commit that does not
 //! validate, an add of a KeyPackage it never handed out and a squatted group id are each
 //! refused with their own typed error; standalone proposals validate and can be committed
-//! by reference; the latest member-signed GroupInfo is kept for rejoining.
+//! by reference; a member that cannot process an accepted commit reports it and rejoins
+//! by external commit from the latest member-signed GroupInfo the server keeps.
 
 use sotto_client::{
     mls::{CallGroup, MlsDevice},
@@ -329,16 +330,78 @@ async fn proposals_validate_and_commit_by_reference_and_group_info_is_kept() {
     };
     assert_eq!(epoch, 3);
     assert!(!group_info.is_empty());
-    // A member that could not process an accepted commit reports it.
+}
+
+#[tokio::test]
+async fn a_member_that_cannot_process_a_commit_reports_it_and_rejoins_by_external_commit() {
+    let s = server(|_| {}).await;
+    let (mut alice, mut alice_group, mut bob, bob_group) = alice_and_bob(&s).await;
+    let room = alice_group.group_id().to_vec();
+    // Alice commits; Bob's copy cannot take it (say its confirmation tag fails).
+    let commit = alice_group.update(&alice.mls).expect("update");
+    alice
+        .send_commit(&mut alice_group, commit)
+        .await
+        .expect("accepted");
+    let _unprocessable = next_mls(&mut bob, MlsKind::Commit).await;
     bob.user
         .client
         .request(Request::ReportCommit {
             group: room.clone(),
-            epoch: 2,
-            reason: "membership tag mismatch".into(),
+            epoch: 1,
+            reason: "confirmation tag mismatch".into(),
         })
         .await
         .expect("report taken");
+    // The defined path: fetch the latest member-signed GroupInfo, rejoin from it.
+    let Response::GroupInfo { epoch, group_info } = bob
+        .user
+        .client
+        .request(Request::GroupInfo {
+            group: room.clone(),
+        })
+        .await
+        .expect("group info")
+    else {
+        panic!("group info")
+    };
+    assert_eq!(epoch, 2);
+    bob_group.delete(&bob.mls).expect("forget the broken copy");
+    let (mut rejoined, commit) = bob.mls.rejoin(&group_info).expect("external commit");
+    // Nobody else can use it to get in: Mallory's external commit is refused.
+    let mallory = s.member("@mallory", 1, 1).await;
+    let (mut intruder, theirs) = mallory.mls.rejoin(&group_info).expect("external commit");
+    assert_eq!(
+        code(mallory.send_commit(&mut intruder, theirs).await),
+        ErrorCode::NotAMember
+    );
+    let r = bob
+        .send_commit(&mut rejoined, commit)
+        .await
+        .expect("rejoined");
+    let Response::CommitAccepted {
+        epoch: 3,
+        added,
+        removed,
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(removed, vec![1], "the old leaf goes");
+    assert_eq!(
+        added.iter().map(|a| a.device.clone()).collect::<Vec<_>>(),
+        vec![device("@bob")]
+    );
+    // Alice follows, and both are in the same epoch with the same keys again.
+    let ext = next_mls(&mut alice, MlsKind::Commit).await;
+    let staged = alice_group.stage(&alice.mls, &ext).expect("stage");
+    alice_group.apply(&alice.mls, staged).expect("apply");
+    assert_eq!(alice_group.epoch(), 3);
+    assert_eq!(
+        alice_group.epoch_authenticator(),
+        rejoined.epoch_authenticator(),
+        "same epoch, same verification code"
+    );
     let m = sotto_tests::metrics_text(&s).await;
     assert!(m.contains("sotto_commit_reports_total 1"), "{m}");
 }

@@ -171,6 +171,58 @@ impl MlsDevice {
             .build()
     }
 
+    /// Rejoins a group by external commit from its latest GroupInfo (what the delivery
+    /// service keeps for a member that could not process a commit). openmls replaces our
+    /// old leaf (same signature key) with a fresh one. The returned group holds the commit
+    /// pending, like [`CallGroup::add`]: merge it once the delivery service accepts the
+    /// commit, or delete the group. Check its members' credentials before sending: the
+    /// GroupInfo came through the server. Delete our old copy of the group first.
+    pub fn rejoin(&self, group_info: &[u8]) -> Result<(CallGroup, super::Commit), MlsError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(group_info)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        let MlsMessageBodyIn::GroupInfo(info) = msg.extract() else {
+            return Err(MlsError::Malformed("expected a GroupInfo".into()));
+        };
+        let epoch = info.epoch().as_u64();
+        let join = |e: &dyn std::fmt::Display| MlsError::Join(e.to_string().into());
+        let (group, bundle) = MlsGroup::external_commit_builder()
+            .with_config(Self::join_config())
+            .build_group(&self.provider, info, self.credential.clone())
+            .map_err(|e| join(&e))?
+            .load_psks(self.provider.storage())
+            .map_err(|e| join(&e))?
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .map_err(|e| join(&e))?
+            .finalize(&self.provider)
+            .map_err(|e| join(&e))?;
+        let (commit, _, info) = bundle.into_contents();
+        let encode = |m: MlsMessageOut| {
+            m.tls_serialize_detached()
+                .map_err(|e| MlsError::local("encoding an MLS message")(boxed(e)))
+        };
+        Ok((
+            CallGroup::from_group(group),
+            super::Commit {
+                commit: encode(commit)?,
+                welcome: None,
+                group_info: info.map(|i| encode(MlsMessageOut::from(i))).transpose()?,
+                epoch,
+            },
+        ))
+    }
+
+    fn join_config() -> MlsGroupJoinConfig {
+        MlsGroupJoinConfig::builder()
+            .use_ratchet_tree_extension(true)
+            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .build()
+    }
+
     /// Opens a serialized Welcome addressed to one of our KeyPackages without joining yet:
     /// the caller checks every member's credential ([`StagedJoin::members`]) against the
     /// directory and its pins, then joins with [`StagedJoin::join`] or drops it.
@@ -180,12 +232,9 @@ impl MlsDevice {
         let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
             return Err(MlsError::Malformed("expected a Welcome".into()));
         };
-        let join_config = MlsGroupJoinConfig::builder()
-            .use_ratchet_tree_extension(true)
-            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-            .build();
-        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config, welcome, None)
-            .map_err(|e| MlsError::Join(boxed(e)))?;
+        let staged =
+            StagedWelcome::new_from_welcome(&self.provider, &Self::join_config(), welcome, None)
+                .map_err(|e| MlsError::Join(boxed(e)))?;
         Ok(StagedJoin { staged })
     }
 }

@@ -15,7 +15,7 @@ use sotto_proto::{
 
 use super::{
     Core, Reply, SessionId, err,
-    public_groups::{self, CommitEffects, TrackedGroup},
+    public_groups::{self, CommitEffects, Committer, TrackedGroup},
 };
 use crate::storage::{CommitOutcome, Group, NewKeyPackage};
 
@@ -206,8 +206,24 @@ impl Core {
                 format!("the group is at epoch {current}, the commit was made in {epoch}"),
             ));
         }
-        let effects = tracked.apply_commit(&self.crypto, &commit, my_leaf)?;
-        let added = self.added_devices(&effects)?;
+        let identity_key = self
+            .storage
+            .account(&me.handle)?
+            .ok_or_else(|| err(ErrorCode::Internal, "account missing"))?
+            .identity_key;
+        let committer = Committer {
+            leaf: my_leaf,
+            handle: &me.handle,
+            identity_key: &identity_key,
+        };
+        let effects = tracked.apply_commit(&self.crypto, &commit, &committer)?;
+        let mut added = self.added_devices(&effects)?;
+        if let Some(leaf) = effects.rejoined_at {
+            added.push(AddedMember {
+                device: me.clone(),
+                leaf,
+            });
+        }
         let removed = effects.removed.clone();
         if (!claimed_added.is_empty() || !claimed_removed.is_empty())
             && (sorted(claimed_added.clone()) != sorted(added.clone())
@@ -218,7 +234,7 @@ impl Core {
                 "the commit does not add or remove what the request claims",
             ));
         }
-        if welcome.is_some() == added.is_empty() {
+        if welcome.is_some() == (added.is_empty() || effects.rejoined_at.is_some()) {
             return Err(err(
                 ErrorCode::Malformed,
                 "a Welcome goes with added members, and only then",
@@ -235,7 +251,11 @@ impl Core {
             .map(|(d, _)| d.clone())
             .filter(|d| d != me)
             .collect();
-        let joiners: Vec<DeviceAddr> = added.iter().map(|a| a.device.clone()).collect();
+        let joiners: Vec<DeviceAddr> = added
+            .iter()
+            .map(|a| a.device.clone())
+            .filter(|d| d != me)
+            .collect();
         self.check_queues(others.iter().chain(&joiners))?;
         let added_pairs: Vec<(DeviceAddr, u32)> =
             added.iter().map(|a| (a.device.clone(), a.leaf)).collect();

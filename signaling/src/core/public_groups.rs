@@ -117,6 +117,18 @@ pub(crate) struct CommitEffects {
     pub added: Vec<(Vec<u8>, u32)>,
     /// Leaves it removes.
     pub removed: Vec<u32>,
+    /// For an external commit by which the sender rejoined: its new leaf.
+    pub rejoined_at: Option<u32>,
+}
+
+/// Who sends a commit, as the server knows them.
+pub(crate) struct Committer<'a> {
+    /// The sender's leaf in the current epoch.
+    pub leaf: u32,
+    /// Its account.
+    pub handle: &'a Handle,
+    /// Its account's identity key.
+    pub identity_key: &'a [u8],
 }
 
 fn invalid(what: impl std::fmt::Display) -> ErrorBody {
@@ -201,24 +213,34 @@ impl TrackedGroup {
         self.group.group_context().epoch().as_u64()
     }
 
-    /// Validates a commit made in the current epoch by the member at `sender_leaf`,
-    /// applies it to the public state and says what it did. An invalid commit leaves the
-    /// state as it was.
+    /// Validates a commit made in the current epoch by `by`, applies it to the public
+    /// state and says what it did. An invalid commit leaves the state as it was.
+    ///
+    /// Besides ordinary commits from `by`'s leaf, this accepts an external commit by
+    /// which `by` rejoins (after it could not process a commit): its new leaf must carry
+    /// its own credential and the commit must remove its old leaf, nothing else.
     pub(crate) fn apply_commit(
         &mut self,
         crypto: &RustCrypto,
         bytes: &[u8],
-        sender_leaf: u32,
+        by: &Committer<'_>,
     ) -> Result<CommitEffects, ErrorBody> {
         let msg = public_message(bytes, self.group.group_id())?;
         let processed = self
             .group
             .process_message(crypto, msg)
             .map_err(|e| invalid(format!("the commit does not validate: {e}")))?;
-        check_sender(processed.sender(), sender_leaf)?;
+        let external = matches!(processed.sender(), Sender::NewMemberCommit);
+        if !external {
+            check_sender(processed.sender(), by.leaf)?;
+        }
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(invalid("expected a Commit"));
         };
+        if external {
+            return self.apply_rejoin(*staged, by);
+        }
+        let sender_leaf = by.leaf;
         // A member may refresh its keys but not become someone else.
         if let Some(leaf) = staged.update_path_leaf_node() {
             let current = self
@@ -263,7 +285,54 @@ impl TrackedGroup {
                 .ok_or_else(|| internal("an added member is not in the new tree"))?;
             added.push((key_ref, leaf));
         }
-        Ok(CommitEffects { added, removed })
+        Ok(CommitEffects {
+            added,
+            removed,
+            rejoined_at: None,
+        })
+    }
+
+    /// An external commit by which a member rejoins: its own credential in the new leaf,
+    /// its old leaf removed, nothing else changed.
+    fn apply_rejoin(
+        &mut self,
+        staged: openmls::prelude::StagedCommit,
+        by: &Committer<'_>,
+    ) -> Result<CommitEffects, ErrorBody> {
+        let leaf = staged
+            .update_path_leaf_node()
+            .ok_or_else(|| invalid("an external commit carries the joiner's leaf"))?;
+        check_credential(
+            leaf.credential(),
+            leaf.signature_key().as_slice(),
+            by.handle,
+            by.identity_key,
+        )
+        .map_err(|e| err(ErrorCode::NotAMember, e))?;
+        let removed: Vec<u32> = staged
+            .remove_proposals()
+            .map(|r| r.remove_proposal().removed().u32())
+            .collect();
+        if removed != [by.leaf] || staged.add_proposals().next().is_some() {
+            return Err(invalid(
+                "an external commit may only replace its sender's own leaf",
+            ));
+        }
+        let signature_key = leaf.signature_key().as_slice().to_vec();
+        self.group
+            .merge_commit(&self.store, staged)
+            .map_err(internal)?;
+        let new_leaf = self
+            .group
+            .members()
+            .find(|m| m.signature_key == signature_key)
+            .map(|m| m.index.u32())
+            .ok_or_else(|| internal("the rejoined member is not in the new tree"))?;
+        Ok(CommitEffects {
+            added: Vec::new(),
+            removed,
+            rejoined_at: Some(new_leaf),
+        })
     }
 
     /// Validates a standalone proposal from the member at `sender_leaf` and queues it, so
