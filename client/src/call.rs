@@ -489,10 +489,10 @@ impl Endpoint {
         {
             let _ = self.signaling.ack(seq).await;
         }
-        if let Some(g) = group {
-            if let Err(e) = g.delete(&self.mls) {
-                tracing::warn!(error = %e, "could not delete a finished call's group");
-            }
+        if let Some(g) = group
+            && let Err(e) = g.delete(&self.mls)
+        {
+            tracing::warn!(error = %e, "could not delete a finished call's group");
         }
     }
 

@@ -9,7 +9,6 @@ use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::atomic::Ordering,
-    time::Duration,
 };
 
 use sotto_signaling::server::{ServerConfig, start};

@@ -122,15 +122,15 @@ impl Core {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let remaining = self.storage.key_package_count(&c.device)?;
-        if remaining < self.cfg.limits.key_package_low_water {
-            if let Some(sid) = self.session_of(&c.device) {
-                self.event(
-                    sid,
-                    Event::KeyPackagesLow {
-                        remaining: remaining.try_into().unwrap_or(u32::MAX),
-                    },
-                );
-            }
+        if remaining < self.cfg.limits.key_package_low_water
+            && let Some(sid) = self.session_of(&c.device)
+        {
+            self.event(
+                sid,
+                Event::KeyPackagesLow {
+                    remaining: remaining.try_into().unwrap_or(u32::MAX),
+                },
+            );
         }
         Ok(Response::KeyPackage {
             device: c.device,
@@ -173,10 +173,12 @@ impl Core {
             if self.is_call_party(me, &CallId(id)) {
                 return Ok(());
             }
-            if let Some(room) = self.storage.room(&RoomId(id))? {
-                if room.owner == me.handle {
-                    return Ok(());
-                }
+            if self
+                .storage
+                .room(&RoomId(id))?
+                .is_some_and(|room| room.owner == me.handle)
+            {
+                return Ok(());
             }
         }
         Err(err(

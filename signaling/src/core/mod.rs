@@ -552,3 +552,6 @@ mod tests;
 pub(crate) fn room_id(bytes: [u8; 16]) -> RoomId {
     RoomId(bytes)
 }
+
+#[doc(hidden)]
+pub use public_groups::exercise_parsers;
