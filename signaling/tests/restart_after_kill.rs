@@ -54,7 +54,8 @@ fn h(s: &str) -> Handle {
 }
 
 fn key_of(handle: &str) -> SigningKey {
-    SigningKey::from_bytes(&[handle.len() as u8; 32])
+    use sha2::Digest;
+    SigningKey::from_bytes(&sha2::Sha256::digest(handle).into())
 }
 
 async fn login(s: &Server, handle: &str, register: bool) -> SignalingClient {
