@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use ed25519_dalek::SigningKey;
-use sotto_client::call::{CallOptions, CallReport, Endpoint, VideoOptions};
+use sotto_client::{
+    call::{CallOptions, CallReport, Endpoint, VideoOptions},
+    transport::TransportConfig,
+};
 use sotto_media::synth::AudioSignal;
 use sotto_proto::Handle;
 use sotto_signaling::server::{ServerConfig, start};
@@ -68,6 +71,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         duration: None,
         audio: AudioSignal::Tone { hz: 660.0 },
         video: Some(VideoOptions::default()),
+        // The demo sends on loopback only, never to this machine's other addresses.
+        transport: TransportConfig::loopback(),
         ..CallOptions::default()
     };
     let cpu_before = crate::signaling::cpu_time(std::process::id())?;
@@ -89,6 +94,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         video: Some(VideoOptions::default()),
         // Two MLS self-updates mid-call (at 2/5 and 4/5 of it): new media keys each time.
         rekey_every: Some(Duration::from_millis(seconds * 400)),
+        transport: TransportConfig::loopback(),
         ..CallOptions::default()
     };
     let a = alice

@@ -6,12 +6,23 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use sotto_client::{
-    call::{CallReport, Endpoint},
+    call::{CallOptions, CallReport, Endpoint},
     signaling::{Incoming, Pin, SignalingClient},
+    transport::TransportConfig,
 };
 use sotto_proto::EndReason;
 use sotto_proto::{DeviceId, Handle, Response};
 use sotto_signaling::server::{Running, ServerConfig, start};
+
+/// Call options for tests: media on 127.0.0.1 only. Every test call starts from these (or
+/// pins [`TransportConfig::loopback`] itself): a test must never gather candidates on, and
+/// so send to, this machine's other addresses (`tests/tests/loopback_only.rs` checks).
+pub fn loopback() -> CallOptions {
+    CallOptions {
+        transport: TransportConfig::loopback(),
+        ..CallOptions::default()
+    }
+}
 
 /// A signaling server on an ephemeral loopback port, with its own data directory.
 pub struct TestServer {
