@@ -9,7 +9,10 @@ set -euo pipefail
 #   libclang-dev   serves nokhwa's bindgen
 #   libasound2-dev ALSA headers for cpal
 #   nasm           makes openh264 ~3x faster; must be present before its first build
-PACKAGES=(build-essential pkg-config cmake libasound2-dev libclang-dev nasm curl ca-certificates git)
+#   iproute2       `ip netns`/veth: tests/tests/two_hosts.rs builds two hosts (needs root)
+#   nftables       `nft`: kernel packet loss on those hosts' link (this kernel has no netem)
+PACKAGES=(build-essential pkg-config cmake libasound2-dev libclang-dev nasm curl ca-certificates git
+  iproute2 nftables)
 RUST_MIN="1.91"
 
 say() { printf 'setup: %s\n' "$*" >&2; }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use ed25519_dalek::SigningKey;
-use sotto_client::call::{CallOptions, CallReport, Endpoint, VideoOptions};
+use sotto_client::{
+    call::{CallOptions, CallReport, Endpoint, VideoOptions},
+    transport::TransportConfig,
+};
 use sotto_media::synth::AudioSignal;
 use sotto_proto::Handle;
 use sotto_signaling::server::{ServerConfig, start};
@@ -70,6 +73,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         video: Some(VideoOptions::default()),
         // The demo measures latency: capture stamps ride inside the encrypted frames.
         stamps: true,
+        // The demo sends on loopback only, never to this machine's other addresses.
+        transport: TransportConfig::loopback(),
         ..CallOptions::default()
     };
     let cpu_before = crate::signaling::cpu_time(std::process::id())?;
@@ -92,6 +97,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         // Two MLS self-updates mid-call (at 2/5 and 4/5 of it): new media keys each time.
         rekey_every: Some(Duration::from_millis(seconds * 400)),
         stamps: true,
+        transport: TransportConfig::loopback(),
         ..CallOptions::default()
     };
     let a = alice

@@ -68,7 +68,9 @@ pub enum CallError {
     #[error(transparent)]
     Mls(#[from] MlsError),
     /// Keys could not be derived.
-    #[error("key schedule: {0}")]
+    #[error(
+        "the media keys could not be derived ({0}): this is a bug, please report it with the log"
+    )]
     Keys(String),
     /// The media transport failed.
     #[error(transparent)]
@@ -83,7 +85,9 @@ pub enum CallError {
     #[error(transparent)]
     Device(#[from] DeviceError),
     /// The peer or server broke the call protocol, or a step timed out.
-    #[error("call setup: {0}")]
+    #[error(
+        "the call could not be set up ({0}): check that both sides are online and can reach each other (behind a NAT, pass --stun), then try again"
+    )]
     Setup(String),
     /// A member's MLS credential does not carry the identity key of the account it names
     /// (the directory's key for the handle): someone, perhaps the server, is substituting

@@ -2,29 +2,36 @@
 //!
 //! ```text
 //! sotto account create @alice --server 127.0.0.1:4433 --pin <sha256>
-//! sotto call @bob [--video] [--duration 30s]
+//! sotto account create @alice --server signal.example.org:4433   (a real certificate)
+//! sotto call @bob [--video] [--duration 30s] [--bind ADDR] [--stun stun:host:port]
 //! sotto listen [--auto-answer]
 //! sotto devices
 //! sotto contacts            sotto contacts verify @bob
 //! ```
 //! Exit codes say how a call ended: 0 hung up, 2 declined, 3 busy, 4 no answer,
 //! 5 offline or unknown, 6 contact's key changed, 7 connection lost, 8 a device is missing
-//! or unusable, 1 any other error.
+//! or unusable, 1 any other error (a bad flag included).
+//!
+//! Errors are one line on stderr, `sotto: <what happened>: <what to do>`. Library log lines
+//! go to `<profile>/sotto.log`, never into the live status line, unless `RUST_LOG` is set
+//! (then to stderr, filtered by it).
 
 use std::{
     io::{BufRead, IsTerminal, Write},
-    path::PathBuf,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 use sotto_client::{
     call::{CallError, CallOptions, CallReport, CallStatus, Endpoint, VideoOptions},
     devices,
     profile::{Account, Profile, ProfileError},
-    signaling::{ClientError, Pin},
+    signaling::{ClientError, Pin, ServerTrust, SignalingClient},
+    transport::{self, Bind},
 };
 use sotto_media::synth::AudioSignal;
 use sotto_proto::{EndReason, ErrorCode, Handle};
@@ -89,12 +96,14 @@ enum AccountCommand {
     Create {
         /// The handle, e.g. @alice.
         handle: String,
-        /// Signaling server address.
+        /// Signaling server, HOST:PORT.
         #[arg(long)]
         server: String,
-        /// The server certificate's SHA-256 fingerprint (printed by sotto-signaling).
+        /// The server certificate's SHA-256 fingerprint, printed by sotto-signaling (for
+        /// its development certificate). Without it the server needs a real certificate
+        /// for HOST, checked against this machine's root certificates.
         #[arg(long)]
-        pin: String,
+        pin: Option<String>,
     },
 }
 
@@ -128,9 +137,18 @@ struct MediaArgs {
     /// packet rate.
     #[arg(long, default_value_t = 20, value_parser = parse_frame_ms)]
     frame_ms: u32,
-    /// STUN server for ICE (`stun:host:port`); repeat for several. None by default.
+    /// STUN server for ICE (`stun:host:port`); repeat for several. None by default; needed
+    /// when the other side is behind a NAT.
     #[arg(long = "stun")]
     stun: Vec<String>,
+    /// Send and receive media only on these local addresses (repeat, or separate with
+    /// commas). Default: every address of every interface that is up, except loopback.
+    #[arg(long = "bind", value_name = "ADDR", value_delimiter = ',')]
+    bind: Vec<IpAddr>,
+    /// After the call, write its figures (frames sent, played, concealed, decoded...) to
+    /// this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
     /// Commit a fresh MLS epoch this often during the call (e.g. 5m): new media keys.
     #[arg(long)]
     rekey_every: Option<String>,
@@ -150,12 +168,13 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(s.trim().len()),
     );
-    let n: u64 = n.parse().with_context(|| format!("bad duration {s:?}"))?;
+    let bad = || anyhow!("\"{s}\" is not a duration: write it like 30s, 500ms or 2m");
+    let n: u64 = n.parse().map_err(|_| bad())?;
     Ok(match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n * 60),
-        other => bail!("bad duration unit {other:?} (use ms, s or m)"),
+        _ => return Err(bad()),
     })
 }
 
@@ -165,9 +184,9 @@ fn audio_signal(spec: &str) -> anyhow::Result<Option<AudioSignal>> {
         "synth" => Some(AudioSignal::Tone { hz: 440.0 }),
         "synth:speech" => Some(AudioSignal::Speech),
         s if s.starts_with("synth:") => Some(AudioSignal::Tone {
-            hz: s["synth:".len()..]
-                .parse()
-                .with_context(|| format!("bad tone in {s:?} (synth:HZ, e.g. synth:440)"))?,
+            hz: s["synth:".len()..].parse().map_err(|_| {
+                anyhow!("\"{s}\" is not a synthetic source: write synth, synth:speech or synth:HZ, e.g. synth:440")
+            })?,
         }),
         _ => None,
     })
@@ -190,6 +209,23 @@ fn options(media: &MediaArgs, video: bool) -> anyhow::Result<CallOptions> {
         ..CallOptions::default()
     };
     o.transport.stun = media.stun.clone();
+    if !media.bind.is_empty() {
+        for ip in &media.bind {
+            if let Err(e) = std::net::UdpSocket::bind((*ip, 0)) {
+                bail!(
+                    "cannot send media from {ip} ({e}): give --bind an address of this machine (`ip address` lists them)"
+                );
+            }
+        }
+        o.transport.bind = Bind::Addrs(media.bind.clone());
+    } else if transport::host_addrs(&Bind::AllInterfaces)
+        .iter()
+        .all(IpAddr::is_loopback)
+    {
+        eprintln!(
+            "sotto: warning: no network interface is up, so this call can reach only this machine"
+        );
+    }
     if let Some(s) = synth {
         o.audio = s;
     }
@@ -302,24 +338,80 @@ fn print_status(s: &CallStatus) {
     let _ = std::io::stderr().flush();
 }
 
+/// How a call ended, in words.
+fn ended_text(reason: Option<EndReason>) -> &'static str {
+    match reason {
+        None => "no reason given",
+        Some(EndReason::HungUp) => "hung up",
+        Some(EndReason::Declined) => "declined",
+        Some(EndReason::Cancelled) => "cancelled",
+        Some(EndReason::Timeout) => "no answer",
+        Some(EndReason::AnsweredElsewhere) => "answered on another device",
+        Some(EndReason::PeerDisconnected) => "the other side's connection was lost",
+        Some(EndReason::KeyMismatch) => "refused because a key did not match its account",
+    }
+}
+
+/// The report as JSON, for scripts and tests (`--report-json`).
+fn report_json(r: &CallReport) -> serde_json::Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    serde_json::json!({
+        "ended": ended_text(r.ended),
+        "safety_number": r.safety_number,
+        "verification_code": r.verification_code,
+        "audio_sent": r.audio_sent,
+        "audio_played": r.audio_played,
+        "audio_concealed": r.audio_concealed,
+        "audio_fec": r.audio_fec,
+        "audio_in_order": r.latency.in_order(),
+        "received_hz": r.received_hz,
+        "decrypt_failures": r.decrypt_failures.values().sum::<u64>(),
+        "video_sent": r.video_sent,
+        "video_decoded": r.video_decoded,
+        "video_skipped": r.video_skipped,
+        "video_mismatches": r.video_mismatches,
+        "video_in_order": r.video.in_order(),
+        "video_keyframes": r.video_keyframes,
+        "keyframe_requests_sent": r.keyframe_requests_sent,
+        "keyframe_requests_received": r.keyframe_requests_received,
+        "retransmissions_received": r.retransmissions_received,
+        "latency_p50_ms": ms(r.latency.latency_quantile(0.5)),
+        "latency_p99_ms": ms(r.latency.latency_quantile(0.99)),
+        "video_latency_p50_ms": ms(r.video.latency_quantile(0.5)),
+        "rtt_ms": ms(r.rtt),
+        "setup_ms": ms(r.setup_time),
+        "estimate_bps": r.estimate_bps,
+    })
+}
+
+fn write_report(path: Option<&Path>, r: &CallReport) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(&report_json(r))?;
+    std::fs::write(path, text + "\n").map_err(|e| {
+        anyhow!(
+            "cannot write the report to {} ({e}): give --report-json a file you can write",
+            path.display()
+        )
+    })
+}
+
 fn print_report(r: &CallReport) {
     eprintln!();
-    println!(
-        "call ended: {}",
-        r.ended
-            .map_or_else(|| "no reason given".to_owned(), |e| format!("{e:?}"))
-    );
+    println!("call ended: {}", ended_text(r.ended));
     if !r.safety_number.is_empty() {
         println!("safety number      {}", r.safety_number);
         println!("verification code  {}", r.verification_code);
     }
     println!(
-        "audio: sent {}, played {}, concealed {}, rejected {}; video decoded {}",
+        "audio: sent {}, played {}, concealed {} (fec {}), rejected {}; video: sent {}, decoded {}; retransmissions received {}",
         r.audio_sent,
         r.audio_played,
         r.audio_concealed,
+        r.audio_fec,
         r.decrypt_failures.values().sum::<u64>(),
-        r.video_decoded
+        r.video_sent,
+        r.video_decoded,
+        r.retransmissions_received,
     );
     if let (Some(p50), Some(p99)) = (
         r.latency.latency_quantile(0.5),
@@ -333,7 +425,8 @@ fn print_report(r: &CallReport) {
     }
 }
 
-/// Runs a call future with a status line and Ctrl-C hang-up.
+/// Runs a call future with a status line and Ctrl-C hang-up. Ends the status line (if one
+/// was drawn) before returning, so whatever is printed next starts on a line of its own.
 async fn with_status<F, Fut>(mut opts: CallOptions, run: F) -> Result<CallReport, CallError>
 where
     F: FnOnce(CallOptions) -> Fut,
@@ -343,17 +436,25 @@ where
     let (hangup_tx, hangup_rx) = tokio::sync::watch::channel(false);
     opts.status = Some(status_tx);
     opts.hangup = Some(hangup_rx);
-    let printer = tokio::spawn(async move {
-        let mut shown_numbers = false;
-        while let Some(s) = status_rx.recv().await {
-            if !shown_numbers && !s.safety_number.is_empty() {
-                shown_numbers = true;
-                eprintln!(
-                    "safety number {}  (compare it with the other person once; it only changes if a key does)",
-                    s.safety_number
-                );
+    let drawn = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let printer = tokio::spawn({
+        let drawn = drawn.clone();
+        async move {
+            let mut shown_numbers = false;
+            while let Some(s) = status_rx.recv().await {
+                if !shown_numbers && !s.safety_number.is_empty() {
+                    shown_numbers = true;
+                    if drawn.load(std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!();
+                    }
+                    eprintln!(
+                        "safety number {}  (compare it with the other person once; it only changes if a key does)",
+                        s.safety_number
+                    );
+                }
+                print_status(&s);
+                drawn.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            print_status(&s);
         }
     });
     let ctrl_c = tokio::spawn(async move {
@@ -365,28 +466,131 @@ where
     let result = run(opts).await;
     ctrl_c.abort();
     printer.abort();
+    let _ = printer.await;
+    if result.is_err() && drawn.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!();
+    }
     result
 }
 
-async fn endpoint(profile: Profile) -> anyhow::Result<Endpoint> {
-    let account = profile
-        .account()
-        .cloned()
-        .context("no account in this profile: run `sotto account create @you --server ADDR --pin FINGERPRINT` first")?;
-    let server = tokio::net::lookup_host(&account.server)
+/// An error and its causes as one line, each cause once: a cause whose text the line
+/// already holds (a wrapper that repeats its source) is left out.
+fn one_line(top: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = top.to_string();
+    let mut cause = top.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line.replace('\n', " ")
+}
+
+fn parse_handle(s: &str) -> anyhow::Result<Handle> {
+    Handle::parse(s).map_err(|e| anyhow!("\"{s}\" is not a handle: {e}"))
+}
+
+/// The HOST of `HOST:PORT` (`[v6]:PORT` too).
+fn host_of(server: &str) -> anyhow::Result<&str> {
+    let bad = || {
+        anyhow!(
+            "\"{server}\" is not a server address: write it as HOST:PORT, e.g. signal.example.org:4433"
+        )
+    };
+    let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(host)
+}
+
+/// How to check the server's certificate: the pinned fingerprint, or (no pin) the system's
+/// roots for the server's name.
+fn trust_for(server: &str, pin: Option<&str>) -> anyhow::Result<Pin> {
+    Ok(match pin {
+        Some(p) => p.parse()?,
+        None => ServerTrust::system_roots(host_of(server)?)?,
+    })
+}
+
+async fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+    host_of(server)?;
+    let not_found = |why: String| {
+        anyhow!("cannot find the server {server} ({why}): check its name and your network")
+    };
+    tokio::net::lookup_host(server)
         .await
-        .with_context(|| format!("resolving {}", account.server))?
+        .map_err(|e| not_found(e.to_string()))?
         .next()
-        .with_context(|| format!("{} has no address", account.server))?;
-    let pin: Pin = account.pin.parse()?;
+        .ok_or_else(|| not_found("it has no address".into()))
+}
+
+const NO_ACCOUNT: &str = "this profile has no account yet: run `sotto account create @you --server HOST:PORT` (with `--pin FINGERPRINT` for a development server) first, or pass --profile DIR";
+
+async fn endpoint(profile: Profile) -> anyhow::Result<Endpoint> {
+    let account = profile.account().cloned().context(NO_ACCOUNT)?;
+    let pin = (!account.pin.is_empty()).then_some(account.pin.as_str());
+    let trust = trust_for(&account.server, pin)?;
+    let server = resolve(&account.server).await?;
     let handle = Handle::parse(&account.handle)?;
-    Ok(Endpoint::open(server, &pin, handle, profile).await?)
+    Ok(Endpoint::open(server, &trust, handle, profile).await?)
+}
+
+/// `account create`: claims `handle` with this profile's key. A handle that exists is
+/// someone else's unless this profile's key logs in to it (creating it again is harmless);
+/// never falls back to logging in as someone else.
+async fn create_account(
+    profile: &mut Profile,
+    handle: &Handle,
+    server: &str,
+    pin: Option<String>,
+) -> anyhow::Result<()> {
+    let trust = trust_for(server, pin.as_deref())?;
+    let addr = resolve(server).await?;
+    let client = SignalingClient::connect(addr, &trust).await?;
+    let (key, device) = (profile.identity().clone(), profile.device());
+    match client.register(handle, &key, device).await {
+        Ok(_) => {}
+        Err(ClientError::Server(e)) if e.code == ErrorCode::HandleTaken => {
+            match client.login(handle, &key, device).await {
+                Ok(_) => {}
+                Err(ClientError::Server(e)) if e.code == ErrorCode::BadSignature => bail!(
+                    "{handle} is taken on {server} by someone else: pick another handle (or, if it is yours, use the profile that created it)"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    client.close();
+    profile.set_account(Account {
+        handle: handle.to_string(),
+        server: server.to_owned(),
+        pin: pin.unwrap_or_default(),
+    })?;
+    Ok(())
+}
+
+fn print_call_error(e: &CallError) -> u8 {
+    eprintln!("sotto: {}", one_line(e));
+    exit_for_error(e)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let dir = cli.profile.unwrap_or_else(default_profile);
-    let mut profile =
-        Profile::open(&dir).with_context(|| format!("opening profile {}", dir.display()))?;
+    let mut profile = Profile::open(&dir).map_err(|e| {
+        anyhow!(
+            "cannot open the profile in {} ({}): pass --profile DIR with a directory you can write",
+            dir.display(),
+            one_line(&e)
+        )
+    })?;
+    init_logging(&dir);
     match cli.command {
         Command::Account {
             command:
@@ -396,13 +600,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     pin,
                 },
         } => {
-            let handle = Handle::parse(&handle)?;
-            let _: Pin = pin.parse()?;
-            profile.set_account(Account {
-                handle: handle.to_string(),
-                server: server.clone(),
-                pin,
-            })?;
+            let handle = parse_handle(&handle)?;
+            create_account(&mut profile, &handle, &server, pin).await?;
             let ep = endpoint(profile).await?;
             println!(
                 "{} is yours on {server} (device {:08x}, profile {})",
@@ -418,18 +617,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             media,
         } => {
             let opts = options(&media, video)?;
-            let to = Handle::parse(&handle)?;
+            let to = parse_handle(&handle)?;
             let mut ep = endpoint(profile).await?;
             eprintln!("calling {to}…");
             match with_status(opts, |o| async move { ep.call(&to, &o).await }).await {
                 Ok(r) => {
                     print_report(&r);
+                    write_report(media.report_json.as_deref(), &r)?;
                     Ok(exit_for_end(&r))
                 }
-                Err(e) => {
-                    eprintln!("\n{e}");
-                    Ok(exit_for_error(&e))
-                }
+                Err(e) => Ok(print_call_error(&e)),
             }
         }
         Command::Listen {
@@ -441,8 +638,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let opts = options(&media, video)?;
             // Find out now, not when someone calls, that a device is missing.
             if let Err(e) = sotto_client::call::check_devices(&opts) {
-                eprintln!("sotto: {e}");
-                return Ok(exit_for_error(&e));
+                return Ok(print_call_error(&e));
             }
             let mut ep = endpoint(profile).await?;
             eprintln!("{} listening for calls (Ctrl-C to stop)…", ep.handle);
@@ -475,12 +671,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 let code = match result {
                     Ok(r) => {
                         print_report(&r);
+                        write_report(media.report_json.as_deref(), &r)?;
                         exit_for_end(&r)
                     }
-                    Err(e) => {
-                        eprintln!("\n{e}");
-                        exit_for_error(&e)
-                    }
+                    Err(e) => print_call_error(&e),
                 };
                 if once {
                     return Ok(code);
@@ -512,7 +706,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Contacts {
             command: Some(ContactsCommand::Verify { handle }),
         } => {
-            let h = Handle::parse(&handle)?;
+            let h = parse_handle(&handle)?;
             let mut ep = endpoint(profile).await?;
             ep.verify_contact(&h).await?;
             println!("{h} verified: its current identity key is trusted");
@@ -521,26 +715,91 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// The log file in a profile, and the size at which it starts over.
+const LOG_FILE: &str = "sotto.log";
+const LOG_MAX_BYTES: u64 = 8 << 20;
+
+/// Library log lines go to `<profile>/sotto.log`, never into the status line on stderr,
+/// unless `RUST_LOG` asks for them (then to stderr, filtered by it).
+fn init_logging(profile: &Path) {
+    use tracing_subscriber::EnvFilter;
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
+    let path = profile.join(LOG_FILE);
+    let too_big = std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_MAX_BYTES);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(!too_big)
+        .write(true)
+        .truncate(too_big)
+        .open(&path);
+    // No log file (a read-only profile): log lines are dropped rather than shown.
+    if let Ok(file) = file {
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("warn"))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
+}
+
+/// A command-line mistake as one line that says where to look, e.g. `sotto: invalid value
+/// 'x' for '--bind <ADDR>': invalid IP address syntax; see `sotto call --help``.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::CommandFactory;
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    // The subcommand the mistake is in, from the words given (options skipped).
+    let mut command = vec!["sotto".to_owned()];
+    let mut cmd = Cli::command();
+    for word in std::env::args().skip(1) {
+        let Some(sub) = cmd.find_subcommand(&word).cloned() else {
+            continue;
+        };
+        command.push(word);
+        cmd = sub;
+    }
+    format!("{first}; see `{} --help`", command.join(" "))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            }
+            eprintln!("sotto: {}", usage_error(&e));
+            return ExitCode::from(1);
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sotto: cannot start the runtime: {e}");
+            eprintln!("sotto: cannot start ({e}): check the system's limits on threads and files");
             return ExitCode::from(1);
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("sotto: {e:#}");
+            eprintln!("sotto: {}", one_line(e.as_ref()));
             ExitCode::from(1)
         }
     }

@@ -8,12 +8,15 @@ use std::{
 
 use sotto_signaling::server::{ServerConfig, start};
 
+/// `sotto --profile <profile> args…`; calls and listeners send media on loopback only
+/// (`--bind 127.0.0.1`), never to this machine's other addresses.
 fn sotto(profile: &std::path::Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env("RUST_LOG", "error");
+    c.arg("--profile").arg(profile).args(args);
+    if matches!(args.first(), Some(&"call" | &"listen")) {
+        c.args(["--bind", "127.0.0.1"]);
+    }
+    c.env("RUST_LOG", "error");
     c
 }
 
@@ -107,7 +110,7 @@ async fn cli_call_between_two_profiles() {
     assert_eq!(bob.status.code(), Some(0), "{}", text(&bob));
     for o in [&alice, &bob] {
         let t = text(o);
-        assert!(t.contains("call ended: HungUp"), "{t}");
+        assert!(t.contains("call ended: hung up"), "{t}");
         assert!(t.contains("verification code"), "{t}");
         assert!(t.contains("● in call"), "a live status line was shown: {t}");
         assert!(t.contains("safety number"), "{t}");

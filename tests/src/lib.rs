@@ -10,6 +10,7 @@ use ed25519_dalek::SigningKey;
 use sotto_client::{
     call::{CallOptions, CallReport, Endpoint},
     signaling::{Incoming, Pin, SignalingClient},
+    transport::TransportConfig,
 };
 use sotto_proto::EndReason;
 use sotto_proto::{DeviceId, Handle, Response};
@@ -18,10 +19,13 @@ use sotto_signaling::{
     storage::Storage,
 };
 
-/// Call options for tests: media on loopback only (the machine's other addresses are not
-/// ours to send to), capture stamps on so latency and picture ids can be checked.
+/// Call options for tests: media on 127.0.0.1 only, and capture stamps on so latency and
+/// picture ids can be checked. Every test call starts from these (or pins
+/// [`TransportConfig::loopback`] itself): a test must never gather candidates on, and so
+/// send to, this machine's other addresses (`tests/tests/loopback_only.rs` checks).
 pub fn loopback() -> CallOptions {
     CallOptions {
+        transport: TransportConfig::loopback(),
         stamps: true,
         ..CallOptions::default()
     }

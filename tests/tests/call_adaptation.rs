@@ -11,7 +11,7 @@ use sotto_client::{
     transport::TransportConfig,
 };
 use sotto_media::synth::AudioSignal;
-use sotto_tests::{check_call, h, pair, server};
+use sotto_tests::{check_call, h, loopback, pair, server};
 
 const VIDEO: VideoOptions = VideoOptions {
     width: 384,
@@ -38,7 +38,7 @@ async fn call(alice_opts: CallOptions, bob_opts: CallOptions) -> (CallReport, Ca
 fn caller(secs: u64) -> CallOptions {
     CallOptions {
         duration: Some(Duration::from_secs(secs)),
-        ..CallOptions::default()
+        ..loopback()
     }
 }
 
@@ -47,7 +47,7 @@ fn callee() -> CallOptions {
     CallOptions {
         duration: None,
         audio: AudioSignal::Tone { hz: 660.0 },
-        ..CallOptions::default()
+        ..loopback()
     }
 }
 
@@ -164,11 +164,11 @@ async fn opus_bitrate_follows_the_send_side_estimate() {
     let bob_opts = CallOptions {
         transport: TransportConfig {
             test_inbound_loss: 0.4,
-            ..TransportConfig::default()
+            ..TransportConfig::loopback()
         },
         ..callee()
     };
-    let initial = u64::from(TransportConfig::default().initial_bitrate);
+    let initial = u64::from(TransportConfig::loopback().initial_bitrate);
     let (a, b) = call(caller(5), bob_opts).await;
     eprintln!(
         "alice (lossy path): estimate {:?} after {} updates, opus {} (min {}); bob (clean): estimate {:?} after {} updates, opus {}",
@@ -209,7 +209,7 @@ async fn light_loss_is_repaired_by_nack_and_rtx() {
         video: Some(VIDEO),
         transport: TransportConfig {
             test_inbound_loss: 0.05,
-            ..TransportConfig::default()
+            ..TransportConfig::loopback()
         },
         ..callee()
     };

@@ -9,12 +9,12 @@ use sotto_client::{
     profile::{Profile, ProfileError},
 };
 use sotto_proto::EndReason;
-use sotto_tests::{h, key_for, server};
+use sotto_tests::{h, key_for, loopback, server};
 
 fn short() -> CallOptions {
     CallOptions {
         duration: Some(Duration::from_millis(800)),
-        ..CallOptions::default()
+        ..loopback()
     }
 }
 
@@ -45,7 +45,7 @@ async fn changed_identity_key_is_refused_until_verified() {
         bob.answer(
             &CallOptions {
                 duration: None,
-                ..CallOptions::default()
+                ..loopback()
             },
             Duration::from_secs(10),
         )
@@ -114,7 +114,7 @@ async fn changed_identity_key_is_refused_until_verified() {
         bob.answer(
             &CallOptions {
                 duration: None,
-                ..CallOptions::default()
+                ..loopback()
             },
             Duration::from_secs(10),
         )

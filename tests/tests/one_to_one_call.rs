@@ -6,7 +6,7 @@ use std::time::Duration;
 use sotto_client::call::{CallOptions, Endpoint, VideoOptions};
 use sotto_media::synth::AudioSignal;
 use sotto_proto::EndReason;
-use sotto_tests::{check_call as check, h, key_for, pair, server};
+use sotto_tests::{check_call as check, h, key_for, loopback, pair, server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthetic_audio_and_video_call_both_ways_for_five_seconds() {
@@ -29,13 +29,13 @@ async fn synthetic_audio_and_video_call_both_ways_for_five_seconds() {
         duration: None,
         audio: AudioSignal::Tone { hz: 660.0 },
         video,
-        ..CallOptions::default()
+        ..loopback()
     };
     let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
     let alice_opts = CallOptions {
         duration: Some(Duration::from_secs(5)),
         video,
-        ..CallOptions::default()
+        ..loopback()
     };
     let a = alice
         .call(&h("@bob"), &alice_opts)
@@ -61,7 +61,7 @@ async fn callee_hangs_up_and_both_sides_stop() {
     let (mut alice, mut bob) = pair(&s).await;
     let bob_opts = CallOptions {
         duration: Some(Duration::from_secs(2)),
-        ..CallOptions::default()
+        ..loopback()
     };
     let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
     let a = alice
@@ -69,7 +69,7 @@ async fn callee_hangs_up_and_both_sides_stop() {
             &h("@bob"),
             &CallOptions {
                 duration: None,
-                ..CallOptions::default()
+                ..loopback()
             },
         )
         .await
@@ -93,10 +93,7 @@ async fn declined_call_ends_without_media() {
         let (call, _) = bob.next_call(Duration::from_secs(10)).await.expect("rings");
         bob.decline(call).await.expect("decline");
     });
-    let a = alice
-        .call(&h("@bob"), &CallOptions::default())
-        .await
-        .expect("call");
+    let a = alice.call(&h("@bob"), &loopback()).await.expect("call");
     callee.await.expect("join");
     assert_eq!(a.ended, Some(EndReason::Declined));
     assert_eq!((a.audio_sent, a.audio_played), (0, 0));
@@ -107,10 +104,7 @@ async fn unanswered_call_times_out_and_busy_callee_is_refused() {
     let s = server(|c| c.core.ring_timeout = Duration::from_millis(800)).await;
     let (mut alice, mut bob) = pair(&s).await;
     // Nobody answers: the ring timeout ends it.
-    let a = alice
-        .call(&h("@bob"), &CallOptions::default())
-        .await
-        .expect("call");
+    let a = alice.call(&h("@bob"), &loopback()).await.expect("call");
     assert_eq!(a.ended, Some(EndReason::Timeout));
     // Bob in a call with Carol: Alice gets Busy.
     let mut carol = Endpoint::connect(s.running.addr, &s.pin, h("@carol"), key_for("@carol"), 1)
@@ -120,7 +114,7 @@ async fn unanswered_call_times_out_and_busy_callee_is_refused() {
         bob.answer(
             &CallOptions {
                 duration: None,
-                ..CallOptions::default()
+                ..loopback()
             },
             Duration::from_secs(10),
         )
@@ -132,13 +126,13 @@ async fn unanswered_call_times_out_and_busy_callee_is_refused() {
                 &h("@bob"),
                 &CallOptions {
                     duration: Some(Duration::from_secs(2)),
-                    ..CallOptions::default()
+                    ..loopback()
                 },
             )
             .await
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let busy = alice.call(&h("@bob"), &CallOptions::default()).await;
+    let busy = alice.call(&h("@bob"), &loopback()).await;
     assert!(
         matches!(&busy, Err(sotto_client::call::CallError::Signaling(sotto_client::signaling::ClientError::Server(e))) if e.code == sotto_proto::ErrorCode::Busy),
         "{busy:?}"
@@ -154,7 +148,7 @@ async fn wrong_mls_state_receives_packets_but_decodes_nothing() {
     let bob_opts = CallOptions {
         duration: None,
         test_wrong_keys: true,
-        ..CallOptions::default()
+        ..loopback()
     };
     let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
     let a = alice
@@ -162,7 +156,7 @@ async fn wrong_mls_state_receives_packets_but_decodes_nothing() {
             &h("@bob"),
             &CallOptions {
                 duration: Some(Duration::from_secs(2)),
-                ..CallOptions::default()
+                ..loopback()
             },
         )
         .await

@@ -45,7 +45,7 @@ async fn connect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sframe_packets_flow_both_ways_with_extensions() {
-    let cfg = TransportConfig::default();
+    let cfg = TransportConfig::loopback();
     let (a, mut a_rx) = Transport::new(&cfg, true, 0x1000).await.expect("a");
     let (b, mut b_rx) = Transport::new(&cfg, true, 0x2000).await.expect("b");
     connect(&a, &mut a_rx, &b, &mut b_rx).await;

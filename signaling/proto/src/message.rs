@@ -510,7 +510,7 @@ pub enum Response {
 
 /// Why a request failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code:?}: {message}")]
+#[error("{message}")]
 pub struct ErrorBody {
     /// Machine-readable.
     pub code: ErrorCode,
