@@ -103,6 +103,6 @@ async fn a_wrong_certificate_pin_is_refused() {
     let r = sotto_client::signaling::SignalingClient::connect(s.running.addr, &wrong).await;
     assert!(matches!(
         r,
-        Err(sotto_client::signaling::ClientError::Connect { .. })
+        Err(sotto_client::signaling::ClientError::WrongCertificate { .. })
     ));
 }
