@@ -622,6 +622,19 @@ impl Endpoint {
         Ok(handle)
     }
 
+    /// Relays WebRTC negotiation to the peer. A call that has just ended makes the server
+    /// answer `NotFound`: nothing is lost by dropping the signal, and the `CallEnded`
+    /// event (already on its way, in order before that answer) says how it ended.
+    async fn relay(&mut self, call: CallId, signal: RtcSignal) -> Result<(), CallError> {
+        match self.signaling.request(Request::Relay { call, signal }).await {
+            Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => {
+                tracing::debug!(%call, "not relaying for a call that ended");
+                Ok(())
+            }
+            r => r.map(|_| ()).map_err(CallError::from),
+        }
+    }
+
     /// Refuses a call whose keys did not check out: the peer hears
     /// [`EndReason::KeyMismatch`], and `e` is returned.
     async fn refuse_keys(&mut self, call: CallId, e: CallError) -> CallError {
@@ -669,12 +682,7 @@ impl Endpoint {
         )
         .await?;
         let offer = transport.create_offer().await?;
-        self.signaling
-            .request(Request::Relay {
-                call,
-                signal: RtcSignal::Offer(offer),
-            })
-            .await?;
+        self.relay(call, RtcSignal::Offer(offer)).await?;
 
         let package = match self
             .signaling
@@ -848,12 +856,7 @@ impl Endpoint {
                 }) if c == call => match signal {
                     RtcSignal::Offer(sdp) => {
                         let answer = transport.accept_offer(sdp).await?;
-                        self.signaling
-                            .request(Request::Relay {
-                                call,
-                                signal: RtcSignal::Answer(answer),
-                            })
-                            .await?;
+                        self.relay(call, RtcSignal::Answer(answer)).await?;
                         answered = true;
                     }
                     RtcSignal::Candidate { candidate, mid } => {
@@ -1182,7 +1185,7 @@ impl Endpoint {
                     let Some(ev) = ev else { break };
                     match ev {
                         TransportEvent::Signal(signal) => {
-                            self.signaling.request(Request::Relay { call, signal }).await?;
+                            self.relay(call, signal).await?;
                         }
                         TransportEvent::State(RTCPeerConnectionState::Connected) if !connected => {
                             connected = true;
