@@ -544,7 +544,9 @@ impl Endpoint {
             .await?
         {
             Response::Identity { identity_key, .. } => Ok(identity_key),
-            other => Err(CallError::Setup(format!("lookup answered {other:?}"))),
+            _ => Err(CallError::Setup(
+                "the server answered a directory lookup oddly".into(),
+            )),
         }
     }
 
@@ -626,7 +628,11 @@ impl Endpoint {
     /// answer `NotFound`: nothing is lost by dropping the signal, and the `CallEnded`
     /// event (already on its way, in order before that answer) says how it ended.
     async fn relay(&mut self, call: CallId, signal: RtcSignal) -> Result<(), CallError> {
-        match self.signaling.request(Request::Relay { call, signal }).await {
+        match self
+            .signaling
+            .request(Request::Relay { call, signal })
+            .await
+        {
             Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => {
                 tracing::debug!(%call, "not relaying for a call that ended");
                 Ok(())

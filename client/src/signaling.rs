@@ -191,6 +191,15 @@ fn refusal(e: &ErrorBody) -> String {
         ErrorCode::Internal => {
             format!("the server failed and changed nothing ({m}): try again later")
         }
+        ErrorCode::QueueFull => m.clone(),
+        ErrorCode::InvalidKeyPackage
+        | ErrorCode::InvalidCommit
+        | ErrorCode::NotAMember
+        | ErrorCode::GroupIdNotYours
+        | ErrorCode::ClaimMismatch
+        | ErrorCode::UnknownKeyPackage => format!(
+            "the server refused this device's encryption state ({m}): update sotto, and if it happens again report it with the log"
+        ),
         // Malformed, TooLarge, InvalidState, and codes newer than this client.
         _ => format!(
             "the server refused the request ({m}): try again, and if it happens again report it with the log"
@@ -409,9 +418,9 @@ impl SignalingClient {
         device: DeviceId,
     ) -> Result<Response, ClientError> {
         let Response::Challenge { nonce } = challenge else {
-            return Err(ClientError::Protocol(format!(
-                "expected a challenge, got {challenge:?}"
-            )));
+            return Err(ClientError::Protocol(
+                "the server answered a login without a challenge".into(),
+            ));
         };
         let signature = identity.sign(&login_transcript(&nonce, handle, device));
         self.request(Request::Prove {
