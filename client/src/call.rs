@@ -731,15 +731,7 @@ impl Endpoint {
         let commit = group.add(&self.mls, &[package])?;
         match self
             .signaling
-            .request(Request::Commit {
-                group: call.0.to_vec(),
-                epoch: commit.epoch,
-                commit: commit.commit.clone(),
-                welcome: commit.welcome.clone(),
-                group_info: commit.group_info.clone(),
-                added: vec![],
-                removed: vec![],
-            })
+            .request(commit.into_request(call.0.to_vec()))
             .await
         {
             Ok(_) => {
@@ -1383,15 +1375,7 @@ impl Endpoint {
                 () = sleep_until(rekey_at), if !hung_up => {
                     rekey_at = opts.rekey_every.map(|d| tokio::time::Instant::now() + d);
                     let commit = group.update(&self.mls)?;
-                    let sent = self.signaling.request(Request::Commit {
-                        group: call.0.to_vec(),
-                        epoch: commit.epoch,
-                        commit: commit.commit,
-                        welcome: None,
-                        group_info: commit.group_info,
-                        added: vec![],
-                        removed: vec![],
-                    }).await;
+                    let sent = self.signaling.request(commit.into_request(call.0.to_vec())).await;
                     match sent {
                         Ok(_) => {
                             group.merge_pending(&self.mls)?;

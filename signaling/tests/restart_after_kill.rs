@@ -127,7 +127,7 @@ async fn state_survives_sigkill() {
     let add = group.add(&alice_mls, &[package]).expect("add");
     let welcome = add.welcome.clone().expect("welcome");
     alice
-        .request(commit_request(room.0.to_vec(), add))
+        .request(add.into_request(room.0.to_vec()))
         .await
         .expect("commit");
     group.merge_pending(&alice_mls).expect("merge");
@@ -178,7 +178,7 @@ async fn state_survives_sigkill() {
     assert!(format!("{stale:?}").contains("StaleEpoch"), "{stale:?}");
     let update = group.update(&alice_mls).expect("update");
     assert!(matches!(
-        alice.request(commit_request(room.0.to_vec(), update)).await,
+        alice.request(update.into_request(room.0.to_vec())).await,
         Ok(Response::CommitAccepted { epoch: 2, .. })
     ));
     // Bob's queued messages arrive, in order.
@@ -206,16 +206,4 @@ async fn state_survives_sigkill() {
 
     second.child.kill().expect("kill");
     second.child.wait().expect("reaped");
-}
-
-fn commit_request(group: Vec<u8>, c: sotto_client::mls::Commit) -> Request {
-    Request::Commit {
-        group,
-        epoch: c.epoch,
-        commit: c.commit,
-        welcome: c.welcome,
-        group_info: c.group_info,
-        added: vec![],
-        removed: vec![],
-    }
 }

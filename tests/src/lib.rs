@@ -362,15 +362,7 @@ impl Member {
         let r = self
             .user
             .client
-            .request(sotto_proto::Request::Commit {
-                group: group.group_id().to_vec(),
-                epoch: commit.epoch,
-                commit: commit.commit,
-                welcome: commit.welcome,
-                group_info: commit.group_info,
-                added: vec![],
-                removed: vec![],
-            })
+            .request(commit.into_request(group.group_id().to_vec()))
             .await;
         match &r {
             Ok(_) => {

@@ -24,6 +24,22 @@ pub struct Commit {
     pub epoch: u64,
 }
 
+impl Commit {
+    /// The delivery-service request that sends this commit to `group`, with no claims:
+    /// the server computes whom it adds and removes.
+    pub fn into_request(self, group: Vec<u8>) -> sotto_proto::Request {
+        sotto_proto::Request::Commit {
+            group,
+            epoch: self.epoch,
+            commit: self.commit,
+            welcome: self.welcome,
+            group_info: self.group_info,
+            added: vec![],
+            removed: vec![],
+        }
+    }
+}
+
 /// A handshake message from another member, validated but not yet applied: the caller
 /// checks the credentials it brings in ([`Self::new_credentials`]) before
 /// [`CallGroup::apply`].

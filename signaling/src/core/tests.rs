@@ -418,11 +418,11 @@ fn epoch_fencing_accepts_one_commit_per_epoch() {
     let bobs = bob_group.update(&bob_mls).expect("bob's commit");
     let alices = alice_group.update(&alice_mls).expect("alice's commit");
     assert!(matches!(
-        w.req(bob, commit_request(&bob_group, bobs)),
+        w.req(bob, bobs.into_request(bob_group.group_id().to_vec())),
         Ok(Response::CommitAccepted { epoch: 2, .. })
     ));
     assert_eq!(
-        code(w.req(alice, commit_request(&alice_group, alices))),
+        code(w.req(alice, alices.into_request(alice_group.group_id().to_vec()))),
         ErrorCode::StaleEpoch { current: 2 }
     );
 }
@@ -441,7 +441,8 @@ fn offline_device_gets_stored_messages_in_order_at_login() {
     for _ in 1..=3 {
         let c = group.update(&alice_mls).expect("update");
         sent.push(c.commit.clone());
-        w.req(alice, commit_request(&group, c)).expect("commit");
+        w.req(alice, c.into_request(group.group_id().to_vec()))
+            .expect("commit");
         group.merge_pending(&alice_mls).expect("merge");
     }
     // Log in on a fresh connection to see the deliveries.
@@ -562,7 +563,7 @@ fn a_full_device_queue_refuses_the_message_for_everyone_with_a_typed_error() {
     w.drain(carol);
     // Bob's queue is full: the next commit is refused, for everyone, and the epoch stays.
     let c = group.update(&alice_mls).expect("update");
-    let r = w.req(alice, commit_request(&group, c));
+    let r = w.req(alice, c.into_request(group.group_id().to_vec()));
     assert_eq!(code(r), ErrorCode::QueueFull);
     group.discard_pending(&alice_mls).expect("discard");
     assert_eq!(
@@ -583,18 +584,6 @@ fn join(mls: &MlsDevice, welcome: &[u8]) -> CallGroup {
         .expect("welcome")
         .join(mls)
         .expect("join")
-}
-
-fn commit_request(group: &CallGroup, c: sotto_client::mls::Commit) -> Request {
-    Request::Commit {
-        group: group.group_id().to_vec(),
-        epoch: c.epoch,
-        commit: c.commit,
-        welcome: c.welcome,
-        group_info: c.group_info,
-        added: vec![],
-        removed: vec![],
-    }
 }
 
 impl World {
@@ -660,7 +649,7 @@ impl World {
             kps.push(package);
         }
         let c = group.add(mls, &kps).expect("add");
-        let r = self.req(sid, commit_request(group, c));
+        let r = self.req(sid, c.into_request(group.group_id().to_vec()));
         if r.is_ok() {
             group.merge_pending(mls).expect("merge");
         } else {
