@@ -1468,7 +1468,6 @@ struct VideoState {
     ts: u32,
     pbuf: Vec<u8>,
     wire: Vec<u8>,
-    plain: Vec<u8>,
     decode_tx: std::sync::mpsc::SyncSender<(Vec<u8>, Option<Stamp>)>,
     control: Arc<VideoControl>,
     /// Where the next frame should start if none was lost.
@@ -1534,7 +1533,6 @@ impl VideoState {
                 ts: 0,
                 pbuf: Vec::new(),
                 wire: Vec::new(),
-                plain: Vec::new(),
                 decode_tx,
                 control: Arc::new(VideoControl::default()),
                 next_seq: None,
@@ -1558,14 +1556,15 @@ impl VideoState {
         now: Instant,
     ) -> bool {
         let mut pli = false;
-        for frame in frames {
+        for mut frame in frames {
             // A frame lost in between breaks the prediction chain.
             if self.next_seq.is_some_and(|n| frame.first_seq != n) {
                 self.need_keyframe = true;
             }
             self.next_seq = Some(frame.last_seq + 1);
-            let h264 = match keys.decrypt(&frame.frame, b"", &mut self.plain, now) {
-                Ok(_) => payload::decode(&self.plain).ok(),
+            // The reassembled frame is ours: decrypt it where it lies (no copy).
+            let h264 = match keys.decrypt_in_place(&mut frame.frame, b"", now) {
+                Ok((_, range)) => payload::decode(&frame.frame[range]).ok(),
                 Err(e) => {
                     *report
                         .decrypt_failures

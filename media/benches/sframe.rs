@@ -121,6 +121,27 @@ fn bench(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        // The same, in the frame's own buffer (what a receiver that owns the reassembled
+        // frame does): no copy.
+        let mut dk = DecryptKey::derive(suite, KID, &BASE_KEY).expect("derive");
+        let mut k = 0u64;
+        g.bench_function("sframe_decrypt_in_place", |b| {
+            b.iter_batched_ref(
+                || {
+                    k += 1;
+                    let mut f = Vec::with_capacity(size + 64);
+                    ek.encrypt_into(k, b"", &payload, &mut f).expect("encrypt");
+                    f
+                },
+                |frame| {
+                    dk.decrypt_in_place(frame.as_mut_slice(), b"")
+                        .expect("decrypt")
+                        .1
+                        .len()
+                },
+                BatchSize::SmallInput,
+            )
+        });
         // ring opens `ciphertext || tag` in one buffer.
         let mut ring_sealed = payload.clone();
         let tag = ring

@@ -77,6 +77,16 @@ impl CallKeys {
         self.rx.decrypt(frame, metadata, out, now)
     }
 
+    /// Like [`Self::decrypt`], in the frame's own buffer: the plaintext is `frame[range]`.
+    pub fn decrypt_in_place(
+        &mut self,
+        frame: &mut [u8],
+        metadata: &[u8],
+        now: Instant,
+    ) -> Result<(ReceivedFrame, std::ops::Range<usize>), DecryptError> {
+        self.rx.decrypt_in_place(frame, metadata, now)
+    }
+
     /// When [`Self::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.rx.poll_timeout()

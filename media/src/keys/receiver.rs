@@ -175,6 +175,35 @@ impl ReceiverKeys {
         now: Instant,
     ) -> Result<ReceivedFrame, DecryptError> {
         out.clear();
+        let (key, from) = self.key_for(frame, now)?;
+        let got = key
+            .decrypt_into(frame, metadata, out)
+            .map_err(|e| from.rejected(e))?;
+        Ok(from.received(got.ctr))
+    }
+
+    /// Like [`Self::decrypt`], in `frame`'s own buffer (no copy): the plaintext is
+    /// `frame[range]`. For receivers that own the reassembled frame.
+    pub fn decrypt_in_place(
+        &mut self,
+        frame: &mut [u8],
+        metadata: &[u8],
+        now: Instant,
+    ) -> Result<(ReceivedFrame, std::ops::Range<usize>), DecryptError> {
+        let (key, from) = self.key_for(frame, now)?;
+        let (got, range) = key
+            .decrypt_in_place(frame, metadata)
+            .map_err(|e| from.rejected(e))?;
+        Ok((from.received(got.ctr), range))
+    }
+
+    /// The key for `frame`'s KID (derived on first use) and who the KID says sent it,
+    /// after checking the KID's epoch is held and its sender is a member.
+    fn key_for(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(&mut DecryptKey, Claimed), DecryptError> {
         self.handle_timeout(now);
         let reject = |sender, kid, reason| DecryptError {
             sender,
@@ -199,6 +228,7 @@ impl ReceiverKeys {
             .parse(kid)
             .map_err(|_| reject(None, Some(kid), RejectReason::UnknownKid))?;
         let sender = Some(parts.sender_index);
+        let missing = self.classify_missing_epoch(parts.epoch_bits);
 
         let slot = if parts.epoch_bits == self.config.layout.epoch_tag(self.epoch()) {
             &mut self.current
@@ -209,13 +239,7 @@ impl ReceiverKeys {
                 {
                     slot
                 }
-                _ => {
-                    return Err(reject(
-                        sender,
-                        Some(kid),
-                        self.classify_missing_epoch(parts.epoch_bits),
-                    ));
-                }
+                _ => return Err(reject(sender, Some(kid), missing)),
             }
         };
         let epoch = slot.keys.epoch();
@@ -232,20 +256,15 @@ impl ReceiverKeys {
                 v.insert(key)
             }
         };
-        let got = key.decrypt_into(frame, metadata, out).map_err(|e| {
-            let reason = match e {
-                SframeError::Replay { ctr } => RejectReason::Replay { ctr },
-                SframeError::Malformed(_) => RejectReason::Malformed,
-                _ => RejectReason::AuthenticationFailed,
-            };
-            reject(sender, Some(kid), reason)
-        })?;
-        Ok(ReceivedFrame {
-            sender: parts.sender_index,
-            context: parts.context,
-            epoch,
-            ctr: got.ctr,
-        })
+        Ok((
+            key,
+            Claimed {
+                sender: parts.sender_index,
+                context: parts.context,
+                epoch,
+                kid,
+            },
+        ))
     }
 
     /// A KID whose epoch bits match neither held epoch: expired if it names an epoch we
@@ -268,6 +287,39 @@ impl ReceiverKeys {
                 RejectReason::EpochExpired { epoch }
             }
             _ => RejectReason::UnknownKid,
+        }
+    }
+}
+
+/// Who a frame's KID says sent it, before the frame authenticated.
+#[derive(Clone, Copy)]
+struct Claimed {
+    sender: u32,
+    context: ContextId,
+    epoch: u64,
+    kid: u64,
+}
+
+impl Claimed {
+    fn rejected(self, e: SframeError) -> DecryptError {
+        let reason = match e {
+            SframeError::Replay { ctr } => RejectReason::Replay { ctr },
+            SframeError::Malformed(_) => RejectReason::Malformed,
+            _ => RejectReason::AuthenticationFailed,
+        };
+        DecryptError {
+            sender: Some(self.sender),
+            kid: Some(self.kid),
+            reason,
+        }
+    }
+
+    fn received(self, ctr: u64) -> ReceivedFrame {
+        ReceivedFrame {
+            sender: self.sender,
+            context: self.context,
+            epoch: self.epoch,
+            ctr,
         }
     }
 }

@@ -287,6 +287,42 @@ impl DecryptKey {
         out: &mut Vec<u8>,
     ) -> Result<DecryptedFrame, SframeError> {
         out.clear();
+        let (header, hlen) = self.parse(frame)?;
+        out.extend_from_slice(&frame[hlen..]);
+        let got = self.open(&frame[..hlen], header, out.as_mut_slice(), metadata);
+        match got {
+            Ok(got) => {
+                out.truncate(frame.len() - hlen - self.tag_len());
+                Ok(got)
+            }
+            Err(e) => {
+                out.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Authenticates and decrypts `frame` (header included) where it lies, for a receiver
+    /// that owns the buffer: it saves the copy [`Self::decrypt_into`] makes (ring opens only
+    /// in place). On success the plaintext is `frame[range]`; on error the body is garbage.
+    pub fn decrypt_in_place(
+        &mut self,
+        frame: &mut [u8],
+        metadata: &[u8],
+    ) -> Result<(DecryptedFrame, std::ops::Range<usize>), SframeError> {
+        let (header, hlen) = self.parse(frame)?;
+        let end = frame.len() - self.tag_len();
+        let (head, body) = frame.split_at_mut(hlen);
+        let got = self.open(head, header, body, metadata)?;
+        Ok((got, hlen..end))
+    }
+
+    fn tag_len(&self) -> usize {
+        self.inner.cipher_suite().auth_tag_len()
+    }
+
+    /// Parses the header and checks the frame is for this key and long enough.
+    fn parse(&self, frame: &[u8]) -> Result<(SframeHeader, usize), SframeError> {
         let (header, hlen) = SframeHeader::parse(frame)?;
         if header.kid != self.kid() {
             return Err(SframeError::WrongKid {
@@ -294,29 +330,33 @@ impl DecryptKey {
                 got: header.kid,
             });
         }
-        let body = &frame[hlen..];
-        let tag_len = self.inner.cipher_suite().auth_tag_len();
-        if body.len() < tag_len {
+        if frame.len() - hlen < self.tag_len() {
             return Err(SframeError::AuthenticationFailed);
         }
-        // Screen for replay before decrypting; record only once the frame authenticated.
+        Ok((header, hlen))
+    }
+
+    /// Screens for replay, opens `body` (ciphertext ‖ tag) in place under the AAD of
+    /// `head` and `metadata`, and records the counter only once the frame authenticated.
+    fn open(
+        &mut self,
+        head: &[u8],
+        header: SframeHeader,
+        body: &mut [u8],
+        metadata: &[u8],
+    ) -> Result<DecryptedFrame, SframeError> {
         let crate_header = sframe::header::SframeHeader::new(header.kid, header.ctr);
         let token = self
             .replay
             .screen(UnvalidatedFrame::new(&crate_header, metadata))
             .map_err(|_| SframeError::Replay { ctr: header.ctr })?;
-        let mut aad = Aad::new(&frame[..hlen], metadata);
-        out.extend_from_slice(body);
+        let mut aad = Aad::new(head, metadata);
         let view = DecryptionBufferView {
             aad: aad.as_mut(),
-            data: out.as_mut_slice(),
+            data: body,
         };
-        if let Err(e) = self.inner.decrypt(view, header.ctr) {
-            out.clear();
-            return Err(e.into());
-        }
+        self.inner.decrypt(view, header.ctr)?;
         self.replay.record(token);
-        out.truncate(body.len() - tag_len);
         Ok(DecryptedFrame {
             kid: header.kid,
             ctr: header.ctr,
@@ -393,6 +433,39 @@ mod tests {
             dk.decrypt_into(&wire, b"", &mut out),
             Err(SframeError::Replay { ctr: 1000 })
         ));
+    }
+
+    #[test]
+    fn in_place_decryption_agrees_with_decrypt_into_and_rejects_the_same_forgeries() {
+        for suite in CipherSuite::ALL {
+            let base = vec![4u8; suite.key_len()];
+            let ek = EncryptKey::derive(suite, 9, &base).expect("derive");
+            let mut dk = DecryptKey::derive(suite, 9, &base).expect("derive");
+            let mut wire = Vec::new();
+            ek.encrypt_into(7, b"meta", b"a frame of media", &mut wire)
+                .expect("encrypt");
+            for i in 0..wire.len() {
+                let mut bad = wire.clone();
+                bad[i] ^= 0x10;
+                assert!(
+                    dk.decrypt_in_place(&mut bad, b"meta").is_err(),
+                    "{suite:?}: flip at {i}"
+                );
+            }
+            let mut frame = wire.clone();
+            assert!(
+                dk.decrypt_in_place(&mut frame, b"other").is_err(),
+                "metadata is AAD"
+            );
+            let mut frame = wire.clone();
+            let (got, range) = dk.decrypt_in_place(&mut frame, b"meta").expect("authentic");
+            assert_eq!((got.ctr, &frame[range]), (7, &b"a frame of media"[..]));
+            let mut again = wire.clone();
+            assert!(matches!(
+                dk.decrypt_in_place(&mut again, b"meta"),
+                Err(SframeError::Replay { ctr: 7 })
+            ));
+        }
     }
 
     #[test]
