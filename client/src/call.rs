@@ -304,6 +304,9 @@ pub struct CallReport {
     pub retransmissions_received: u64,
     /// Lowest Opus target bitrate used during the call.
     pub audio_bitrate_min: u32,
+    /// Times we rejoined the call's group by external commit after a commit we could not
+    /// process.
+    pub rejoins: u64,
     /// The video encoder's target bitrate at the end.
     pub video_bitrate: u32,
 }
@@ -328,6 +331,16 @@ pub struct Endpoint {
 /// One-use KeyPackages a device keeps on the server; the server says when claims have
 /// taken it below its low-water mark, and the device tops it up to this again.
 pub const KEY_PACKAGE_TARGET: usize = 16;
+
+/// What handling one of the call group's handshake messages did.
+enum Handshake {
+    /// It was applied to the group.
+    Applied(GroupEvent),
+    /// It did not apply (stale, or not for this epoch) and changed nothing.
+    Ignored,
+    /// It could not be processed, so we rejoined the group: a new epoch, maybe a new leaf.
+    Rejoined,
+}
 
 /// What a wait in the endpoint produced.
 enum Arrival {
@@ -493,7 +506,7 @@ impl Endpoint {
         {
             let _ = self.signaling.ack(seq).await;
         }
-        if let Some(g) = group
+        if let Some(mut g) = group
             && let Err(e) = g.delete(&self.mls)
         {
             tracing::warn!(error = %e, "could not delete a finished call's group");
@@ -967,18 +980,29 @@ impl Endpoint {
 
     /// Stages a commit or proposal of the call's group from the peer and applies it only
     /// if every credential it brings in checks out; a bad one refuses the call.
+    ///
+    /// A commit of our current epoch that the delivery service accepted but we cannot
+    /// process (it checked what it could; the tags it cannot check failed for us) means
+    /// our copy of the group is behind for good: we report it and rejoin by external
+    /// commit ([`Self::resync`]). Anything else that does not stage leaves the group as
+    /// it was.
     async fn process_handshake(
         &mut self,
         call: CallId,
         group: &mut CallGroup,
-        data: &[u8],
-    ) -> Result<Option<GroupEvent>, CallError> {
+        message: (MlsKind, u64, &[u8]),
+    ) -> Result<Handshake, CallError> {
+        let (kind, epoch, data) = message;
         let staged = match group.stage(&self.mls, data) {
             Ok(s) => s,
+            Err(e) if kind == MlsKind::Commit && epoch == group.epoch() => {
+                tracing::warn!(%call, error = %e, "an accepted commit does not process: rejoining");
+                self.resync(call, group, epoch, e.to_string()).await?;
+                return Ok(Handshake::Rejoined);
+            }
             Err(e) => {
-                // A bad or stale commit leaves the group as it was.
                 tracing::warn!(%call, error = %e, "ignoring a handshake message");
-                return Ok(None);
+                return Ok(Handshake::Ignored);
             }
         };
         let known = group.members();
@@ -998,7 +1022,74 @@ impl Endpoint {
                 return Err(self.refuse_keys(call, e).await);
             }
         }
-        Ok(Some(group.apply(&self.mls, staged)?))
+        Ok(Handshake::Applied(group.apply(&self.mls, staged)?))
+    }
+
+    /// The defined recovery when our copy of the group cannot follow an accepted commit:
+    /// report it, fetch the latest member-signed GroupInfo the delivery service keeps,
+    /// check that it holds exactly the two of us with keys that check out (it came through
+    /// the server), and rejoin by external commit, replacing our own leaf.
+    async fn resync(
+        &mut self,
+        call: CallId,
+        group: &mut CallGroup,
+        epoch: u64,
+        reason: String,
+    ) -> Result<(), CallError> {
+        let id = call.0.to_vec();
+        let _ = self
+            .signaling
+            .request(Request::ReportCommit {
+                group: id.clone(),
+                epoch,
+                reason,
+            })
+            .await;
+        group.delete(&self.mls)?;
+        // Another commit may win the epoch we rejoin in: then rejoin from the newer one.
+        for _ in 0..3 {
+            let Response::GroupInfo { group_info, .. } = self
+                .signaling
+                .request(Request::GroupInfo { group: id.clone() })
+                .await?
+            else {
+                return Err(CallError::Setup(
+                    "the server answered a GroupInfo request oddly".into(),
+                ));
+            };
+            let (mut fresh, commit) = self.mls.rejoin(&group_info)?;
+            let members = fresh.members();
+            if members.len() != 2 {
+                return Err(CallError::Setup(format!(
+                    "the call's group has {} members, not 2",
+                    members.len()
+                )));
+            }
+            for m in &members {
+                if let Err(e) = self.check_member(m).await {
+                    return Err(self.refuse_keys(call, e).await);
+                }
+            }
+            match self
+                .signaling
+                .request(commit.into_request(id.clone()))
+                .await
+            {
+                Ok(_) => {
+                    fresh.merge_pending(&self.mls)?;
+                    *group = fresh;
+                    tracing::info!(%call, epoch = group.epoch(), "rejoined the call's group");
+                    return Ok(());
+                }
+                Err(ClientError::Server(e)) if matches!(e.code, ErrorCode::StaleEpoch { .. }) => {
+                    fresh.delete(&self.mls)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CallError::Setup(
+            "could not rejoin the call's group: its epoch kept moving".into(),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1315,13 +1406,19 @@ impl Endpoint {
                         }
                         Some(Incoming::Delivery {
                             seq,
-                            item: Stored::Mls { group: g, kind: MlsKind::Commit | MlsKind::Proposal, data, .. },
+                            item: Stored::Mls { group: g, kind: kind @ (MlsKind::Commit | MlsKind::Proposal), epoch, data, .. },
                         }) if g == call.0 => {
-                            let processed = self.process_handshake(call, group, &data).await;
+                            let processed = self.process_handshake(call, group, (kind, epoch, &data)).await;
                             self.signaling.ack(seq).await?;
                             match processed {
-                                Ok(Some(GroupEvent::EpochAdvanced { .. })) => {
+                                Ok(Handshake::Applied(GroupEvent::EpochAdvanced { .. })) => {
                                     self.new_epoch(group, &mut keys, &mut report, video.as_mut(), opts)?;
+                                }
+                                Ok(Handshake::Rejoined) => {
+                                    keys.rejoined(group.own_index(), self.media_keys(group, opts)?, Instant::now())
+                                        .map_err(keys_err)?;
+                                    report.rejoins += 1;
+                                    self.new_epoch_shown(group, &mut report, video.as_mut());
                                 }
                                 Ok(_) => {}
                                 Err(e) => {
@@ -1446,6 +1543,18 @@ impl Endpoint {
     ) -> Result<(), CallError> {
         keys.advance(self.media_keys(group, opts)?, Instant::now())
             .map_err(keys_err)?;
+        self.new_epoch_shown(group, report, video);
+        Ok(())
+    }
+
+    /// What follows new media keys: the new verification code, and a keyframe so the
+    /// first video under the new keys decodes on its own.
+    fn new_epoch_shown(
+        &self,
+        group: &CallGroup,
+        report: &mut CallReport,
+        video: Option<&mut VideoState>,
+    ) {
         report.epoch_changes += 1;
         report.verification_code = verify::group_code(&group.epoch_authenticator());
         tracing::info!(epoch = group.epoch(), code = %report.verification_code, "new epoch");
@@ -1453,7 +1562,6 @@ impl Endpoint {
             v.control.force_keyframe.store(true, Ordering::Relaxed);
             v.epoch_keyframe_pending = true;
         }
-        Ok(())
     }
 }
 

@@ -22,6 +22,10 @@ pub enum Attack {
     /// Replaces the Welcome for a 1:1 call with one for a group of its own making, in
     /// which a member of its own claims to be the caller.
     SubstituteWelcomeMember,
+    /// Flips a bit in the membership tag (a MAC the server cannot check) of the first
+    /// commit it delivers to the victim, after accepting it: the victim cannot process an
+    /// accepted commit.
+    CorruptFirstCommitTag,
 }
 
 /// What the attacker saw and did, for the test's assertions.
@@ -31,6 +35,8 @@ pub struct Log {
     pub packages_substituted: u32,
     /// Welcomes substituted.
     pub welcomes_substituted: u32,
+    /// Commits whose tag was corrupted on the way to the victim.
+    pub commits_corrupted: u32,
     /// Commits the delivery service accepted, by group.
     pub commits: Vec<Vec<u8>>,
 }
@@ -162,6 +168,33 @@ impl Storage for Hostile {
             let bytes = sotto_proto::encode(&swapped)
                 .map_err(|e| sotto_signaling::storage::StorageError(e.to_string()))?;
             self.log().welcomes_substituted += 1;
+            return self.inner.enqueue(to, &bytes, group);
+        }
+        if self.attack == Attack::CorruptFirstCommitTag
+            && self.log().commits_corrupted == 0
+            && let [recipient] = to
+            && recipient.handle == self.victim
+            && let Ok(Stored::Mls {
+                group: g,
+                kind: MlsKind::Commit,
+                epoch,
+                from,
+                mut data,
+            }) = sotto_proto::decode::<Stored>(item)
+            && from.handle != self.victim
+            && let Some(last) = data.last_mut()
+        {
+            *last ^= 0x01;
+            let tampered = Stored::Mls {
+                group: g,
+                kind: MlsKind::Commit,
+                epoch,
+                from,
+                data,
+            };
+            let bytes = sotto_proto::encode(&tampered)
+                .map_err(|e| sotto_signaling::storage::StorageError(e.to_string()))?;
+            self.log().commits_corrupted += 1;
             return self.inner.enqueue(to, &bytes, group);
         }
         self.inner.enqueue(to, item, group)

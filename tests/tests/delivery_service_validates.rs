@@ -335,7 +335,7 @@ async fn proposals_validate_and_commit_by_reference_and_group_info_is_kept() {
 #[tokio::test]
 async fn a_member_that_cannot_process_a_commit_reports_it_and_rejoins_by_external_commit() {
     let s = server(|_| {}).await;
-    let (mut alice, mut alice_group, mut bob, bob_group) = alice_and_bob(&s).await;
+    let (mut alice, mut alice_group, mut bob, mut bob_group) = alice_and_bob(&s).await;
     let room = alice_group.group_id().to_vec();
     // Alice commits; Bob's copy cannot take it (say its confirmation tag fails).
     let commit = alice_group.update(&alice.mls).expect("update");

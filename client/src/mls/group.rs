@@ -185,8 +185,9 @@ impl CallGroup {
         encode(&info)
     }
 
-    /// Deletes the group and its secrets from this device's storage (the call ended).
-    pub fn delete(mut self, device: &MlsDevice) -> Result<(), MlsError> {
+    /// Deletes the group and its secrets from this device's storage (the call ended, or
+    /// the copy is broken and we rejoin). The group is unusable afterwards.
+    pub fn delete(&mut self, device: &MlsDevice) -> Result<(), MlsError> {
         self.group
             .delete(device.provider().storage())
             .map_err(|e| MlsError::local("deleting a group")(boxed(e)))

@@ -87,6 +87,18 @@ impl CallKeys {
         self.rx.decrypt_in_place(frame, metadata, now)
     }
 
+    /// Like [`Self::advance`] after we rejoined the group by external commit, which may
+    /// have put us at another leaf: our frames go out under `own_index` from now on.
+    pub fn rejoined(
+        &mut self,
+        own_index: u32,
+        keys: EpochKeys,
+        now: Instant,
+    ) -> Result<(), KeyScheduleError> {
+        self.tx = ContextId::ALL.map(|c| FrameEncryptor::new(c, own_index));
+        self.advance(keys, now)
+    }
+
     /// When [`Self::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.rx.poll_timeout()
