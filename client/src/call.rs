@@ -322,6 +322,9 @@ pub struct Endpoint {
     mls: MlsDevice,
     /// Events read ahead (while checking a call was still ringing), handled first.
     backlog: std::collections::VecDeque<Event>,
+    /// Events that arrived during a call but are not the call's (a roster change, a
+    /// presence update): they go back into the backlog when the call ends.
+    later: std::collections::VecDeque<Event>,
     /// Deliveries that arrived for a part of the client that has not handled them yet.
     inbox: Inbox,
     /// Pinned contacts (and persistent MLS state); `None` for ephemeral endpoints.
@@ -403,6 +406,7 @@ impl Endpoint {
             signaling,
             mls,
             backlog: std::collections::VecDeque::new(),
+            later: std::collections::VecDeque::new(),
             inbox: Inbox::default(),
             profile,
         };
@@ -454,19 +458,20 @@ impl Endpoint {
     }
 
     /// Takes the held deliveries that `want` accepts (after moving everything already
-    /// received into the inbox), acknowledging them to the server as handled.
+    /// received into the inbox), oldest first, for their owner. Nothing is acknowledged
+    /// yet: the owner calls [`Self::handled`] for each once it has handled it, so a crash
+    /// in between loses nothing (the server delivers it again at the next login).
     pub async fn take_deliveries(
         &mut self,
         want: impl FnMut(&Stored) -> bool,
-    ) -> Result<Vec<Stored>, CallError> {
+    ) -> Result<Vec<(u64, Stored)>, CallError> {
         self.drain_arrived().await?;
-        let taken = self.inbox.take_all(want);
-        let mut items = Vec::with_capacity(taken.len());
-        for (seq, item) in taken {
-            self.signaling.ack(seq).await?;
-            items.push(item);
-        }
-        Ok(items)
+        Ok(self.inbox.take_all(want))
+    }
+
+    /// The owner of delivery `seq` has handled it: the server may drop it.
+    pub async fn handled(&mut self, seq: u64) -> Result<(), CallError> {
+        Ok(self.signaling.ack(seq).await?)
     }
 
     /// Moves what has already arrived on the signaling connection into the inbox (and
@@ -475,7 +480,7 @@ impl Endpoint {
         while let Some(i) = self.signaling.try_next() {
             match i {
                 Incoming::Event(e) => {
-                    if let Some(e) = self.housekeeping(e).await? {
+                    if let Some(e) = self.housekeeping(e).await {
                         self.backlog.push_back(e);
                     }
                 }
@@ -486,20 +491,24 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Handles the events no call owns (KeyPackage top-up); returns the others.
-    async fn housekeeping(&mut self, e: Event) -> Result<Option<Event>, CallError> {
+    /// Handles the events no call owns (KeyPackage top-up); returns the others. A failed
+    /// top-up is logged, never allowed to end a call (the last-resort package covers).
+    async fn housekeeping(&mut self, e: Event) -> Option<Event> {
         match e {
             Event::KeyPackagesLow { remaining } => {
-                self.top_up_key_packages(remaining).await?;
-                Ok(None)
+                if let Err(e) = self.top_up_key_packages(remaining).await {
+                    tracing::warn!(error = %e, "could not top up KeyPackages");
+                }
+                None
             }
-            other => Ok(Some(other)),
+            other => Some(other),
         }
     }
 
     /// A call's group is over: acknowledge whatever is still held for it (the server
     /// deleted it too) and forget the group and its secrets.
     async fn forget_group(&mut self, group: Option<CallGroup>, id: &[u8]) {
+        self.backlog.extend(self.later.drain(..));
         for (seq, _) in self
             .inbox
             .take_all(|s| matches!(owner(s), Owner::Group(g, _) if g == id))
@@ -585,7 +594,7 @@ impl Endpoint {
             };
             match incoming {
                 Incoming::Event(e) => {
-                    if let Some(e) = self.housekeeping(e).await? {
+                    if let Some(e) = self.housekeeping(e).await {
                         return Ok(Arrival::Event(e));
                     }
                 }
@@ -689,7 +698,8 @@ impl Endpoint {
                     report.ended = Some(reason);
                     return Ok(report);
                 }
-                _ => {}
+                Arrival::Event(other) => self.later.push_back(other),
+                Arrival::Delivery(..) => {}
             }
         };
         report.peer = Some(peer.clone());
@@ -730,9 +740,19 @@ impl Endpoint {
             }),
             Err(e) => Err(e.into()),
         };
-        if let Err(e) = checked {
-            transport.close().await;
-            return Err(self.refuse_keys(call, e).await);
+        match checked {
+            Ok(()) => {}
+            Err(
+                e @ (CallError::KeyMismatch { .. } | CallError::Contact(_) | CallError::Mls(_)),
+            ) => {
+                transport.close().await;
+                return Err(self.refuse_keys(call, e).await);
+            }
+            Err(e) => {
+                transport.close().await;
+                let _ = self.signaling.request(Request::Hangup { call }).await;
+                return Err(e);
+            }
         }
         let mut group = self.mls.create_group_with_id(&call.0)?;
         self.signaling
@@ -884,7 +904,7 @@ impl Endpoint {
                     report.ended = Some(reason);
                     return Ok(report);
                 }
-                _ => {}
+                Arrival::Event(other) => self.later.push_back(other),
             }
         }
         let group = group.ok_or_else(|| CallError::Setup("no Welcome".into()))?;
@@ -913,10 +933,10 @@ impl Endpoint {
         let staged = self.mls.stage_join(welcome)?;
         let members = staged.members();
         if members.len() != 2 {
-            return Err(CallError::Setup(format!(
-                "the call's group has {} members, not 2",
-                members.len()
-            )));
+            return Err(CallError::KeyMismatch {
+                handle: from.handle.to_string(),
+                reason: format!("the call's group has {} members, not 2", members.len()),
+            });
         }
         let mut caller_seen = false;
         for m in &members {
@@ -1005,6 +1025,12 @@ impl Endpoint {
                 return Ok(Handshake::Ignored);
             }
         };
+        if matches!(staged, crate::mls::StagedMessage::Proposal(_)) {
+            // A one-to-one call has no use for standalone proposals; storing one would make
+            // our next commit cover it.
+            tracing::warn!(%call, "ignoring a proposal in a one-to-one call");
+            return Ok(Handshake::Ignored);
+        }
         let known = group.members();
         for c in staged.new_credentials() {
             let same_as_member = known
@@ -1025,6 +1051,45 @@ impl Endpoint {
         Ok(Handshake::Applied(group.apply(&self.mls, staged)?))
     }
 
+    /// The group we are about to rejoin (from a GroupInfo that came through the server)
+    /// must be this call's and hold exactly our old leaf and the very peer we had, with the
+    /// key we had checked for it, and that peer must still check out.
+    async fn check_rejoined(
+        &mut self,
+        fresh: &CallGroup,
+        id: &[u8],
+        peer: &MemberCredential,
+    ) -> Result<(), CallError> {
+        let mismatch = |reason: &str| CallError::KeyMismatch {
+            handle: String::from_utf8_lossy(&peer.identity).into_owned(),
+            reason: reason.into(),
+        };
+        if fresh.group_id() != id {
+            return Err(mismatch(
+                "the GroupInfo offered to rejoin is another group's",
+            ));
+        }
+        let members = fresh.members();
+        let ours = self.identity.verifying_key().to_bytes();
+        let same_peer = members
+            .iter()
+            .filter(|m| m.identity == peer.identity && m.signature_key == peer.signature_key)
+            .count();
+        let us = members
+            .iter()
+            .filter(|m| m.identity == self.handle.as_str().as_bytes() && m.signature_key == ours)
+            .count();
+        if members.len() != 2 || same_peer != 1 || us != 1 {
+            return Err(mismatch(
+                "the group offered to rejoin is not the two of us with the keys we checked",
+            ));
+        }
+        for m in &members {
+            self.check_member(m).await?;
+        }
+        Ok(())
+    }
+
     /// The defined recovery when our copy of the group cannot follow an accepted commit:
     /// report it, fetch the latest member-signed GroupInfo the delivery service keeps,
     /// check that it holds exactly the two of us with keys that check out (it came through
@@ -1037,6 +1102,14 @@ impl Endpoint {
         reason: String,
     ) -> Result<(), CallError> {
         let id = call.0.to_vec();
+        // Who the peer is, as our checked copy of the group knew it: the rejoined group
+        // must hold exactly that member again, with that key.
+        let own = group.own_index();
+        let peer = group
+            .members()
+            .into_iter()
+            .find(|m| m.leaf != own)
+            .ok_or_else(|| CallError::Setup("the call's group has no peer".into()))?;
         let _ = self
             .signaling
             .request(Request::ReportCommit {
@@ -1058,17 +1131,9 @@ impl Endpoint {
                 ));
             };
             let (mut fresh, commit) = self.mls.rejoin(&group_info)?;
-            let members = fresh.members();
-            if members.len() != 2 {
-                return Err(CallError::Setup(format!(
-                    "the call's group has {} members, not 2",
-                    members.len()
-                )));
-            }
-            for m in &members {
-                if let Err(e) = self.check_member(m).await {
-                    return Err(self.refuse_keys(call, e).await);
-                }
+            if let Err(e) = self.check_rejoined(&fresh, &id, &peer).await {
+                fresh.delete(&self.mls)?;
+                return Err(self.refuse_keys(call, e).await);
             }
             match self
                 .signaling
@@ -1382,7 +1447,7 @@ impl Endpoint {
                     }
                     // A commit of this call that arrived before the media phase waits in
                     // the inbox.
-                    if let Some((seq, item)) = self.inbox.take(|s| matches!(owner(s), Owner::Group(g, _) if g == call.0)) {
+                    if let Some((seq, item)) = self.inbox.take(|s| matches!(owner(s), Owner::Group(g, MlsKind::Commit | MlsKind::Proposal) if g == call.0)) {
                         return Some(Incoming::Delivery { seq, item });
                     }
                     self.signaling.next().await
@@ -1402,7 +1467,9 @@ impl Endpoint {
                             break;
                         }
                         Some(Incoming::Event(e)) => {
-                            self.housekeeping(e).await?;
+                            if let Some(e) = self.housekeeping(e).await {
+                                self.later.push_back(e);
+                            }
                         }
                         Some(Incoming::Delivery {
                             seq,
@@ -1426,6 +1493,11 @@ impl Endpoint {
                                     return Err(e);
                                 }
                             }
+                        }
+                        // A Welcome into the group we are in has no use: drop it.
+                        Some(Incoming::Delivery { seq, item: Stored::Mls { group: g, .. } }) if g == call.0 => {
+                            tracing::debug!(%call, "dropping a stray message for the call's group");
+                            self.signaling.ack(seq).await?;
                         }
                         // Not this call's: kept for its owner, acknowledged only when handled.
                         Some(Incoming::Delivery { seq, item }) => self.inbox.hold(seq, item),

@@ -84,7 +84,7 @@ impl Hostile {
     fn forged_welcome(&mut self, id: &[u8], recipient: &DeviceAddr) -> Option<Vec<u8>> {
         let package = self
             .inner
-            .claim_key_package(&recipient.handle, Some(recipient.device))
+            .claim_key_package(&recipient.handle, Some(recipient.device), recipient)
             .ok()??
             .package;
         let attacker = MlsDevice::new(self.impostor.as_str()).ok()?;
@@ -123,8 +123,9 @@ impl Storage for Hostile {
         &mut self,
         handle: &Handle,
         device: Option<DeviceId>,
+        claimer: &DeviceAddr,
     ) -> Result<Option<ClaimedKeyPackage>> {
-        let real = self.inner.claim_key_package(handle, device)?;
+        let real = self.inner.claim_key_package(handle, device, claimer)?;
         if self.attack != Attack::SubstituteKeyPackage || *handle != self.victim {
             return Ok(real);
         }
@@ -138,8 +139,12 @@ impl Storage for Hostile {
         self.log().packages_substituted += 1;
         Ok(Some(ClaimedKeyPackage { package, ..real }))
     }
-    fn key_package_owner(&self, key_ref: &[u8]) -> Result<Option<DeviceAddr>> {
-        self.inner.key_package_owner(key_ref)
+    fn key_package_owner(
+        &self,
+        key_ref: &[u8],
+        claimer: &DeviceAddr,
+    ) -> Result<Option<DeviceAddr>> {
+        self.inner.key_package_owner(key_ref, claimer)
     }
     fn enqueue(
         &mut self,
@@ -227,8 +232,12 @@ impl Storage for Hostile {
         added: &[(DeviceAddr, u32)],
         removed: &[u32],
         state: &[u8],
+        committer: &DeviceAddr,
+        consumed: &[Vec<u8>],
     ) -> Result<CommitOutcome> {
-        let outcome = self.inner.commit(group, epoch, added, removed, state)?;
+        let outcome = self
+            .inner
+            .commit(group, epoch, added, removed, state, committer, consumed)?;
         if matches!(outcome, CommitOutcome::Accepted(_)) {
             self.log().commits.push(group.to_vec());
         }

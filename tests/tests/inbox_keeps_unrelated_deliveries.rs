@@ -94,6 +94,11 @@ async fn a_welcome_and_a_room_invite_during_a_call_wait_for_their_owner() {
         .expect("handled");
     assert_eq!(handled.len(), 2);
     assert!(bob.inbox().is_empty());
+    // Taken is not handled: until the owner says so, the server keeps them.
+    assert_eq!(server_holds(&s, "@bob", 1).1, 2);
+    for (seq, _) in handled {
+        bob.handled(seq).await.expect("ack");
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while server_holds(&s, "@bob", 1).1 != 0 {
         assert!(

@@ -262,8 +262,9 @@ pub enum Request {
         commit: Vec<u8>,
         /// The Welcome for the added devices, if any.
         welcome: Option<Vec<u8>>,
-        /// The new epoch's GroupInfo signed by the committer, kept for members that must
-        /// rejoin by external commit.
+        /// The new epoch's GroupInfo signed by the committer (with the ratchet tree), kept
+        /// for members that must rejoin by external commit. Required: a commit without it
+        /// is refused.
         group_info: Option<Vec<u8>>,
         /// What the committer believes it adds. Optional: empty means "compute it"; when
         /// given, it must equal what the server computed from the commit, or the commit is

@@ -96,6 +96,7 @@ impl Core {
         let one_time =
             self.storage
                 .add_key_packages(me, &packages, last_resort.as_ref(), replace)?;
+        self.low_notified.remove(me);
         Ok(Response::KeyPackagesStored {
             one_time: one_time.try_into().unwrap_or(u32::MAX),
         })
@@ -109,7 +110,7 @@ impl Core {
         now: Instant,
     ) -> Reply {
         self.account_rate(&me.handle, now)?;
-        let Some(c) = self.storage.claim_key_package(handle, device)? else {
+        let Some(c) = self.storage.claim_key_package(handle, device, me)? else {
             return Err(err(
                 ErrorCode::NotFound,
                 format!("no KeyPackage available for {handle}"),
@@ -124,6 +125,7 @@ impl Core {
         let remaining = self.storage.key_package_count(&c.device)?;
         if remaining < self.cfg.limits.key_package_low_water
             && let Some(sid) = self.session_of(&c.device)
+            && self.low_notified.insert(c.device.clone())
         {
             self.event(
                 sid,
@@ -219,7 +221,7 @@ impl Core {
             identity_key: &identity_key,
         };
         let effects = tracked.apply_commit(&self.crypto, &commit, &committer)?;
-        let mut added = self.added_devices(&effects)?;
+        let mut added = self.added_devices(&effects, me)?;
         if let Some(leaf) = effects.rejoined_at {
             added.push(AddedMember {
                 device: me.clone(),
@@ -242,9 +244,15 @@ impl Core {
                 "a Welcome goes with added members, and only then",
             ));
         }
-        if let Some(info) = &group_info {
-            tracked.check_group_info(&self.crypto, info)?;
-        }
+        // Every commit leaves the new epoch's GroupInfo, so a member that cannot follow
+        // can always rejoin from the current epoch.
+        let Some(group_info) = group_info else {
+            return Err(err(
+                ErrorCode::InvalidCommit,
+                "a commit carries the new epoch's GroupInfo",
+            ));
+        };
+        tracked.check_group_info(&self.crypto, &group_info)?;
         // Commits go to every member of the epoch they were made in (the removed ones learn
         // of their removal); nothing is accepted that cannot be delivered.
         let others: Vec<DeviceAddr> = stored
@@ -261,12 +269,15 @@ impl Core {
         self.check_queues(others.iter().chain(&joiners))?;
         let added_pairs: Vec<(DeviceAddr, u32)> =
             added.iter().map(|a| (a.device.clone(), a.leaf)).collect();
+        let consumed: Vec<Vec<u8>> = effects.added.iter().map(|(r, _)| r.clone()).collect();
         let new_epoch = match self.storage.commit(
             &group,
             epoch,
             &added_pairs,
             &removed,
             &tracked.to_bytes()?,
+            me,
+            &consumed,
         )? {
             CommitOutcome::Accepted(e) => e,
             CommitOutcome::Stale(current) => {
@@ -277,9 +288,8 @@ impl Core {
             }
             CommitOutcome::NoGroup => return Err(err(ErrorCode::NotFound, "no such group")),
         };
-        if let Some(info) = &group_info {
-            self.storage.set_group_info(&group, new_epoch, info)?;
-        }
+        self.storage
+            .set_group_info(&group, new_epoch, &group_info)?;
         self.store_and_deliver(
             &others,
             &Stored::Mls {
@@ -310,18 +320,26 @@ impl Core {
     }
 
     /// Which device each leaf a commit adds belongs to: the one that published the
-    /// KeyPackage, which someone claimed from this server.
-    fn added_devices(&self, effects: &CommitEffects) -> Result<Vec<AddedMember>, ErrorBody> {
+    /// KeyPackage, which the committer itself claimed from this server (and has not used
+    /// in a commit yet).
+    fn added_devices(
+        &self,
+        effects: &CommitEffects,
+        committer: &DeviceAddr,
+    ) -> Result<Vec<AddedMember>, ErrorBody> {
         effects
             .added
             .iter()
             .map(|(key_ref, leaf)| {
-                let device = self.storage.key_package_owner(key_ref)?.ok_or_else(|| {
-                    err(
-                        ErrorCode::UnknownKeyPackage,
-                        "the commit adds a KeyPackage this server never handed out",
-                    )
-                })?;
+                let device = self
+                    .storage
+                    .key_package_owner(key_ref, committer)?
+                    .ok_or_else(|| {
+                        err(
+                            ErrorCode::UnknownKeyPackage,
+                            "the commit adds a KeyPackage this device did not claim from this server",
+                        )
+                    })?;
                 Ok(AddedMember {
                     device,
                     leaf: *leaf,

@@ -137,6 +137,9 @@ pub struct Core {
     /// Verifies MLS signatures and hashes for the delivery service (public operations
     /// only: the server holds no group secrets).
     crypto: openmls_rust_crypto::RustCrypto,
+    /// Devices told their KeyPackages run low and that have not uploaded since: a burst of
+    /// claims sends one `KeyPackagesLow`, not one per claim.
+    low_notified: std::collections::HashSet<DeviceAddr>,
 }
 
 /// An error answer.
@@ -184,6 +187,7 @@ impl Core {
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             crypto: openmls_rust_crypto::RustCrypto::default(),
+            low_notified: std::collections::HashSet::new(),
         }
     }
 

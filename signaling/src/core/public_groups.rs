@@ -336,7 +336,10 @@ impl TrackedGroup {
     }
 
     /// Validates a standalone proposal from the member at `sender_leaf` and queues it, so
-    /// a later commit may cover it by reference.
+    /// a later commit may cover it by reference. Only Remove proposals are taken: an Add
+    /// goes in a commit from the member that claimed the KeyPackage, a member refreshes its
+    /// keys with a commit of its own, and the rest have no use in sotto; a queued proposal
+    /// of a kind later commits would be refused for would wedge the group.
     pub(crate) fn apply_proposal(
         &mut self,
         crypto: &RustCrypto,
@@ -352,6 +355,9 @@ impl TrackedGroup {
         let ProcessedMessageContent::ProposalMessage(p) = processed.into_content() else {
             return Err(invalid("expected a Proposal"));
         };
+        if !matches!(p.proposal(), openmls::prelude::Proposal::Remove(_)) {
+            return Err(invalid("only Remove proposals may be sent on their own"));
+        }
         self.group.add_proposal(&self.store, *p).map_err(internal)?;
         Ok(())
     }

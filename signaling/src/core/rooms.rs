@@ -69,6 +69,16 @@ impl Core {
                 ),
             ));
         }
+        // An invitation is delivered once per handle: inviting again (or the same handle
+        // twice in one list) stores nothing more, so nobody can fill a device's queue with
+        // invitations.
+        let mut fresh: Vec<Handle> = Vec::new();
+        for h in handles {
+            if h != r.owner && !r.invited.contains(&h) && !fresh.contains(&h) {
+                fresh.push(h);
+            }
+        }
+        let handles = fresh;
         let mut devices = Vec::new();
         for h in &handles {
             let acc = self

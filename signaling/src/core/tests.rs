@@ -503,6 +503,36 @@ fn a_claim_that_leaves_few_key_packages_asks_the_device_for_more() {
             remaining: (low - 1) as u32
         }]
     );
+    // A burst of further claims does not repeat it until the device uploads again.
+    for _ in 0..3 {
+        w.req(
+            alice,
+            Request::ClaimKeyPackage {
+                handle: h("@bob"),
+                device: None,
+            },
+        )
+        .expect("claim");
+    }
+    assert!(w.events(bob).is_empty(), "told once per low spell");
+    w.req(
+        bob,
+        Request::UploadKeyPackages {
+            packages: vec![],
+            last_resort: None,
+            replace: false,
+        },
+    )
+    .expect("upload");
+    w.req(
+        alice,
+        Request::ClaimKeyPackage {
+            handle: h("@bob"),
+            device: None,
+        },
+    )
+    .expect("claim");
+    assert_eq!(w.events(bob).len(), 1, "told again after an upload");
 }
 
 #[test]

@@ -111,19 +111,21 @@ pub trait Storage: Send {
     ) -> Result<usize>;
     /// One-use KeyPackages stored for a device.
     fn key_package_count(&self, device: &DeviceAddr) -> Result<usize>;
-    /// Takes one KeyPackage of `handle` (of `device` if given): a one-use package is
-    /// deleted as it is returned, so each goes to exactly one claimer, and its reference is
-    /// remembered for [`Self::key_package_owner`]; with none left, the last-resort package
-    /// is returned and kept.
+    /// Takes one KeyPackage of `handle` (of `device` if given) for `claimer`: a one-use
+    /// package is deleted as it is returned, so each goes to exactly one claimer; with none
+    /// left, the last-resort package is returned and kept. Either way the claim (package
+    /// reference, owner, claimer) is remembered for [`Self::key_package_owner`].
     fn claim_key_package(
         &mut self,
         handle: &Handle,
         device: Option<DeviceId>,
+        claimer: &DeviceAddr,
     ) -> Result<Option<ClaimedKeyPackage>>;
-    /// The device whose KeyPackage has this hash reference, if the package was handed out
-    /// by a claim (or is a last-resort package): how the server learns which device a
-    /// commit adds.
-    fn key_package_owner(&self, key_ref: &[u8]) -> Result<Option<DeviceAddr>>;
+    /// The device whose KeyPackage has this hash reference, if `claimer` claimed it and has
+    /// not used the claim in a commit yet: how the server learns which device a commit
+    /// adds, and why nobody can add a device with a package someone else claimed.
+    fn key_package_owner(&self, key_ref: &[u8], claimer: &DeviceAddr)
+    -> Result<Option<DeviceAddr>>;
 
     /// Appends an item to each device's queue, tagged with the MLS group it belongs to (so
     /// deleting the group drops it); returns the sequence numbers given.
@@ -146,8 +148,9 @@ pub trait Storage: Send {
     /// Replaces a group's public state within its epoch (a queued proposal).
     fn put_group_state(&mut self, group: &[u8], state: &[u8]) -> Result<()>;
     /// Epoch fencing: if the group is in `epoch`, moves it to `epoch + 1`, applies the
-    /// membership change and stores the new public state; otherwise reports the current
-    /// epoch and changes nothing.
+    /// membership change, stores the new public state and uses up `committer`'s claims of
+    /// the `consumed` KeyPackages; otherwise reports the current epoch and changes nothing.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         group: &[u8],
@@ -155,6 +158,8 @@ pub trait Storage: Send {
         added: &[(DeviceAddr, u32)],
         removed: &[u32],
         state: &[u8],
+        committer: &DeviceAddr,
+        consumed: &[Vec<u8>],
     ) -> Result<CommitOutcome>;
     /// Stores a member-signed GroupInfo for the group's `epoch` (replacing older ones).
     fn set_group_info(&mut self, group: &[u8], epoch: u64, info: &[u8]) -> Result<()>;

@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS claimed_key_packages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key_ref BLOB NOT NULL,
     handle TEXT NOT NULL,
-    device INTEGER NOT NULL
+    device INTEGER NOT NULL,
+    claimer_handle TEXT NOT NULL,
+    claimer_device INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS claimed_by_ref ON claimed_key_packages (key_ref);
 CREATE TABLE IF NOT EXISTS queue (
@@ -96,7 +98,7 @@ impl SqliteStorage {
     }
 
     fn init(db: Connection) -> Result<Self> {
-        migrate_v1(&db)?;
+        migrate(&db)?;
         db.execute_batch(SCHEMA)?;
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { db })
@@ -104,35 +106,58 @@ impl SqliteStorage {
 }
 
 /// `PRAGMA user_version` of the current schema.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Claimed KeyPackage references remembered (a commit adds a claimed package within
 /// seconds; older claims are forgotten first).
 const CLAIMS_REMEMBERED: i64 = 100_000;
 
-/// A database of schema 1 (before validated handshakes) has KeyPackages without hash
-/// references and groups without public state, which this version cannot check: drop
-/// those (devices upload new packages at login; 1:1 groups live for one call) and add the
-/// new columns. Accounts, devices, rooms and queued messages are kept.
-fn migrate_v1(db: &Connection) -> Result<()> {
+/// Brings an older database to [`SCHEMA_VERSION`] in one transaction (a crash midway
+/// leaves it as it was, and the next start migrates again).
+///
+/// Schema 1 (before validated handshakes) has KeyPackages without hash references and
+/// groups without public state, which this version cannot check: those are dropped
+/// (devices upload new packages at login; 1:1 groups live for one call), and so are the
+/// queued deliveries, which belong to those groups or repeat stored room invitations.
+/// Schema 2 recorded claims without their claimer: those are dropped too. Accounts,
+/// devices and rooms are kept.
+fn migrate(db: &Connection) -> Result<()> {
     let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let has_old_tables: bool = db.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'key_packages'",
+    let table_exists = |name: &str| -> Result<bool> {
+        Ok(db.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?)
+    };
+    if version >= SCHEMA_VERSION || !table_exists("accounts")? {
+        return Ok(());
+    }
+    tracing::info!(
+        from = version,
+        to = SCHEMA_VERSION,
+        "migrating the database"
+    );
+    let queue_has_group: bool = db.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('queue') WHERE name = 'grp'",
         [],
         |r| r.get::<_, i64>(0).map(|n| n > 0),
     )?;
-    if version >= SCHEMA_VERSION || !has_old_tables {
-        return Ok(());
+    let mut steps = String::from("BEGIN;\n");
+    if version < 2 {
+        steps.push_str(
+            "DROP TABLE IF EXISTS key_packages;
+             DROP TABLE IF EXISTS group_members;
+             DROP TABLE IF EXISTS groups;
+             DELETE FROM queue;\n",
+        );
+        if !queue_has_group {
+            steps.push_str("ALTER TABLE queue ADD COLUMN grp BLOB;\n");
+        }
     }
-    tracing::info!("migrating the database to schema {SCHEMA_VERSION}");
-    db.execute_batch(
-        "BEGIN;
-         DROP TABLE IF EXISTS key_packages;
-         DROP TABLE IF EXISTS group_members;
-         DROP TABLE IF EXISTS groups;
-         ALTER TABLE queue ADD COLUMN grp BLOB;
-         COMMIT;",
-    )?;
+    steps.push_str("DROP TABLE IF EXISTS claimed_key_packages;\n");
+    steps.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"));
+    db.execute_batch(&steps)?;
     Ok(())
 }
 
@@ -256,6 +281,7 @@ impl Storage for SqliteStorage {
         &mut self,
         h: &Handle,
         device: Option<DeviceId>,
+        claimer: &DeviceAddr,
     ) -> Result<Option<ClaimedKeyPackage>> {
         let tx = self.db.transaction()?;
         let one_use = tx
@@ -276,27 +302,36 @@ impl Storage for SqliteStorage {
             )
             .optional()?;
         let found = match one_use {
-            Some((d, p, key_ref)) => {
-                tx.execute(
-                    "INSERT INTO claimed_key_packages (key_ref, handle, device) VALUES (?1, ?2, ?3)",
-                    params![key_ref, h.as_str(), d],
-                )?;
-                tx.execute(
-                    "DELETE FROM claimed_key_packages WHERE id <= last_insert_rowid() - ?1",
-                    [CLAIMS_REMEMBERED],
-                )?;
-                Some((d, p, false))
-            }
+            Some((d, p, key_ref)) => Some((d, p, key_ref, false)),
             None => tx
                 .query_row(
-                    "SELECT device, package FROM key_packages
+                    "SELECT device, package, key_ref FROM key_packages
                      WHERE handle = ?1 AND (?2 IS NULL OR device = ?2) AND last_resort = 1
                      ORDER BY id LIMIT 1",
                     params![h.as_str(), device],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, true)),
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            true,
+                        ))
+                    },
                 )
                 .optional()?,
         };
+        if let Some((d, _, key_ref, _)) = &found {
+            tx.execute(
+                "INSERT INTO claimed_key_packages (key_ref, handle, device, claimer_handle, claimer_device)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key_ref, h.as_str(), d, claimer.handle.as_str(), claimer.device],
+            )?;
+            tx.execute(
+                "DELETE FROM claimed_key_packages WHERE id <= last_insert_rowid() - ?1",
+                [CLAIMS_REMEMBERED],
+            )?;
+        }
+        let found = found.map(|(d, p, _, last_resort)| (d, p, last_resort));
         tx.commit()?;
         found
             .map(|(d, package, last_resort)| {
@@ -312,15 +347,18 @@ impl Storage for SqliteStorage {
             .transpose()
     }
 
-    fn key_package_owner(&self, key_ref: &[u8]) -> Result<Option<DeviceAddr>> {
+    fn key_package_owner(
+        &self,
+        key_ref: &[u8],
+        claimer: &DeviceAddr,
+    ) -> Result<Option<DeviceAddr>> {
         let row = self
             .db
             .query_row(
-                "SELECT handle, device FROM claimed_key_packages WHERE key_ref = ?1
-                 UNION ALL
-                 SELECT handle, device FROM key_packages WHERE key_ref = ?1 AND last_resort = 1
+                "SELECT handle, device FROM claimed_key_packages
+                 WHERE key_ref = ?1 AND claimer_handle = ?2 AND claimer_device = ?3
                  LIMIT 1",
-                [key_ref],
+                params![key_ref, claimer.handle.as_str(), claimer.device],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
             )
             .optional()?;
@@ -470,6 +508,8 @@ impl Storage for SqliteStorage {
         added: &[(DeviceAddr, u32)],
         removed: &[u32],
         state: &[u8],
+        committer: &DeviceAddr,
+        consumed: &[Vec<u8>],
     ) -> Result<CommitOutcome> {
         let tx = self.db.transaction()?;
         let n = tx.execute(
@@ -497,6 +537,15 @@ impl Storage for SqliteStorage {
             tx.execute(
                 "INSERT OR REPLACE INTO group_members (grp, leaf, handle, device) VALUES (?1, ?2, ?3, ?4)",
                 params![group, leaf, d.handle.as_str(), d.device],
+            )?;
+        }
+        for key_ref in consumed {
+            tx.execute(
+                "DELETE FROM claimed_key_packages WHERE id = (
+                     SELECT id FROM claimed_key_packages
+                     WHERE key_ref = ?1 AND claimer_handle = ?2 AND claimer_device = ?3
+                     ORDER BY id LIMIT 1)",
+                params![key_ref, committer.handle.as_str(), committer.device],
             )?;
         }
         tx.commit()?;
@@ -633,25 +682,41 @@ mod tests {
                 .expect("add"),
             2
         );
+        let carol = addr("@carol", 1);
         assert_eq!(
-            s.key_package_owner(&[1, 1]).expect("owner"),
+            s.key_package_owner(&[1, 1], &carol).expect("owner"),
             None,
             "not claimed yet"
         );
         let c = |s: &mut SqliteStorage| {
-            s.claim_key_package(&bob, None)
+            s.claim_key_package(&bob, None, &addr("@carol", 1))
                 .expect("claim")
                 .map(|c| (c.package, c.last_resort))
         };
         assert_eq!(c(&mut s), Some((vec![1], false)));
         assert_eq!(
-            s.key_package_owner(&[1, 1]).expect("owner"),
+            s.key_package_owner(&[1, 1], &carol).expect("owner"),
             Some(d.clone())
         );
         assert_eq!(
-            s.key_package_owner(&[9, 9]).expect("owner"),
-            Some(d.clone())
+            s.key_package_owner(&[1, 1], &addr("@mallory", 1))
+                .expect("owner"),
+            None,
+            "only the claimer may add with it"
         );
+        // A commit uses the claim up.
+        s.create_group(b"g", &carol, b"s").expect("group");
+        s.commit(
+            b"g",
+            0,
+            &[(d.clone(), 1)],
+            &[],
+            b"s1",
+            &carol,
+            &[vec![1, 1]],
+        )
+        .expect("commit");
+        assert_eq!(s.key_package_owner(&[1, 1], &carol).expect("owner"), None);
         assert_eq!(c(&mut s), Some((vec![2], false)));
         assert_eq!(c(&mut s), Some((vec![9], true)));
         assert_eq!(
@@ -662,7 +727,15 @@ mod tests {
         s.add_key_packages(&d, &[], Some(&kp(10)), false)
             .expect("replace last resort");
         assert_eq!(c(&mut s), Some((vec![10], true)));
-        assert_eq!(s.claim_key_package(&bob, Some(2)).expect("claim"), None);
+        assert_eq!(
+            s.claim_key_package(&bob, Some(2), &carol).expect("claim"),
+            None
+        );
+        // A last-resort claim is the claimer's too.
+        assert_eq!(
+            s.key_package_owner(&[10, 10], &carol).expect("owner"),
+            Some(d.clone())
+        );
         // A restarted device replaces its one-use packages instead of adding to them.
         s.add_key_packages(&d, &[kp(3), kp(4)], None, false)
             .expect("add");
@@ -719,17 +792,19 @@ mod tests {
         assert!(!s.create_group(b"g", &a, b"other").expect("create"));
         let b = addr("@bob", 1);
         assert_eq!(
-            s.commit(b"g", 0, &[(b.clone(), 1)], &[], b"s1")
+            s.commit(b"g", 0, &[(b.clone(), 1)], &[], b"s1", &a, &[])
                 .expect("commit"),
             CommitOutcome::Accepted(1)
         );
         assert_eq!(
-            s.commit(b"g", 0, &[], &[1], b"lost").expect("commit"),
+            s.commit(b"g", 0, &[], &[1], b"lost", &a, &[])
+                .expect("commit"),
             CommitOutcome::Stale(1)
         );
         assert_eq!(s.group_state(b"g").expect("state"), Some(b"s1".to_vec()));
         assert_eq!(
-            s.commit(b"nope", 0, &[], &[], b"x").expect("commit"),
+            s.commit(b"nope", 0, &[], &[], b"x", &a, &[])
+                .expect("commit"),
             CommitOutcome::NoGroup
         );
         s.set_group_info(b"g", 1, b"info1").expect("info");
@@ -743,7 +818,8 @@ mod tests {
             vec![(a.clone(), 0), (b, 1)]
         );
         assert_eq!(
-            s.commit(b"g", 1, &[], &[1], b"s2").expect("commit"),
+            s.commit(b"g", 1, &[], &[1], b"s2", &a, &[])
+                .expect("commit"),
             CommitOutcome::Accepted(2)
         );
         assert_eq!(
