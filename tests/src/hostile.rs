@@ -26,6 +26,9 @@ pub enum Attack {
     /// commit it delivers to the victim, after accepting it: the victim cannot process an
     /// accepted commit.
     CorruptFirstCommitTag,
+    /// The same, and then hands the victim, who asks for the GroupInfo to rejoin, one of
+    /// a group of its own making with the call's id (two members of its own).
+    CorruptCommitThenForgeGroupInfo,
 }
 
 /// What the attacker saw and did, for the test's assertions.
@@ -37,6 +40,8 @@ pub struct Log {
     pub welcomes_substituted: u32,
     /// Commits whose tag was corrupted on the way to the victim.
     pub commits_corrupted: u32,
+    /// GroupInfos forged.
+    pub group_infos_forged: u32,
     /// Commits the delivery service accepted, by group.
     pub commits: Vec<Vec<u8>>,
 }
@@ -48,7 +53,7 @@ pub struct Hostile {
     victim: Handle,
     impostor: Handle,
     /// The attacker's own MLS identities (kept alive: their groups' secrets are theirs).
-    attackers: Vec<MlsDevice>,
+    attackers: Mutex<Vec<MlsDevice>>,
     log: Arc<Mutex<Log>>,
 }
 
@@ -67,7 +72,7 @@ impl Hostile {
             attack,
             victim: crate::h(victim),
             impostor: crate::h(impostor),
-            attackers: Vec::new(),
+            attackers: Mutex::new(Vec::new()),
             log,
         })
     }
@@ -91,8 +96,28 @@ impl Hostile {
         let mut group = attacker.create_group_with_id(id).ok()?;
         let commit = group.add(&attacker, &[package]).ok()?;
         group.merge_pending(&attacker).ok()?;
-        self.attackers.push(attacker);
+        self.keep(attacker);
         commit.welcome
+    }
+
+    fn keep(&self, attacker: MlsDevice) {
+        self.attackers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(attacker);
+    }
+
+    /// The GroupInfo of a group of the attacker's own with id `id`: two members, neither
+    /// of them anyone the victim knows.
+    fn forged_group_info(&self, id: &[u8]) -> Option<Vec<u8>> {
+        let ghost = MlsDevice::new("@ghost1").ok()?;
+        let other = MlsDevice::new("@ghost2").ok()?;
+        let mut group = ghost.create_group_with_id(id).ok()?;
+        let commit = group.add(&ghost, &[other.key_package().ok()?]).ok()?;
+        group.merge_pending(&ghost).ok()?;
+        self.keep(ghost);
+        self.keep(other);
+        commit.group_info
     }
 }
 
@@ -135,7 +160,7 @@ impl Storage for Hostile {
         let package = attacker
             .key_package()
             .map_err(|e| sotto_signaling::storage::StorageError(e.to_string()))?;
-        self.attackers.push(attacker);
+        self.keep(attacker);
         self.log().packages_substituted += 1;
         Ok(Some(ClaimedKeyPackage { package, ..real }))
     }
@@ -175,8 +200,10 @@ impl Storage for Hostile {
             self.log().welcomes_substituted += 1;
             return self.inner.enqueue(to, &bytes, group);
         }
-        if self.attack == Attack::CorruptFirstCommitTag
-            && self.log().commits_corrupted == 0
+        if matches!(
+            self.attack,
+            Attack::CorruptFirstCommitTag | Attack::CorruptCommitThenForgeGroupInfo
+        ) && self.log().commits_corrupted == 0
             && let [recipient] = to
             && recipient.handle == self.victim
             && let Ok(Stored::Mls {
@@ -247,7 +274,16 @@ impl Storage for Hostile {
         self.inner.set_group_info(group, epoch, info)
     }
     fn group_info(&self, group: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
-        self.inner.group_info(group)
+        let real = self.inner.group_info(group)?;
+        if self.attack == Attack::CorruptCommitThenForgeGroupInfo
+            && self.log().commits_corrupted > 0
+            && let Some((epoch, _)) = real
+            && let Some(forged) = self.forged_group_info(group)
+        {
+            self.log().group_infos_forged += 1;
+            return Ok(Some((epoch, forged)));
+        }
+        Ok(real)
     }
     fn delete_group(&mut self, group: &[u8]) -> Result<usize> {
         self.inner.delete_group(group)

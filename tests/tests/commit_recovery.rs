@@ -76,3 +76,67 @@ async fn a_member_that_cannot_process_an_accepted_commit_rejoins_and_the_call_go
     let m = metrics_text(&s).await;
     assert!(m.contains("sotto_commit_reports_total 1"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_group_info_offered_for_the_rejoin_is_refused() {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let l = log.clone();
+    let s = server_with_storage(
+        |_| {},
+        move |inner| {
+            Hostile::wrap(
+                inner,
+                Attack::CorruptCommitThenForgeGroupInfo,
+                "@bob",
+                "@alice",
+                l,
+            )
+        },
+    )
+    .await;
+    let addr = s.running.addr;
+    let mut alice = Endpoint::connect(addr, &s.pin, h("@alice"), key_for("@alice"), 1)
+        .await
+        .expect("alice");
+    let mut bob = Endpoint::connect(addr, &s.pin, h("@bob"), key_for("@bob"), 1)
+        .await
+        .expect("bob");
+    let bob_opts = CallOptions {
+        duration: None,
+        ..loopback()
+    };
+    let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
+    let alice_opts = CallOptions {
+        duration: Some(Duration::from_secs(4)),
+        rekey_every: Some(Duration::from_secs(2)),
+        ..loopback()
+    };
+    let a = alice.call(&h("@bob"), &alice_opts).await;
+    let b = callee.await.expect("join");
+    let log = log.lock().expect("log");
+    assert_eq!(
+        (log.commits_corrupted, log.group_infos_forged),
+        (1, 1),
+        "the attack ran"
+    );
+    match b {
+        Err(sotto_client::call::CallError::KeyMismatch { handle, .. }) => {
+            assert_eq!(
+                handle, "@alice",
+                "the peer bob had is not in the offered group"
+            )
+        }
+        other => panic!("bob must refuse the forged group: {other:?}"),
+    }
+    match a {
+        Err(sotto_client::call::CallError::PeerSawKeyMismatch { peer }) => {
+            assert_eq!(peer.handle, h("@bob"))
+        }
+        other => panic!("alice must hear why bob refused: {other:?}"),
+    }
+    assert_eq!(
+        log.commits.len(),
+        2,
+        "alice's add and her update; bob never committed into the forged group"
+    );
+}

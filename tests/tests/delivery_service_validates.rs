@@ -1,7 +1,8 @@
 //! The delivery service believes nothing a committer claims: it follows each group's
 //! public MLS state, validates every handshake against it, and computes who a commit adds
 //! and removes. A forged leaf claim, a commit from a non-member, a commit that does not
-//! validate, an add of a KeyPackage it never handed out and a squatted group id are each
+//! validate or leaves no GroupInfo, an add of a KeyPackage the committer did not claim and
+//! a squatted group id are each
 //! refused with their own typed error; standalone proposals validate and can be committed
 //! by reference; a member that cannot process an accepted commit reports it and rejoins
 //! by external commit from the latest member-signed GroupInfo the server keeps.
@@ -144,7 +145,8 @@ async fn a_forged_leaf_claim_is_refused_and_the_server_computes_leaves() {
 #[tokio::test]
 async fn commits_from_non_members_invalid_commits_and_unknown_packages_are_refused() {
     let s = server(|_| {}).await;
-    let (alice, mut group, _bob, _bob_group) = alice_and_bob(&s).await;
+    let (alice, mut group, bob, mut bob_group) = alice_and_bob(&s).await;
+    s.member("@carol", 1, 2).await;
     let room = group.group_id().to_vec();
 
     // Mallory is no member: her commit, made in a group of her own with the same id, is
@@ -200,6 +202,30 @@ async fn commits_from_non_members_invalid_commits_and_unknown_packages_are_refus
         code(alice.send_commit(&mut group, commit).await),
         ErrorCode::UnknownKeyPackage
     );
+    // A KeyPackage someone else claimed cannot be added: Bob (a member) tries to add the
+    // package Alice claimed for Carol; nor can one claim serve twice.
+    let carols = alice.claim(&["@carol"]).await;
+    let theirs = bob_group.add(&bob.mls, &carols).expect("commit");
+    assert_eq!(
+        code(bob.send_commit(&mut bob_group, theirs).await),
+        ErrorCode::UnknownKeyPackage
+    );
+    // A commit must leave the new epoch's GroupInfo behind.
+    let commit = group.update(&alice.mls).expect("commit");
+    let without = Request::Commit {
+        group: room.clone(),
+        epoch: commit.epoch,
+        commit: commit.commit,
+        welcome: None,
+        group_info: None,
+        added: vec![],
+        removed: vec![],
+    };
+    assert_eq!(
+        code(alice.user.client.request(without).await),
+        ErrorCode::InvalidCommit
+    );
+    group.discard_pending(&alice.mls).expect("discard");
     // The group is untouched: a valid commit still wins epoch 1.
     let commit = group.update(&alice.mls).expect("commit");
     assert!(matches!(
