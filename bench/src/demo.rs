@@ -116,7 +116,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     );
     let reason = |r: &CallReport| {
         r.ended
-            .map_or_else(|| "no reason".to_owned(), |e| format!("{e:?}"))
+            .map_or_else(|| "no reason".to_owned(), |e| e.to_string())
     };
     println!(
         "  ended            @alice sees {}, @bob sees {}",

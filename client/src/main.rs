@@ -339,17 +339,8 @@ fn print_status(s: &CallStatus) {
 }
 
 /// How a call ended, in words.
-fn ended_text(reason: Option<EndReason>) -> &'static str {
-    match reason {
-        None => "no reason given",
-        Some(EndReason::HungUp) => "hung up",
-        Some(EndReason::Declined) => "declined",
-        Some(EndReason::Cancelled) => "cancelled",
-        Some(EndReason::Timeout) => "no answer",
-        Some(EndReason::AnsweredElsewhere) => "answered on another device",
-        Some(EndReason::PeerDisconnected) => "the other side's connection was lost",
-        Some(EndReason::KeyMismatch) => "refused because a key did not match its account",
-    }
+fn ended_text(reason: Option<EndReason>) -> String {
+    reason.map_or_else(|| "no reason given".to_owned(), |r| r.to_string())
 }
 
 /// The report as JSON, for scripts and tests (`--report-json`).

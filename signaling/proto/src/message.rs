@@ -617,6 +617,21 @@ pub enum EndReason {
     KeyMismatch,
 }
 
+impl std::fmt::Display for EndReason {
+    /// How a call ended, in words for people.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::HungUp => "hung up",
+            Self::Declined => "declined",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "no answer",
+            Self::AnsweredElsewhere => "answered on another device",
+            Self::PeerDisconnected => "the other side's connection was lost",
+            Self::KeyMismatch => "refused because a key did not match its account",
+        })
+    }
+}
+
 /// Pushed by the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Event {
