@@ -301,3 +301,56 @@ impl Storage for Hostile {
         self.inner.uninvite(room, handle)
     }
 }
+
+/// How a call through a hostile server went, for both sides.
+pub struct Outcome {
+    /// The caller's result.
+    pub alice: std::result::Result<sotto_client::call::CallReport, sotto_client::call::CallError>,
+    /// The callee's result.
+    pub bob: std::result::Result<sotto_client::call::CallReport, sotto_client::call::CallError>,
+    /// What the attacker did.
+    pub log: Arc<Mutex<Log>>,
+    /// The server (still running, for its metrics).
+    pub server: crate::TestServer,
+}
+
+/// @alice calls @bob through a server playing `attack` against @bob (its own members
+/// claim to be @alice), each side with its options; bob answers within 10 s.
+pub async fn call_through(
+    attack: Attack,
+    alice_opts: sotto_client::call::CallOptions,
+    bob_opts: sotto_client::call::CallOptions,
+) -> Outcome {
+    use sotto_client::call::Endpoint;
+    let log = Arc::new(Mutex::new(Log::default()));
+    let l = log.clone();
+    let server = crate::server_with_storage(
+        |_| {},
+        move |inner| Hostile::wrap(inner, attack, "@bob", "@alice", l),
+    )
+    .await;
+    let addr = server.running.addr;
+    let endpoint = |handle: &'static str| {
+        Endpoint::connect(
+            addr,
+            &server.pin,
+            crate::h(handle),
+            crate::key_for(handle),
+            1,
+        )
+    };
+    let mut alice = endpoint("@alice").await.expect("alice");
+    let mut bob = endpoint("@bob").await.expect("bob");
+    let callee = tokio::spawn(async move {
+        bob.answer(&bob_opts, std::time::Duration::from_secs(10))
+            .await
+    });
+    let alice = alice.call(&crate::h("@bob"), &alice_opts).await;
+    let bob = callee.await.expect("join");
+    Outcome {
+        alice,
+        bob,
+        log,
+        server,
+    }
+}

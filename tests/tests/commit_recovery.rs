@@ -4,52 +4,42 @@
 //! server keeps; the call goes on, both sides end in the same epoch with the same
 //! verification code, and the report is counted.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use sotto_client::call::{CallOptions, Endpoint};
+use sotto_client::call::{CallError, CallOptions};
 use sotto_proto::EndReason;
 use sotto_tests::{
     h,
-    hostile::{Attack, Hostile, Log},
-    key_for, loopback, metrics_text, server_with_storage,
+    hostile::{self, Attack, Outcome},
+    loopback, metrics_text,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_cannot_process_an_accepted_commit_rejoins_and_the_call_goes_on() {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let l = log.clone();
-    let s = server_with_storage(
-        |_| {},
-        move |inner| Hostile::wrap(inner, Attack::CorruptFirstCommitTag, "@bob", "@alice", l),
-    )
-    .await;
-    let addr = s.running.addr;
-    let mut alice = Endpoint::connect(addr, &s.pin, h("@alice"), key_for("@alice"), 1)
-        .await
-        .expect("alice");
-    let mut bob = Endpoint::connect(addr, &s.pin, h("@bob"), key_for("@bob"), 1)
-        .await
-        .expect("bob");
+/// @alice calls @bob for 4 s with one MLS self-update at 2 s (the commit the attack
+/// spoils for Bob), through a server playing `attack`.
+async fn call_with_a_rekey(attack: Attack) -> Outcome {
     let bob_opts = CallOptions {
         duration: None,
         audio: sotto_media::synth::AudioSignal::Tone { hz: 660.0 },
         ..loopback()
     };
-    let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
     let alice_opts = CallOptions {
         duration: Some(Duration::from_secs(4)),
-        // One self-update at 2 s: the commit Bob will not be able to process.
         rekey_every: Some(Duration::from_secs(2)),
         ..loopback()
     };
-    let a = alice
-        .call(&h("@bob"), &alice_opts)
-        .await
-        .expect("alice's call");
-    let b = callee.await.expect("join").expect("bob's call survives");
+    hostile::call_through(attack, alice_opts, bob_opts).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_cannot_process_an_accepted_commit_rejoins_and_the_call_goes_on() {
+    let Outcome {
+        alice,
+        bob,
+        log,
+        server: s,
+    } = call_with_a_rekey(Attack::CorruptFirstCommitTag).await;
+    let a = alice.expect("alice's call");
+    let b = bob.expect("bob's call survives");
     assert_eq!(
         log.lock().expect("log").commits_corrupted,
         1,
@@ -79,40 +69,12 @@ async fn a_member_that_cannot_process_an_accepted_commit_rejoins_and_the_call_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_group_info_offered_for_the_rejoin_is_refused() {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let l = log.clone();
-    let s = server_with_storage(
-        |_| {},
-        move |inner| {
-            Hostile::wrap(
-                inner,
-                Attack::CorruptCommitThenForgeGroupInfo,
-                "@bob",
-                "@alice",
-                l,
-            )
-        },
-    )
-    .await;
-    let addr = s.running.addr;
-    let mut alice = Endpoint::connect(addr, &s.pin, h("@alice"), key_for("@alice"), 1)
-        .await
-        .expect("alice");
-    let mut bob = Endpoint::connect(addr, &s.pin, h("@bob"), key_for("@bob"), 1)
-        .await
-        .expect("bob");
-    let bob_opts = CallOptions {
-        duration: None,
-        ..loopback()
-    };
-    let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
-    let alice_opts = CallOptions {
-        duration: Some(Duration::from_secs(4)),
-        rekey_every: Some(Duration::from_secs(2)),
-        ..loopback()
-    };
-    let a = alice.call(&h("@bob"), &alice_opts).await;
-    let b = callee.await.expect("join");
+    let Outcome {
+        alice: a,
+        bob: b,
+        log,
+        ..
+    } = call_with_a_rekey(Attack::CorruptCommitThenForgeGroupInfo).await;
     let log = log.lock().expect("log");
     assert_eq!(
         (log.commits_corrupted, log.group_infos_forged),
@@ -120,7 +82,7 @@ async fn a_forged_group_info_offered_for_the_rejoin_is_refused() {
         "the attack ran"
     );
     match b {
-        Err(sotto_client::call::CallError::KeyMismatch { handle, .. }) => {
+        Err(CallError::KeyMismatch { handle, .. }) => {
             assert_eq!(
                 handle, "@alice",
                 "the peer bob had is not in the offered group"
@@ -129,7 +91,7 @@ async fn a_forged_group_info_offered_for_the_rejoin_is_refused() {
         other => panic!("bob must refuse the forged group: {other:?}"),
     }
     match a {
-        Err(sotto_client::call::CallError::PeerSawKeyMismatch { peer }) => {
+        Err(CallError::PeerSawKeyMismatch { peer }) => {
             assert_eq!(peer.handle, h("@bob"))
         }
         other => panic!("alice must hear why bob refused: {other:?}"),

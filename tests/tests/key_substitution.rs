@@ -5,53 +5,28 @@
 //! the call with the key-mismatch errors, naming who did not check out, before any media
 //! key is derived; the same test against an honest server connects (the control).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use sotto_client::call::{CallError, CallOptions, CallReport, Endpoint};
+use sotto_client::call::{CallError, CallOptions};
 use sotto_tests::{
     check_call, h,
-    hostile::{Attack, Hostile, Log},
-    key_for, loopback, server_with_storage,
+    hostile::{self, Attack, Outcome},
+    loopback,
 };
 
-struct Outcome {
-    alice: Result<CallReport, CallError>,
-    bob: Result<CallReport, CallError>,
-    log: Arc<Mutex<Log>>,
-}
-
-/// @alice calls @bob through a server playing `attack`.
+/// @alice calls @bob (tones of 440 and 660 Hz, two seconds) through a server playing
+/// `attack`.
 async fn call_through(attack: Attack) -> Outcome {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let l = log.clone();
-    let s = server_with_storage(
-        |_| {},
-        move |inner| Hostile::wrap(inner, attack, "@bob", "@alice", l),
-    )
-    .await;
-    let addr = s.running.addr;
-    let mut alice = Endpoint::connect(addr, &s.pin, h("@alice"), key_for("@alice"), 1)
-        .await
-        .expect("alice");
-    let mut bob = Endpoint::connect(addr, &s.pin, h("@bob"), key_for("@bob"), 1)
-        .await
-        .expect("bob");
     let bob_opts = CallOptions {
         duration: None,
         audio: sotto_media::synth::AudioSignal::Tone { hz: 660.0 },
         ..loopback()
     };
-    let callee = tokio::spawn(async move { bob.answer(&bob_opts, Duration::from_secs(10)).await });
     let alice_opts = CallOptions {
         duration: Some(Duration::from_secs(2)),
         ..loopback()
     };
-    let alice = alice.call(&h("@bob"), &alice_opts).await;
-    let bob = callee.await.expect("join");
-    Outcome { alice, bob, log }
+    hostile::call_through(attack, alice_opts, bob_opts).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
