@@ -55,6 +55,21 @@ async fn next_mls(m: &mut Member, kind: MlsKind) -> Vec<u8> {
     data
 }
 
+/// The latest GroupInfo the delivery service keeps for `group`, and its epoch.
+async fn group_info(m: &Member, group: &[u8]) -> (u64, Vec<u8>) {
+    match m
+        .user
+        .client
+        .request(Request::GroupInfo {
+            group: group.to_vec(),
+        })
+        .await
+    {
+        Ok(Response::GroupInfo { epoch, group_info }) => (epoch, group_info),
+        other => panic!("group info: {other:?}"),
+    }
+}
+
 /// @alice owns a room whose group holds alice (leaf 0) and bob (leaf 1).
 async fn alice_and_bob(s: &TestServer) -> (Member, CallGroup, Member, CallGroup) {
     let alice = s.member("@alice", 1, 2).await;
@@ -343,17 +358,7 @@ async fn proposals_validate_and_commit_by_reference_and_group_info_is_kept() {
     );
 
     // The latest member-signed GroupInfo is kept, for a member that must rejoin.
-    let Response::GroupInfo { epoch, group_info } = bob
-        .user
-        .client
-        .request(Request::GroupInfo {
-            group: room.clone(),
-        })
-        .await
-        .expect("group info")
-    else {
-        panic!("group info")
-    };
+    let (epoch, group_info) = group_info(&bob, &room).await;
     assert_eq!(epoch, 3);
     assert!(!group_info.is_empty());
 }
@@ -380,17 +385,7 @@ async fn a_member_that_cannot_process_a_commit_reports_it_and_rejoins_by_externa
         .await
         .expect("report taken");
     // The defined path: fetch the latest member-signed GroupInfo, rejoin from it.
-    let Response::GroupInfo { epoch, group_info } = bob
-        .user
-        .client
-        .request(Request::GroupInfo {
-            group: room.clone(),
-        })
-        .await
-        .expect("group info")
-    else {
-        panic!("group info")
-    };
+    let (epoch, group_info) = group_info(&bob, &room).await;
     assert_eq!(epoch, 2);
     bob_group.delete(&bob.mls).expect("forget the broken copy");
     let (mut rejoined, commit) = bob.mls.rejoin(&group_info).expect("external commit");
