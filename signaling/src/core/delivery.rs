@@ -450,7 +450,7 @@ impl Core {
 
     /// Fails with [`ErrorCode::QueueFull`] if any recipient's queue is full, so a message
     /// is either stored for everyone or for no one.
-    fn check_queues<'a>(
+    pub(super) fn check_queues<'a>(
         &mut self,
         to: impl Iterator<Item = &'a DeviceAddr>,
     ) -> Result<(), ErrorBody> {
@@ -469,14 +469,14 @@ impl Core {
         Ok(())
     }
 
-    /// Stores `item` for each device and sends it at once to those online. Refuses with
-    /// [`ErrorCode::QueueFull`] (storing nothing) if a recipient's queue is full.
+    /// Stores `item` for each device and sends it at once to those online. Callers check
+    /// the recipients' queues first ([`Self::check_queues`]), before they change anything
+    /// else, so nothing is accepted that cannot be delivered.
     pub(super) fn store_and_deliver(
         &mut self,
         to: &[DeviceAddr],
         item: &Stored,
     ) -> Result<(), ErrorBody> {
-        self.check_queues(to.iter())?;
         let bytes =
             sotto_proto::encode(item).map_err(|e| err(ErrorCode::TooLarge, e.to_string()))?;
         let group = match item {

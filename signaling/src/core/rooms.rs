@@ -90,6 +90,7 @@ impl Core {
                 device,
             }));
         }
+        self.check_queues(devices.iter())?;
         self.storage.invite(&room, &handles)?;
         self.store_and_deliver(
             &devices,
