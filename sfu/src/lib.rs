@@ -7,10 +7,15 @@
 //! keyless `sotto-wire` only, never on `sotto-media` or openmls, and
 //! `tests/tests/sfu_holds_no_keys.rs` checks that structurally.
 //!
+//! - [`core`]: the sans-IO forwarding core (str0m in RTP mode): datagrams and time in,
+//!   datagrams and events out.
+//! - [`frame_marking`]: RFC 9626 frame marking through str0m without an allocation.
 //! - [`join_token`]: verifies the signaling service's signed join tokens (room,
 //!   participant, MLS leaf, expiry).
 //! - [`sender_binding`]: drops a packet whose KID names a sender other than the participant
 //!   it arrived from, so no member can impersonate another's stream at the hop.
 
+pub mod core;
+pub mod frame_marking;
 pub mod join_token;
 pub mod sender_binding;

@@ -1,0 +1,617 @@
+//! The sans-IO forwarding core: datagrams and time in, datagrams and events out. It never
+//! reads a clock or a socket, so the shell can batch its I/O and tests can drive it on a
+//! virtual clock.
+//!
+//! Each participant is a str0m `Rtc` in RTP mode (ICE-lite, DTLS-SRTP), chosen by the
+//! fan-out microbenchmark (`cargo bench -p sotto-sfu`; NOTES.md). A participant's offer
+//! brings the media lines it publishes on (the SFU receives) and *slots*: lines the SFU
+//! sends on, each carrying one other participant's audio or video at a time, with sequence
+//! numbers and timestamps rewritten so the subscriber sees one continuous stream per slot.
+//! Fixed slots mean no renegotiation when people join or leave; the subscriber learns whose
+//! frame it got from the SFrame KID inside it, which it checks by decrypting.
+//!
+//! The core reads only RTP headers, the header extensions it forwards on, and the SFrame
+//! header's KID (for sender binding); it never sees a key.
+
+mod participant;
+mod rewrite;
+
+use crate::frame_marking::Rfc9626;
+use crate::sender_binding::{self, BindingError};
+use participant::{Participant, Slot};
+pub use rewrite::Rewrite;
+use sotto_proto::{DeviceAddr, RoomId};
+use sotto_wire::KidLayout;
+use sotto_wire::rtp_ext::FrameMarking;
+use sotto_wire::rtp_sframe::Descriptor;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::SdpOffer;
+use str0m::media::MediaKind;
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::{ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
+
+/// A participant's handle inside the core (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(u64);
+
+/// How the core behaves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The address participants reach the SFU's media port at (its one ICE candidate).
+    pub media_addr: SocketAddr,
+    /// How the SFrame KID is laid out (it must match the clients').
+    pub kid_layout: KidLayout,
+    /// A slot whose source sent nothing for this long may carry another source.
+    pub slot_idle: Duration,
+}
+
+impl Config {
+    /// Defaults for an SFU reached at `media_addr`.
+    pub fn new(media_addr: SocketAddr) -> Self {
+        Config {
+            media_addr,
+            kid_layout: KidLayout::default(),
+            slot_idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// The local address to send from (the media address).
+    pub source: SocketAddr,
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes (DTLS, STUN or SRTP).
+    pub contents: Vec<u8>,
+}
+
+/// What the shell must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A participant's media connection is up (ICE and DTLS done).
+    Connected {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        device: DeviceAddr,
+    },
+    /// A removal was applied: nothing more is sent to or forwarded from this participant.
+    /// The shell acknowledges it to signaling.
+    RemovalApplied {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        device: DeviceAddr,
+    },
+    /// A participant's connection died (ICE timed out, or its DTLS failed).
+    ParticipantLost {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        device: DeviceAddr,
+    },
+}
+
+/// Why a join was refused: the participant's offer (their fault), or our own state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The offer is not SDP we can answer.
+    #[error("the offer could not be accepted: {0}")]
+    BadOffer(String),
+}
+
+/// Packets dropped, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// From an address and STUN username that belong to no participant.
+    pub unknown_source: u64,
+    /// Not a datagram str0m could classify, or one its connection refused.
+    pub malformed: u64,
+    /// The frame's KID names another sender than the participant's leaf.
+    pub wrong_sender: u64,
+    /// The payload does not start with a readable SFrame packetization.
+    pub not_sframe: u64,
+    /// A subscriber had no free slot of the packet's kind.
+    pub no_slot: u64,
+    /// A video source waits for a keyframe before it may take a slot.
+    pub awaiting_keyframe: u64,
+    /// From before the last source switch of the slot.
+    pub stale: u64,
+}
+
+/// What the core has counted since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// RTP packets written to subscribers.
+    pub rtp_forwarded: u64,
+    /// Drops by reason.
+    pub drops: Drops,
+}
+
+/// The forwarding core; see the module docs.
+pub struct Core {
+    cfg: Config,
+    next_id: u64,
+    participants: HashMap<ParticipantId, Participant>,
+    rooms: HashMap<RoomId, Vec<ParticipantId>>,
+    by_device: HashMap<(RoomId, DeviceAddr), ParticipantId>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_ufrag: HashMap<String, ParticipantId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// Packets received in the current input, forwarded once its `Rtc` was drained.
+    received: Vec<RtpPacket>,
+    counters: Counters,
+}
+
+impl Core {
+    /// A core with no rooms.
+    pub fn new(cfg: Config) -> Self {
+        Core {
+            cfg,
+            next_id: 0,
+            participants: HashMap::new(),
+            rooms: HashMap::new(),
+            by_device: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            received: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Adds `device` (MLS leaf `leaf`, from its verified join token) to `room` and answers
+    /// its SDP offer. A device already in the room is replaced (it reconnected).
+    pub fn join(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        device: DeviceAddr,
+        leaf: u32,
+        offer: &str,
+    ) -> Result<String, JoinError> {
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| JoinError::BadOffer(e.to_string()))?;
+        let mut rtc = self.new_rtc(now);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| JoinError::BadOffer(e.to_string()))?;
+        if self.by_device.contains_key(&(room, device.clone())) {
+            self.remove(&room, &device);
+        }
+        let id = ParticipantId(self.next_id);
+        self.next_id += 1;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.by_ufrag.insert(ufrag, id);
+        self.by_device.insert((room, device.clone()), id);
+        self.rooms.entry(room).or_default().push(id);
+        self.participants.insert(
+            id,
+            Participant {
+                rtc,
+                room,
+                device,
+                leaf,
+                next_timeout: now,
+                published: Vec::new(),
+                slots: Vec::new(),
+                remote: None,
+            },
+        );
+        self.drain(id, now);
+        tracing::debug!(participant = id.0, "joined");
+        Ok(answer.to_sdp_string())
+    }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut exts = ExtensionMap::standard();
+        // Ids 1 (audio level) and 3 (transport-wide CC) stay; frame marking in the RFC's
+        // form replaces what the standard map has at 5.
+        exts.set(5, Rfc9626::extension());
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_extension_map(exts)
+            .build(now);
+        if let Ok(candidate) = Candidate::host(self.cfg.media_addr, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        rtc
+    }
+
+    /// Removes a participant: its connection is dropped at once, nothing queued for it is
+    /// sent, and the slots it filled are freed. Emits [`Event::RemovalApplied`] (also when
+    /// it was not here, so signaling's resends are acknowledged). Returns whether it was.
+    pub fn remove(&mut self, room: &RoomId, device: &DeviceAddr) -> bool {
+        let found = self.drop_participant(room, device);
+        self.events.push_back(Event::RemovalApplied {
+            room: *room,
+            device: device.clone(),
+        });
+        found
+    }
+
+    fn drop_participant(&mut self, room: &RoomId, device: &DeviceAddr) -> bool {
+        let Some(id) = self.by_device.remove(&(*room, device.clone())) else {
+            return false;
+        };
+        let Some(mut gone) = self.participants.remove(&id) else {
+            return false;
+        };
+        self.by_ufrag.retain(|_, p| *p != id);
+        self.by_addr.retain(|_, p| *p != id);
+        if let Some(remote) = gone.remote {
+            self.transmits.retain(|t| t.destination != remote);
+        }
+        gone.rtc.disconnect();
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.retain(|p| *p != id);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+        for p in self.participants.values_mut() {
+            for slot in &mut p.slots {
+                if slot.source.is_some_and(|(src, _)| src == id) {
+                    slot.source = None;
+                }
+            }
+        }
+        true
+    }
+
+    /// One datagram that arrived on the media port.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += contents.len() as u64;
+        let Ok(datagram) = DatagramRecv::try_from(contents) else {
+            self.counters.drops.malformed += 1;
+            return;
+        };
+        let Some(id) = self.route(source, contents) else {
+            self.counters.drops.unknown_source += 1;
+            return;
+        };
+        let Some(p) = self.participants.get_mut(&id) else {
+            self.counters.drops.unknown_source += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents: datagram,
+            },
+        );
+        if !p.rtc.accepts(&input) {
+            self.counters.drops.unknown_source += 1;
+            return;
+        }
+        if let Err(e) = p.rtc.handle_input(input) {
+            // One participant's bad packet stays its own problem.
+            tracing::debug!(participant = id.0, error = %e, "input refused");
+            self.counters.drops.malformed += 1;
+        }
+        self.drain(id, now);
+    }
+
+    /// Which participant a datagram belongs to: by its source address once ICE has
+    /// nominated it, else by the STUN username (our ufrag first).
+    fn route(&self, source: SocketAddr, contents: &[u8]) -> Option<ParticipantId> {
+        if let Some(id) = self.by_addr.get(&source) {
+            return Some(*id);
+        }
+        let stun = str0m::ice::StunMessage::parse(contents).ok()?;
+        let (local, _remote) = stun.split_username()?;
+        self.by_ufrag.get(local).copied()
+    }
+
+    /// Time passed: runs every participant's timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.next_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(p) = self.participants.get_mut(&id)
+                && p.rtc.handle_input(Input::Timeout(now)).is_err()
+            {
+                self.lose(id);
+                continue;
+            }
+            self.drain(id, now);
+        }
+    }
+
+    /// The earliest time [`Core::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.participants.values().map(|p| p.next_timeout).min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the shell.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// What has been counted so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Rooms with at least one participant.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Participants in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// A participant's connection died: drop it and say so.
+    fn lose(&mut self, id: ParticipantId) {
+        let Some((room, device)) = self
+            .participants
+            .get(&id)
+            .map(|p| (p.room, p.device.clone()))
+        else {
+            return;
+        };
+        tracing::info!(participant = id.0, "connection lost");
+        self.drop_participant(&room, &device);
+        self.events
+            .push_back(Event::ParticipantLost { room, device });
+    }
+
+    /// Polls participant `id` until it wants a timeout, then forwards what it received.
+    fn drain(&mut self, id: ParticipantId, now: Instant) {
+        if !self.poll_participant(id) {
+            self.received.clear();
+            self.lose(id);
+            return;
+        }
+        let mut received = std::mem::take(&mut self.received);
+        for packet in received.drain(..) {
+            self.counters.rtp_in += 1;
+            self.forward(id, &packet, now);
+        }
+        self.received = received;
+    }
+
+    /// Moves what participant `id`'s `Rtc` has to say into the core's queues; false when
+    /// its connection failed or ended.
+    fn poll_participant(&mut self, id: ParticipantId) -> bool {
+        let Self {
+            participants,
+            by_addr,
+            transmits,
+            events,
+            received,
+            counters,
+            ..
+        } = self;
+        let Some(p) = participants.get_mut(&id) else {
+            return true;
+        };
+        loop {
+            match p.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    p.next_timeout = at;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    if p.remote.is_none() {
+                        p.remote = Some(t.destination);
+                        by_addr.insert(t.destination, id);
+                    }
+                    let contents: Vec<u8> = t.contents.into();
+                    counters.datagrams_out += 1;
+                    counters.bytes_out += contents.len() as u64;
+                    transmits.push_back(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents,
+                    });
+                }
+                Ok(Output::Event(e)) => match e {
+                    RtcEvent::RtpPacket(packet) => received.push(packet),
+                    RtcEvent::MediaAdded(m) => p.add_media(m.mid, m.kind, m.direction),
+                    RtcEvent::Connected => events.push_back(Event::Connected {
+                        room: p.room,
+                        device: p.device.clone(),
+                    }),
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!(participant = id.0, error = %e, "connection failed");
+                    return false;
+                }
+            }
+        }
+        p.rtc.is_alive()
+    }
+
+    /// Forwards one packet of publisher `from` to everyone else in its room.
+    fn forward(&mut self, from: ParticipantId, packet: &RtpPacket, now: Instant) {
+        let Some(p) = self.participants.get_mut(&from) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let Some(kind) = p
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| s.mid())
+            .and_then(|mid| p.published_kind(mid))
+        else {
+            return;
+        };
+        if let Err(e) = bind_sender(&packet.payload, &self.cfg.kid_layout, p.leaf) {
+            match e {
+                BindingError::WrongSender { .. } => self.counters.drops.wrong_sender += 1,
+                _ => self.counters.drops.not_sframe += 1,
+            }
+            return;
+        }
+        let room = p.room;
+        let keyframe_start = match kind {
+            MediaKind::Audio => true,
+            MediaKind::Video => Rfc9626::read(&packet.header.ext_vals)
+                .is_none_or(|fm: FrameMarking| fm.start && fm.independent),
+        };
+        let members: Vec<ParticipantId> = self.rooms.get(&room).cloned().unwrap_or_default();
+        let source = (from, *ssrc);
+        for to in members.into_iter().filter(|m| *m != from) {
+            self.forward_to(to, source, kind, keyframe_start, packet, now);
+        }
+    }
+
+    fn forward_to(
+        &mut self,
+        to: ParticipantId,
+        source: (ParticipantId, u32),
+        kind: MediaKind,
+        keyframe_start: bool,
+        packet: &RtpPacket,
+        now: Instant,
+    ) {
+        let idle = self.cfg.slot_idle;
+        let Some(sub) = self.participants.get_mut(&to) else {
+            return;
+        };
+        let slot = match pick_slot(&mut sub.slots, source, kind, now, idle) {
+            Pick::Current(i) => i,
+            Pick::Free(i) if keyframe_start => {
+                let step = if kind == MediaKind::Audio { 960 } else { 3000 };
+                let slot = &mut sub.slots[i];
+                slot.source = Some(source);
+                slot.rewrite
+                    .switch(*packet.seq_no, packet.header.timestamp, step);
+                i
+            }
+            Pick::Free(_) => {
+                self.counters.drops.awaiting_keyframe += 1;
+                return;
+            }
+            Pick::None => {
+                self.counters.drops.no_slot += 1;
+                return;
+            }
+        };
+        let slot: &mut Slot = &mut sub.slots[slot];
+        let Some((seq, ts)) = slot.rewrite.map(*packet.seq_no, packet.header.timestamp) else {
+            self.counters.drops.stale += 1;
+            return;
+        };
+        slot.last_used = Some(now);
+        let (mid, pt) = (slot.mid, slot.pt);
+        let Some(pt) = pt else {
+            self.counters.drops.no_slot += 1;
+            return;
+        };
+        let mut api = sub.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            self.counters.drops.no_slot += 1;
+            return;
+        };
+        let seq: SeqNo = seq.into();
+        stream.write_rtp(
+            RtpWrite::new(pt, seq, ts, now, packet.payload.clone())
+                .marker(packet.header.marker)
+                .ext_vals(forwarded_extensions(&packet.header.ext_vals))
+                .nackable(kind == MediaKind::Video),
+        );
+        self.counters.rtp_forwarded += 1;
+        self.drain(to, now);
+    }
+}
+
+/// The header extensions the SFU passes on (the rest, like transport-wide sequence
+/// numbers, are per hop and str0m writes its own).
+fn forwarded_extensions(ev: &ExtensionValues) -> ExtensionValues {
+    ExtensionValues {
+        audio_level: ev.audio_level,
+        voice_activity: ev.voice_activity,
+        frame_mark: ev.frame_mark,
+        ..Default::default()
+    }
+}
+
+/// Sender binding on the SFrame packetization: the first packet of a frame carries the
+/// SFrame header, whose KID must name the publisher's own leaf. Later packets of a frame
+/// carry ciphertext only; a forged one cannot pass the receiver's AEAD check under the
+/// sender the first packet named.
+fn bind_sender(payload: &[u8], layout: &KidLayout, leaf: u32) -> Result<(), BindingError> {
+    let (descriptor, rest) = Descriptor::parse(payload).ok_or(BindingError::NotSframe)?;
+    if descriptor.start {
+        sender_binding::check(rest, layout, leaf)
+    } else {
+        Ok(())
+    }
+}
+
+enum Pick {
+    /// The slot already carries this source.
+    Current(usize),
+    /// A free (or idle) slot of the right kind.
+    Free(usize),
+    /// Every slot of this kind is busy.
+    None,
+}
+
+fn pick_slot(
+    slots: &mut [Slot],
+    source: (ParticipantId, u32),
+    kind: MediaKind,
+    now: Instant,
+    idle: Duration,
+) -> Pick {
+    if let Some(i) = slots.iter().position(|s| s.source == Some(source)) {
+        return Pick::Current(i);
+    }
+    let free = slots.iter().position(|s| {
+        s.kind == kind
+            && (s.source.is_none() || s.last_used.is_none_or(|t| now.duration_since(t) >= idle))
+    });
+    match free {
+        Some(i) => Pick::Free(i),
+        None => Pick::None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
