@@ -216,7 +216,7 @@ impl Sim {
             (peer.audio, ContextId::Audio, 960u32),
             (peer.video, ContextId::Video, 3000u32),
         ] {
-            if context == ContextId::Video && n % 3 != 0 {
+            if context == ContextId::Video && !n.is_multiple_of(3) {
                 continue;
             }
             let video = context == ContextId::Video;
