@@ -19,3 +19,4 @@ pub mod core;
 pub mod frame_marking;
 pub mod join_token;
 pub mod sender_binding;
+pub mod worker;

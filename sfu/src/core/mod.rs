@@ -279,6 +279,19 @@ impl Core {
         true
     }
 
+    /// The address participants reach this core at.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.cfg.media_addr
+    }
+
+    /// Closes every connection (the SFU is stopping); each participant is reported lost.
+    pub fn close_all(&mut self) {
+        let all: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in all {
+            self.lose(id);
+        }
+    }
+
     /// One datagram that arrived on the media port.
     pub fn handle_receive(
         &mut self,

@@ -123,6 +123,15 @@ pub enum RtcSignal {
     },
     /// No more candidates.
     EndOfCandidates,
+    /// A participant's first offer to a room's SFU, with the join token the SFU checks
+    /// (room, device and MLS leaf, signed by the signaling service) before answering.
+    JoinSfu {
+        /// The token from [`Request::SfuToken`].
+        token: SignedJoinToken,
+        /// The SDP offer: the lines it publishes on (sendonly) and the slots it receives
+        /// others' media on (recvonly).
+        offer: String,
+    },
 }
 
 /// An MLS handshake message kind, as the delivery service routes it.
@@ -363,6 +372,14 @@ pub enum Request {
     GroupInfo {
         /// The group.
         group: Vec<u8>,
+    },
+    /// An SFU acknowledges [`Event::SfuParticipantGone`]: it forwards nothing more to or
+    /// from the participant. Until it does, the service sends the event again.
+    SfuRemovalApplied {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        device: DeviceAddr,
     },
 }
 

@@ -109,6 +109,8 @@ struct Session {
 enum Timer {
     Login(SessionId),
     Ring(CallId),
+    /// Resend an unacknowledged [`Event::SfuParticipantGone`] (by its pending id).
+    SfuGone(u64),
 }
 
 /// Randomness, passed in so tests are deterministic.
@@ -254,7 +256,7 @@ impl Core {
         match session.state {
             SessionState::User(addr) => {
                 self.calls_on_disconnect(&addr, sid, now);
-                self.rooms_on_disconnect(&addr, sid);
+                self.rooms_on_disconnect(&addr, sid, now);
                 self.set_offline(&addr, sid);
             }
             SessionState::Sfu => self.sfu_gone(sid),
@@ -358,6 +360,7 @@ impl Core {
                     }
                 }
                 Timer::Ring(call) => self.ring_timeout(call, now),
+                Timer::SfuGone(id) => self.resend_gone(id, now),
             }
         }
     }
@@ -394,6 +397,16 @@ impl Core {
                     ));
                 }
                 self.sfu_relay(sid, room, &to, signal)
+            }
+            Request::SfuRemovalApplied { room, device } => {
+                if !matches!(state, SessionState::Sfu) {
+                    return Err(err(
+                        ErrorCode::Forbidden,
+                        "only SFU nodes acknowledge removals",
+                    ));
+                }
+                self.removal_applied(sid, &room, &device);
+                Ok(Response::Ok)
             }
             other => {
                 let SessionState::User(me) = state else {
@@ -457,15 +470,20 @@ impl Core {
             Request::CreateRoom => self.create_room(me),
             Request::InviteToRoom { room, handles } => self.invite_to_room(me, room, handles),
             Request::JoinRoom { room } => self.join_room(sid, me, room),
-            Request::LeaveRoom { room } => self.leave_room(me, room),
-            Request::RemoveFromRoom { room, handle } => self.remove_from_room(me, room, &handle),
+            Request::LeaveRoom { room } => self.leave_room(me, room, now),
+            Request::RemoveFromRoom { room, handle } => {
+                self.remove_from_room(me, room, &handle, now)
+            }
             Request::SfuToken { room } => self.sfu_token(me, room, now),
             Request::RelayToSfu { room, signal } => self.relay_to_sfu(me, room, signal),
             Request::Register { .. }
             | Request::Login { .. }
             | Request::Prove { .. }
             | Request::RegisterSfu { .. }
-            | Request::SfuRelay { .. } => Err(err(ErrorCode::InvalidState, "already logged in")),
+            | Request::SfuRelay { .. }
+            | Request::SfuRemovalApplied { .. } => {
+                Err(err(ErrorCode::InvalidState, "already logged in"))
+            }
         }
     }
 

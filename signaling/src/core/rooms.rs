@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use ed25519_dalek::Signer;
@@ -18,7 +18,7 @@ use sotto_proto::{
     RosterEntry, RtcSignal, SignedJoinToken, Stored,
 };
 
-use super::{Core, Reply, SessionId, SessionState, err, room_id};
+use super::{Core, Reply, SessionId, SessionState, Timer, err, room_id};
 
 struct SfuNode {
     media_addr: String,
@@ -31,11 +31,25 @@ struct LiveRoom {
     sfu: Option<SessionId>,
 }
 
+/// A removal an SFU has not acknowledged yet ([`Request::SfuRemovalApplied`]).
+struct PendingGone {
+    sfu: SessionId,
+    room: RoomId,
+    device: DeviceAddr,
+    sent: u32,
+}
+
+/// How often an unacknowledged removal is sent again, and how many times in all.
+const GONE_RESEND: Duration = Duration::from_secs(1);
+const GONE_TRIES: u32 = 60;
+
 /// Rooms with someone in them, and the SFU nodes.
 #[derive(Default)]
 pub(super) struct LiveRooms {
     rooms: HashMap<RoomId, LiveRoom>,
     sfus: BTreeMap<SessionId, SfuNode>,
+    gone: BTreeMap<u64, PendingGone>,
+    next_gone: u64,
 }
 
 impl Core {
@@ -125,8 +139,8 @@ impl Core {
         Ok(Response::RoomJoined { room, roster })
     }
 
-    pub(super) fn leave_room(&mut self, me: &DeviceAddr, room: RoomId) -> Reply {
-        if !self.drop_participant(&room, me) {
+    pub(super) fn leave_room(&mut self, me: &DeviceAddr, room: RoomId, now: Instant) -> Reply {
+        if !self.drop_participant(&room, me, now) {
             return Err(err(ErrorCode::NotFound, "not in that room"));
         }
         Ok(Response::Ok)
@@ -137,6 +151,7 @@ impl Core {
         me: &DeviceAddr,
         room: RoomId,
         who: &Handle,
+        now: Instant,
     ) -> Reply {
         let r = self
             .storage
@@ -166,7 +181,7 @@ impl Core {
             .unwrap_or_default();
         for (d, s) in gone {
             self.event(s, Event::RemovedFromRoom { room });
-            self.drop_participant(&room, &d);
+            self.drop_participant(&room, &d, now);
         }
         Ok(Response::Ok)
     }
@@ -280,8 +295,38 @@ impl Core {
         Ok(Response::Ok)
     }
 
+    /// An SFU acknowledged a removal: stop resending it.
+    pub(super) fn removal_applied(&mut self, sfu: SessionId, room: &RoomId, device: &DeviceAddr) {
+        self.rooms
+            .gone
+            .retain(|_, g| !(g.sfu == sfu && &g.room == room && &g.device == device));
+    }
+
+    /// Sends an unacknowledged removal again, up to [`GONE_TRIES`] times.
+    pub(super) fn resend_gone(&mut self, id: u64, now: Instant) {
+        let Some(g) = self.rooms.gone.get_mut(&id) else {
+            return;
+        };
+        if g.sent >= GONE_TRIES || !self.rooms.sfus.contains_key(&g.sfu) {
+            tracing::warn!(room = %g.room, "SFU never acknowledged a removal");
+            self.rooms.gone.remove(&id);
+            return;
+        }
+        g.sent += 1;
+        let (sfu, event) = (
+            g.sfu,
+            Event::SfuParticipantGone {
+                room: g.room,
+                device: g.device.clone(),
+            },
+        );
+        self.event(sfu, event);
+        self.timers.insert((now + GONE_RESEND, Timer::SfuGone(id)));
+    }
+
     pub(super) fn sfu_gone(&mut self, sid: SessionId) {
         self.rooms.sfus.remove(&sid);
+        self.rooms.gone.retain(|_, g| g.sfu != sid);
         let next = self.least_loaded_sfu();
         for live in self.rooms.rooms.values_mut() {
             if live.sfu == Some(sid) {
@@ -290,7 +335,7 @@ impl Core {
         }
     }
 
-    pub(super) fn rooms_on_disconnect(&mut self, me: &DeviceAddr, sid: SessionId) {
+    pub(super) fn rooms_on_disconnect(&mut self, me: &DeviceAddr, sid: SessionId, now: Instant) {
         let rooms: Vec<RoomId> = self
             .rooms
             .rooms
@@ -299,12 +344,12 @@ impl Core {
             .map(|(r, _)| *r)
             .collect();
         for r in rooms {
-            self.drop_participant(&r, me);
+            self.drop_participant(&r, me, now);
         }
     }
 
     /// Removes a participant from a live room, tells the rest and the SFU.
-    fn drop_participant(&mut self, room: &RoomId, who: &DeviceAddr) -> bool {
+    fn drop_participant(&mut self, room: &RoomId, who: &DeviceAddr, now: Instant) -> bool {
         let Some(live) = self.rooms.rooms.get_mut(room) else {
             return false;
         };
@@ -321,6 +366,18 @@ impl Core {
                     device: who.clone(),
                 },
             );
+            let id = self.rooms.next_gone;
+            self.rooms.next_gone += 1;
+            self.rooms.gone.insert(
+                id,
+                PendingGone {
+                    sfu,
+                    room: *room,
+                    device: who.clone(),
+                    sent: 1,
+                },
+            );
+            self.timers.insert((now + GONE_RESEND, Timer::SfuGone(id)));
         }
         if empty {
             self.rooms.rooms.remove(room);

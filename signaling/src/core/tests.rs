@@ -702,3 +702,58 @@ impl World {
             .collect()
     }
 }
+
+#[test]
+fn a_removal_is_sent_to_the_sfu_until_it_is_acknowledged() {
+    let mut w = World::new();
+    let sfu = w.connect();
+    let r = w.req(
+        sfu,
+        Request::RegisterSfu {
+            node: "sfu-1".into(),
+            secret: "sfu-secret".into(),
+            media_addr: "127.0.0.1:5000".into(),
+            capacity: 10,
+        },
+    );
+    assert!(matches!(r, Ok(Response::SfuRegistered { .. })), "{r:?}");
+    let (alice, _) = w.member("@alice", 1);
+    let (bob, _) = w.member("@bob", 1);
+    let room = w.room(alice);
+    assert!(
+        w.req(
+            alice,
+            Request::InviteToRoom {
+                room,
+                handles: vec![h("@bob")]
+            }
+        )
+        .is_ok()
+    );
+    assert!(w.req(alice, Request::JoinRoom { room }).is_ok());
+    assert!(w.req(bob, Request::JoinRoom { room }).is_ok());
+    w.events(sfu);
+    assert_eq!(w.req(bob, Request::LeaveRoom { room }), Ok(Response::Ok));
+    let gone = Event::SfuParticipantGone {
+        room,
+        device: DeviceAddr {
+            handle: h("@bob"),
+            device: 1,
+        },
+    };
+    assert_eq!(w.events(sfu), vec![gone.clone()]);
+    // Not acknowledged: it comes again, once a second.
+    w.advance(Duration::from_millis(1100));
+    assert_eq!(w.events(sfu), vec![gone.clone()]);
+    w.advance(Duration::from_millis(1100));
+    assert_eq!(w.events(sfu), vec![gone.clone()]);
+    // Only an SFU may acknowledge.
+    let Event::SfuParticipantGone { device, .. } = gone else {
+        unreachable!()
+    };
+    let ack = Request::SfuRemovalApplied { room, device };
+    assert_eq!(code(w.req(alice, ack.clone())), ErrorCode::Forbidden);
+    assert_eq!(w.req(sfu, ack), Ok(Response::Ok));
+    w.advance(Duration::from_secs(5));
+    assert_eq!(w.events(sfu), vec![]);
+}

@@ -1,0 +1,303 @@
+//! A forwarding worker: one thread, one UDP socket, one [`Core`]. It moves batches of
+//! datagrams into the core (`recvmmsg`, GRO when the kernel coalesces) and the core's
+//! output onto the wire grouped per destination (GSO: one `sendmsg` carries a run of
+//! equal-size datagrams to one address). Commands from the control side (join, remove)
+//! arrive on a channel, checked once per batch; nothing crosses a channel per packet.
+//!
+//! The only allocations in the steady state are str0m's: one buffer per SRTP datagram it
+//! produces and one payload per packet it receives (NOTES.md has the counts). Our buffers
+//! (receive slots, the GSO run, the grouping order) are made once and reused.
+
+use crate::core::{Config, Core, Counters, Event, JoinError, Transmit};
+use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit as UdpTransmit, UdpSockRef, UdpSocketState};
+use sotto_proto::{DeviceAddr, RoomId};
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc as async_mpsc, oneshot};
+
+/// The longest a worker sleeps before it looks at its commands again.
+const COMMAND_POLL: Duration = Duration::from_millis(5);
+/// Room for the largest datagram, or a GRO-coalesced run of them.
+const RECV_BUF: usize = 64 * 1024;
+
+/// What the control side asks a worker to do.
+pub enum Command {
+    /// Add a participant; the answer SDP (or why not) goes back on `reply`.
+    Join {
+        /// The room.
+        room: RoomId,
+        /// Who (checked against its join token by the caller).
+        device: DeviceAddr,
+        /// Its MLS leaf, from the token.
+        leaf: u32,
+        /// Its SDP offer.
+        offer: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<String, JoinError>>,
+    },
+    /// Remove a participant; the core answers with [`Event::RemovalApplied`].
+    Remove {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        device: DeviceAddr,
+    },
+    /// Stop forwarding: every connection is closed.
+    Stop,
+}
+
+/// A running worker, as the control side holds it.
+pub struct WorkerHandle {
+    /// Where commands go.
+    pub commands: mpsc::Sender<Command>,
+    /// The address participants reach it at (its ICE candidate).
+    pub media_addr: SocketAddr,
+    /// The address its socket is bound to.
+    pub local_addr: SocketAddr,
+    /// Its counters, refreshed once per loop.
+    pub counters: Arc<Mutex<Snapshot>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a worker reports for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Snapshot {
+    /// The core's counters.
+    pub counters: Counters,
+    /// Rooms on this worker.
+    pub rooms: usize,
+    /// Participants on this worker.
+    pub participants: usize,
+}
+
+impl WorkerHandle {
+    /// Asks the worker to stop and waits for its thread.
+    pub fn stop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds `listen` and starts a worker thread whose core advertises `media_addr` (the
+/// address participants reach, which differs from `listen` behind NAT or on a wildcard
+/// bind). Core events go to `events`.
+pub fn spawn(
+    name: &str,
+    listen: SocketAddr,
+    media_addr: SocketAddr,
+    events: async_mpsc::UnboundedSender<Event>,
+) -> io::Result<WorkerHandle> {
+    let socket = UdpSocket::bind(listen)?;
+    let local_addr = socket.local_addr()?;
+    // Port 0 in the advertised address means "the port we were given".
+    let media_addr = if media_addr.port() == 0 {
+        SocketAddr::new(media_addr.ip(), local_addr.port())
+    } else {
+        media_addr
+    };
+    let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+    let (commands, rx) = mpsc::channel();
+    let counters = Arc::new(Mutex::new(Snapshot::default()));
+    let shared = counters.clone();
+    let core = Core::new(Config::new(media_addr));
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let mut w = Worker {
+                socket,
+                state,
+                core,
+                commands: rx,
+                events,
+                counters: shared,
+                order: Vec::new(),
+                pending: Vec::new(),
+                run: Vec::new(),
+            };
+            if let Err(e) = w.run() {
+                tracing::error!(error = %e, "forwarding worker stopped");
+            }
+        })?;
+    Ok(WorkerHandle {
+        commands,
+        media_addr,
+        local_addr,
+        counters,
+        thread: Some(thread),
+    })
+}
+
+struct Worker {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    core: Core,
+    commands: mpsc::Receiver<Command>,
+    events: async_mpsc::UnboundedSender<Event>,
+    counters: Arc<Mutex<Snapshot>>,
+    /// Indices into `pending`, sorted by destination to group GSO runs.
+    order: Vec<(SocketAddr, usize)>,
+    pending: Vec<Transmit>,
+    /// One GSO run being assembled.
+    run: Vec<u8>,
+}
+
+impl Worker {
+    fn run(&mut self) -> io::Result<()> {
+        let mut bufs: Box<[[u8; RECV_BUF]; BATCH_SIZE]> = vec![[0u8; RECV_BUF]; BATCH_SIZE]
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|_| io::Error::other("receive buffers"))?;
+        let mut meta = [RecvMeta::default(); BATCH_SIZE];
+        let mut timeout = Duration::ZERO;
+        loop {
+            if !self.commands_done() {
+                self.core_stop();
+                return Ok(());
+            }
+            let wait = self
+                .core
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(COMMAND_POLL)
+                .clamp(Duration::from_micros(100), COMMAND_POLL);
+            if wait != timeout {
+                self.socket.set_read_timeout(Some(wait))?;
+                timeout = wait;
+            }
+            let got = {
+                let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b));
+                self.state
+                    .recv(UdpSockRef::from(&self.socket), &mut slices, &mut meta)
+            };
+            let now = Instant::now();
+            match got {
+                Ok(n) => self.take_batch(now, &bufs[..n], &meta[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => tracing::debug!(error = %e, "receive failed"),
+            }
+            self.core.handle_timeout(Instant::now());
+            self.flush();
+            self.publish();
+        }
+    }
+
+    /// Hands one received batch to the core; each slot may hold a GRO run of datagrams
+    /// of `stride` bytes.
+    fn take_batch(&mut self, now: Instant, bufs: &[[u8; RECV_BUF]], meta: &[RecvMeta]) {
+        let local = self.core.media_addr();
+        for (buf, m) in bufs.iter().zip(meta) {
+            let data = &buf[..m.len.min(buf.len())];
+            let stride = m.stride.max(1);
+            for datagram in data.chunks(stride) {
+                self.core.handle_receive(now, m.addr, local, datagram);
+            }
+        }
+    }
+
+    /// Runs queued commands; false once told to stop (or the control side is gone).
+    fn commands_done(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Join {
+                    room,
+                    device,
+                    leaf,
+                    offer,
+                    reply,
+                }) => {
+                    let answer = self.core.join(Instant::now(), room, device, leaf, &offer);
+                    let _ = reply.send(answer);
+                }
+                Ok(Command::Remove { room, device }) => {
+                    self.core.remove(&room, &device);
+                }
+                Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Err(mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn core_stop(&mut self) {
+        self.core.close_all();
+        self.flush();
+        self.publish();
+    }
+
+    /// Sends everything the core queued, grouped per destination into GSO runs.
+    fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            self.pending.push(t);
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        self.order.clear();
+        self.order.extend(
+            self.pending
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.destination, i)),
+        );
+        // Unique keys (destination, index): deterministic and allocation-free, and each
+        // destination keeps its packets in the order the core made them.
+        self.order.sort_unstable();
+        let max_segments = self.state.max_gso_segments().max(1);
+        let mut i = 0;
+        while i < self.order.len() {
+            let (dest, first) = self.order[i];
+            let segment = self.pending[first].contents.len();
+            self.run.clear();
+            let mut n = 0;
+            while i < self.order.len() && n < max_segments {
+                let (d, idx) = self.order[i];
+                let len = self.pending[idx].contents.len();
+                // A run: same destination, every segment the first one's size but the
+                // last, which may be shorter.
+                if d != dest || len > segment || (n > 0 && !self.run.len().is_multiple_of(segment))
+                {
+                    break;
+                }
+                self.run.extend_from_slice(&self.pending[idx].contents);
+                n += 1;
+                i += 1;
+            }
+            let transmit = UdpTransmit {
+                destination: dest,
+                ecn: None,
+                contents: &self.run,
+                segment_size: (n > 1).then_some(segment),
+                src_ip: None,
+            };
+            if let Err(e) = self.state.send(UdpSockRef::from(&self.socket), &transmit) {
+                tracing::debug!(error = %e, "send failed");
+            }
+        }
+        self.pending.clear();
+    }
+
+    /// Passes core events on and refreshes the counters snapshot.
+    fn publish(&mut self) {
+        while let Some(e) = self.core.poll_event() {
+            let _ = self.events.send(e);
+        }
+        if let Ok(mut s) = self.counters.lock() {
+            s.counters = *self.core.counters();
+            s.rooms = self.core.room_count();
+            s.participants = self.core.participant_count();
+        }
+    }
+}
