@@ -15,6 +15,7 @@
 //! - [`sender_binding`]: drops a packet whose KID names a sender other than the participant
 //!   it arrived from, so no member can impersonate another's stream at the hop.
 
+pub mod control;
 pub mod core;
 pub mod frame_marking;
 pub mod join_token;

@@ -58,7 +58,7 @@ pub struct WorkerHandle {
     pub local_addr: SocketAddr,
     /// Its counters, refreshed once per loop.
     pub counters: Arc<Mutex<Snapshot>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// What a worker reports for metrics.
@@ -74,9 +74,10 @@ pub struct Snapshot {
 
 impl WorkerHandle {
     /// Asks the worker to stop and waits for its thread.
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
@@ -133,7 +134,7 @@ pub fn spawn(
         media_addr,
         local_addr,
         counters,
-        thread: Some(thread),
+        thread: Mutex::new(Some(thread)),
     })
 }
 
