@@ -1,0 +1,130 @@
+//! Load participants: light clients that join rooms through the real signaling service,
+//! speak real WebRTC (str0m) to the SFU and send real SFrame frames under real MLS keys,
+//! with pre-made payloads instead of codecs, so a run measures the SFU. Used by the SFU's
+//! tests and by the bench's SFU scenarios.
+
+pub mod peer;
+pub mod room;
+
+use anyhow::{Context, bail};
+use peer::{MediaPeer, PeerStats};
+use room::Joined;
+use sotto_client::signaling::Incoming;
+use sotto_proto::{Event, Request, RoomId, RtcSignal};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// A participant with its media connected to the room's SFU.
+pub struct Participant {
+    /// Its membership (signaling connection, MLS state).
+    pub joined: Joined,
+    /// Its media.
+    pub peer: MediaPeer,
+    socket: UdpSocket,
+}
+
+/// Slots a participant asks for by default: every other member of a small room.
+pub const DEFAULT_SLOTS: (usize, usize) = (8, 9);
+
+impl Participant {
+    /// Offers media to the room's SFU (through signaling, with the join token) and takes
+    /// its answer; the connection comes up once [`Self::run`] runs.
+    pub async fn connect(
+        mut joined: Joined,
+        room: RoomId,
+        slots: (usize, usize),
+        send_video: bool,
+    ) -> anyhow::Result<Self> {
+        let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let local = socket.local_addr()?;
+        let keys = std::mem::replace(
+            &mut joined.keys,
+            sotto_media::keys::CallKeys::new(
+                joined.leaf,
+                joined
+                    .group
+                    .epoch_keys(&joined.mls, &sotto_media::keys::KeyConfig::default())?,
+            )?,
+        );
+        let (mut peer, offer, pending) = MediaPeer::offer(
+            local,
+            joined.leaf,
+            keys,
+            slots.0,
+            slots.1,
+            Instant::now().into_std(),
+        );
+        peer.send_video = send_video;
+        joined
+            .client
+            .request(Request::RelayToSfu {
+                room,
+                signal: RtcSignal::JoinSfu {
+                    token: joined.token.clone(),
+                    offer,
+                },
+            })
+            .await?;
+        let answer = loop {
+            let next = tokio::time::timeout(Duration::from_secs(20), joined.client.next())
+                .await
+                .context("waiting for the SFU's answer")?;
+            match next {
+                Some(Incoming::Event(Event::FromSfu {
+                    signal: RtcSignal::Answer(a),
+                    ..
+                })) => break a,
+                Some(Incoming::Delivery { seq, .. }) => joined.client.ack(seq).await?,
+                Some(_) => {}
+                None => bail!("signaling closed before the SFU answered"),
+            }
+        };
+        peer.accept_answer(pending, &answer)
+            .map_err(|e| anyhow::anyhow!("the SFU's answer: {e}"))?;
+        Ok(Participant {
+            joined,
+            peer,
+            socket,
+        })
+    }
+
+    /// Runs the media until `stop` turns true; returns what it counted.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> (Self, PeerStats) {
+        let mut buf = vec![0u8; 2048];
+        let mut signaling = true;
+        loop {
+            self.flush().await;
+            let wake = Instant::from_std(self.peer.poll_timeout());
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.peer.handle_datagram(Instant::now().into_std(), from, &buf[..n]);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    self.peer.handle_timeout(Instant::now().into_std());
+                }
+                _ = stop.changed() => break,
+                incoming = self.joined.client.next(), if signaling => match incoming {
+                    Some(Incoming::Delivery { seq, .. }) => {
+                        let _ = self.joined.client.ack(seq).await;
+                    }
+                    Some(_) => {}
+                    None => signaling = false,
+                },
+            }
+        }
+        let stats = std::mem::take(&mut self.peer.stats);
+        (self, stats)
+    }
+
+    async fn flush(&mut self) {
+        let out: Vec<_> = self.peer.take_transmits().collect();
+        for (_, to, bytes) in out {
+            let _ = self.socket.send_to(&bytes, to).await;
+        }
+    }
+}
