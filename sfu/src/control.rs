@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How the SFU runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SfuConfig {
     /// The signaling service.
     pub signaling: SocketAddr,
@@ -40,6 +40,8 @@ pub struct SfuConfig {
     pub workers: usize,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// Sees every forwarded packet (tests only; see [`crate::core::Tap`]).
+    pub tap: Option<crate::core::Tap>,
 }
 
 /// Why the SFU could not start or stopped.
@@ -95,7 +97,8 @@ pub async fn start(cfg: SfuConfig) -> Result<RunningSfu, SfuError> {
         };
         let listen = SocketAddr::new(cfg.listen.ip(), port);
         let media = SocketAddr::new(cfg.media_addr.ip(), if port == 0 { 0 } else { port });
-        let w = worker::spawn(&format!("sfu-fwd-{i}"), listen, media, events_tx.clone()).map_err(
+        let name = format!("sfu-fwd-{i}");
+        let w = worker::spawn(&name, listen, media, events_tx.clone(), cfg.tap.clone()).map_err(
             |source| SfuError::Bind {
                 addr: listen,
                 source,
@@ -357,6 +360,7 @@ fn render(workers: &[WorkerHandle]) -> String {
         total.bytes_out += c.bytes_out;
         total.rtp_in += c.rtp_in;
         total.rtp_forwarded += c.rtp_forwarded;
+        total.removals += c.removals;
         let (d, t) = (c.drops, &mut total.drops);
         t.unknown_source += d.unknown_source;
         t.malformed += d.malformed;
@@ -420,6 +424,12 @@ fn render(workers: &[WorkerHandle]) -> String {
         "RTP packets written to subscribers.",
         "counter",
         total.rtp_forwarded.to_string(),
+    );
+    line(
+        "sotto_sfu_removals_applied_total",
+        "Roster removals applied (and acknowledged to signaling).",
+        "counter",
+        total.removals.to_string(),
     );
     out.push_str("# HELP sotto_sfu_drops_total Packets dropped, by reason.\n# TYPE sotto_sfu_drops_total counter\n");
     for (reason, n) in [

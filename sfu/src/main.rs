@@ -122,6 +122,7 @@ fn config(cli: Cli) -> anyhow::Result<SfuConfig> {
         capacity: cli.capacity.or(file.capacity).unwrap_or(1000),
         workers,
         metrics: cli.metrics.or(file.metrics),
+        tap: None,
     })
 }
 

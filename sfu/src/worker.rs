@@ -8,7 +8,7 @@
 //! produces and one payload per packet it receives (NOTES.md has the counts). Our buffers
 //! (receive slots, the GSO run, the grouping order) are made once and reused.
 
-use crate::core::{Config, Core, Counters, Event, JoinError, Transmit};
+use crate::core::{Config, Core, Counters, Event, JoinError, Tap, Transmit};
 use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit as UdpTransmit, UdpSockRef, UdpSocketState};
 use sotto_proto::{DeviceAddr, RoomId};
 use std::io::{self, IoSliceMut};
@@ -91,12 +91,13 @@ impl Drop for WorkerHandle {
 
 /// Binds `listen` and starts a worker thread whose core advertises `media_addr` (the
 /// address participants reach, which differs from `listen` behind NAT or on a wildcard
-/// bind). Core events go to `events`.
+/// bind). Core events go to `events`; `tap` (tests) sees every forwarded packet.
 pub fn spawn(
     name: &str,
     listen: SocketAddr,
     media_addr: SocketAddr,
     events: async_mpsc::UnboundedSender<Event>,
+    tap: Option<Tap>,
 ) -> io::Result<WorkerHandle> {
     let socket = UdpSocket::bind(listen)?;
     let local_addr = socket.local_addr()?;
@@ -110,7 +111,9 @@ pub fn spawn(
     let (commands, rx) = mpsc::channel();
     let counters = Arc::new(Mutex::new(Snapshot::default()));
     let shared = counters.clone();
-    let core = Core::new(Config::new(media_addr));
+    let mut cfg = Config::new(media_addr);
+    cfg.tap = tap;
+    let core = Core::new(cfg);
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {

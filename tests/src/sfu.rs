@@ -22,6 +22,11 @@ pub struct SfuHarness {
 
 /// Starts signaling and an SFU with `workers` forwarding threads, both on loopback.
 pub async fn start_sfu(workers: usize) -> SfuHarness {
+    start_sfu_with(workers, None).await
+}
+
+/// [`start_sfu`] with a tap that sees every forwarded packet.
+pub async fn start_sfu_with(workers: usize, tap: Option<sotto_sfu::core::Tap>) -> SfuHarness {
     let server = server(|c| c.core.sfu_secret = Some(SFU_SECRET.into())).await;
     let loopback = "127.0.0.1:0".parse().expect("addr");
     let sfu = start(SfuConfig {
@@ -34,6 +39,7 @@ pub async fn start_sfu(workers: usize) -> SfuHarness {
         capacity: 1000,
         workers,
         metrics: Some(loopback),
+        tap,
     })
     .await
     .expect("the SFU starts and registers");

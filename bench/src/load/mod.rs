@@ -23,6 +23,8 @@ pub struct Participant {
     pub joined: Joined,
     /// Its media.
     pub peer: MediaPeer,
+    /// Datagrams it received, readable while it runs.
+    pub datagrams: std::sync::Arc<std::sync::atomic::AtomicU64>,
     socket: UdpSocket,
 }
 
@@ -87,8 +89,20 @@ impl Participant {
         Ok(Participant {
             joined,
             peer,
+            datagrams: Default::default(),
             socket,
         })
+    }
+
+    /// From now on, sends under `victim`'s leaf and keys (a test of sender binding).
+    pub fn impersonate(&mut self, victim: u32) -> anyhow::Result<()> {
+        let epoch = self
+            .joined
+            .group
+            .epoch_keys(&self.joined.mls, &sotto_media::keys::KeyConfig::default())?;
+        self.peer
+            .impersonate(sotto_media::keys::CallKeys::new(victim, epoch)?, victim);
+        Ok(())
     }
 
     /// Runs the media until `stop` turns true; returns what it counted.
@@ -101,6 +115,7 @@ impl Participant {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
+                        self.datagrams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.peer.handle_datagram(Instant::now().into_std(), from, &buf[..n]);
                     }
                 }

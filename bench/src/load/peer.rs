@@ -134,9 +134,15 @@ pub struct MediaPeer {
     /// Whether this peer sends video.
     pub send_video: bool,
     seq: (u64, u64),
+    /// Keys and leaf it sends under instead of its own (a test of sender binding).
+    forged: Option<(CallKeys, u32)>,
+    /// Garbage datagrams sent with every frame (a test of the SFU's input handling).
+    pub garbage: bool,
     connected: bool,
     next_timeout: Instant,
     transmits: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Where its media goes (the SFU), once it has sent anything.
+    remote: Option<SocketAddr>,
     /// What it counted.
     pub stats: PeerStats,
 }
@@ -194,9 +200,12 @@ impl MediaPeer {
             video_bytes: 1200,
             send_video: true,
             seq: (1, 1),
+            forged: None,
+            garbage: false,
             connected: false,
             next_timeout: now,
             transmits: Vec::new(),
+            remote: None,
             stats: PeerStats::default(),
         };
         (peer, offer.to_sdp_string(), pending)
@@ -219,6 +228,12 @@ impl MediaPeer {
         };
         self.pts = (pt(Codec::Opus), pt(Codec::H264));
         Ok(())
+    }
+
+    /// Sends every frame from now on under `leaf`'s keys (which any member can derive)
+    /// and claims to be `leaf` inside it: an impersonation the SFU must drop.
+    pub fn impersonate(&mut self, keys: CallKeys, leaf: u32) {
+        self.forged = Some((keys, leaf));
     }
 
     /// Whether ICE and DTLS are up.
@@ -293,8 +308,9 @@ impl MediaPeer {
         };
         let Some(pt) = pt else { return };
         let keyframe = video && id % KEYFRAME_EVERY == 0;
+        let sender = self.forged.as_ref().map_or(self.leaf, |(_, l)| *l);
         let info = FrameInfo {
-            sender: self.leaf,
+            sender,
             video,
             id,
             layer: 0,
@@ -311,8 +327,11 @@ impl MediaPeer {
             ContextId::Audio
         };
         let mut frame = Vec::new();
-        if self
-            .keys
+        let keys = match &mut self.forged {
+            Some((keys, _)) => keys,
+            None => &mut self.keys,
+        };
+        if keys
             .encrypt(context, b"", &info.encode(size), &mut frame)
             .is_err()
         {
@@ -357,12 +376,47 @@ impl MediaPeer {
             );
             *seq += 1;
         }
+        if self.garbage {
+            self.send_garbage(id);
+        }
         if video {
             self.video_id += 1;
             self.stats.sent.1 += 1;
         } else {
             self.audio_id += 1;
             self.stats.sent.0 += 1;
+        }
+    }
+
+    /// Malformed datagrams to wherever our media goes: truncated and oversized RTP, RTCP
+    /// and STUN, and noise.
+    fn send_garbage(&mut self, n: u64) {
+        let Some(to) = self.transmits.last().map(|t| t.1).or(self.remote) else {
+            return;
+        };
+        let noise = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i as u64).wrapping_mul(n | 1).wrapping_add(n) as u8)
+                .collect()
+        };
+        let mut stun = vec![0x00, 0x01, 0x00, 0x40, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&noise(12));
+        let junk: [Vec<u8>; 8] = [
+            vec![0x80],
+            vec![0x80, 0x60, 0x00],
+            [
+                &[0x90u8, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9][..],
+                &noise(40),
+            ]
+            .concat(),
+            [&[0x81u8, 200, 0, 40][..], &noise(8)].concat(),
+            [&[0x80u8, 205, 0xff, 0xff][..], &noise(30)].concat(),
+            stun,
+            noise(1500),
+            [&[22u8, 254, 253][..], &noise(60)].concat(),
+        ];
+        for j in junk {
+            self.transmits.push((self.local, to, j));
         }
     }
 
@@ -374,6 +428,7 @@ impl MediaPeer {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    self.remote = Some(t.destination);
                     self.transmits
                         .push((t.source, t.destination, t.contents.into()));
                 }

@@ -13,6 +13,8 @@
 //! The core reads only RTP headers, the header extensions it forwards on, and the SFrame
 //! header's KID (for sender binding); it never sees a key.
 
+#[doc(hidden)]
+pub mod fuzz;
 mod participant;
 mod rewrite;
 
@@ -37,8 +39,23 @@ use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantId(u64);
 
+/// What a test tap sees of each forwarded packet: everything of it the SFU reads or
+/// writes in the clear before SRTP (the payload and the extension values it passes on).
+#[derive(Clone, Copy, Debug)]
+pub struct Tapped<'a> {
+    /// The RTP payload (SFrame packetization).
+    pub payload: &'a [u8],
+    /// RFC 6464 level, if any.
+    pub audio_level: Option<i8>,
+    /// RFC 9626 frame marking in the packed form (`frame_marking`), if any.
+    pub frame_mark: Option<u32>,
+}
+
+/// A hook that sees every forwarded packet (tests prove the SFU never sees plaintext).
+pub type Tap = std::sync::Arc<dyn Fn(Tapped<'_>) + Send + Sync>;
+
 /// How the core behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// The address participants reach the SFU's media port at (its one ICE candidate).
     pub media_addr: SocketAddr,
@@ -46,6 +63,18 @@ pub struct Config {
     pub kid_layout: KidLayout,
     /// A slot whose source sent nothing for this long may carry another source.
     pub slot_idle: Duration,
+    /// Sees every forwarded packet (tests only).
+    pub tap: Option<Tap>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("media_addr", &self.media_addr)
+            .field("slot_idle", &self.slot_idle)
+            .field("tap", &self.tap.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -55,6 +84,7 @@ impl Config {
             media_addr,
             kid_layout: KidLayout::default(),
             slot_idle: Duration::from_secs(1),
+            tap: None,
         }
     }
 }
@@ -140,6 +170,8 @@ pub struct Counters {
     pub rtp_in: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
+    /// Removals applied (participants that were here).
+    pub removals: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -243,6 +275,7 @@ impl Core {
     /// it was not here, so signaling's resends are acknowledged). Returns whether it was.
     pub fn remove(&mut self, room: &RoomId, device: &DeviceAddr) -> bool {
         let found = self.drop_participant(room, device);
+        self.counters.removals += u64::from(found);
         self.events.push_back(Event::RemovalApplied {
             room: *room,
             device: device.clone(),
@@ -562,6 +595,13 @@ impl Core {
             return;
         };
         let seq: SeqNo = seq.into();
+        if let Some(tap) = &self.cfg.tap {
+            tap(Tapped {
+                payload: &packet.payload,
+                audio_level: packet.header.ext_vals.audio_level,
+                frame_mark: packet.header.ext_vals.frame_mark,
+            });
+        }
         stream.write_rtp(
             RtpWrite::new(pt, seq, ts, now, packet.payload.clone())
                 .marker(packet.header.marker)
