@@ -348,11 +348,13 @@ impl Control {
 /// The metrics page: every worker's counters summed.
 fn render(workers: &[WorkerHandle]) -> String {
     let mut total = Counters::default();
+    let mut latency = worker::LatencyHistogram::default();
     let (mut rooms, mut participants) = (0, 0);
     for w in workers {
         let Ok(s) = w.counters.lock() else { continue };
         rooms += s.rooms;
         participants += s.participants;
+        latency.add(&s.latency);
         let c = s.counters;
         total.datagrams_in += c.datagrams_in;
         total.bytes_in += c.bytes_in;
@@ -361,6 +363,8 @@ fn render(workers: &[WorkerHandle]) -> String {
         total.rtp_in += c.rtp_in;
         total.rtp_forwarded += c.rtp_forwarded;
         total.removals += c.removals;
+        total.keyframe_requests += c.keyframe_requests;
+        total.keyframe_requests_suppressed += c.keyframe_requests_suppressed;
         let (d, t) = (c.drops, &mut total.drops);
         t.unknown_source += d.unknown_source;
         t.malformed += d.malformed;
@@ -431,6 +435,19 @@ fn render(workers: &[WorkerHandle]) -> String {
         "counter",
         total.removals.to_string(),
     );
+    line(
+        "sotto_sfu_keyframe_requests_total",
+        "PLI/FIR sent to publishers (relayed, or for a slot switch).",
+        "counter",
+        total.keyframe_requests.to_string(),
+    );
+    line(
+        "sotto_sfu_keyframe_requests_suppressed_total",
+        "Keyframe requests held back by the per-stream interval.",
+        "counter",
+        total.keyframe_requests_suppressed.to_string(),
+    );
+    render_latency(&mut out, &latency);
     out.push_str("# HELP sotto_sfu_drops_total Packets dropped, by reason.\n# TYPE sotto_sfu_drops_total counter\n");
     for (reason, n) in [
         ("unknown_source", d.unknown_source),
@@ -446,6 +463,22 @@ fn render(workers: &[WorkerHandle]) -> String {
         ));
     }
     out
+}
+
+fn render_latency(out: &mut String, h: &worker::LatencyHistogram) {
+    let name = "sotto_sfu_forwarding_latency_seconds";
+    out.push_str(&format!(
+        "# HELP {name} Receive to send inside the SFU, per datagram it sent.\n# TYPE {name} histogram\n"
+    ));
+    let mut cumulative = 0;
+    for (i, bound) in worker::LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += h.buckets[i];
+        let le = *bound as f64 / 1e6;
+        out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+    }
+    out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {}\n", h.count));
+    out.push_str(&format!("{name}_sum {}\n", h.sum_us as f64 / 1e6));
+    out.push_str(&format!("{name}_count {}\n", h.count));
 }
 
 /// Serves `GET /metrics` (Prometheus text) until `stop`.

@@ -61,11 +61,50 @@ pub struct WorkerHandle {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Upper bounds (µs) of the forwarding-latency histogram's buckets; the last is +Inf.
+pub const LATENCY_BUCKETS_US: [u64; 10] = [25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000];
+
+/// Receive → send latency inside the SFU, as a Prometheus histogram.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LatencyHistogram {
+    /// Counts per bucket of [`LATENCY_BUCKETS_US`], plus one for +Inf (not cumulative).
+    pub buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    /// Sum of all observations, in microseconds.
+    pub sum_us: u64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one datagram's time inside the SFU.
+    pub fn observe(&mut self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i] += 1;
+        self.sum_us += us;
+        self.count += 1;
+    }
+
+    /// Adds another histogram's counts.
+    pub fn add(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_us += other.sum_us;
+        self.count += other.count;
+    }
+}
+
 /// What a worker reports for metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Snapshot {
     /// The core's counters.
     pub counters: Counters,
+    /// Receive → send latency of forwarded datagrams.
+    pub latency: LatencyHistogram,
     /// Rooms on this worker.
     pub rooms: usize,
     /// Participants on this worker.
@@ -127,6 +166,7 @@ pub fn spawn(
                 order: Vec::new(),
                 pending: Vec::new(),
                 run: Vec::new(),
+                latency: LatencyHistogram::default(),
             };
             if let Err(e) = w.run() {
                 tracing::error!(error = %e, "forwarding worker stopped");
@@ -153,6 +193,7 @@ struct Worker {
     pending: Vec<Transmit>,
     /// One GSO run being assembled.
     run: Vec<u8>,
+    latency: LatencyHistogram,
 }
 
 impl Worker {
@@ -290,6 +331,12 @@ impl Worker {
                 tracing::debug!(error = %e, "send failed");
             }
         }
+        let sent = Instant::now();
+        for t in &self.pending {
+            if let Some(at) = t.received {
+                self.latency.observe(sent.saturating_duration_since(at));
+            }
+        }
         self.pending.clear();
     }
 
@@ -300,6 +347,7 @@ impl Worker {
         }
         if let Ok(mut s) = self.counters.lock() {
             s.counters = *self.core.counters();
+            s.latency = self.latency;
             s.rooms = self.core.room_count();
             s.participants = self.core.participant_count();
         }

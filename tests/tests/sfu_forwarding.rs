@@ -63,5 +63,6 @@ async fn six_participants_receive_everyone_else_through_the_sfu() {
         Some(PARTICIPANTS as f64)
     );
     assert!(metric(&page, "sotto_sfu_rtp_forwarded_total").unwrap_or(0.0) > 1000.0);
+    assert!(metric(&page, "sotto_sfu_forwarding_latency_seconds_count").unwrap_or(0.0) > 1000.0);
     h.sfu.shutdown().await;
 }

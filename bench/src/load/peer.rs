@@ -138,6 +138,10 @@ pub struct MediaPeer {
     forged: Option<(CallKeys, u32)>,
     /// Garbage datagrams sent with every frame (a test of the SFU's input handling).
     pub garbage: bool,
+    /// A keyframe was asked for (PLI/FIR): the next video frame is one.
+    keyframe_asked: bool,
+    /// Keyframe requests received.
+    pub keyframe_requests: u64,
     connected: bool,
     next_timeout: Instant,
     transmits: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
@@ -202,6 +206,8 @@ impl MediaPeer {
             seq: (1, 1),
             forged: None,
             garbage: false,
+            keyframe_asked: false,
+            keyframe_requests: 0,
             connected: false,
             next_timeout: now,
             transmits: Vec::new(),
@@ -307,7 +313,10 @@ impl MediaPeer {
             (self.audio_id, self.pts.0, self.audio)
         };
         let Some(pt) = pt else { return };
-        let keyframe = video && id % KEYFRAME_EVERY == 0;
+        let keyframe = video && (id % KEYFRAME_EVERY == 0 || self.keyframe_asked);
+        if keyframe {
+            self.keyframe_asked = false;
+        }
         let sender = self.forged.as_ref().map_or(self.leaf, |(_, l)| *l);
         let info = FrameInfo {
             sender,
@@ -436,6 +445,10 @@ impl MediaPeer {
                     self.connected = true;
                     self.next_audio = now;
                     self.next_video = now;
+                }
+                Ok(Output::Event(Event::KeyframeRequest(_))) => {
+                    self.keyframe_asked = true;
+                    self.keyframe_requests += 1;
                 }
                 Ok(Output::Event(Event::RtpPacket(p))) => {
                     let mid = self

@@ -30,10 +30,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
-use str0m::media::MediaKind;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
+
+/// The least time between two keyframe requests for one published stream.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A participant's handle inside the core (never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +101,9 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The bytes (DTLS, STUN or SRTP).
     pub contents: Vec<u8>,
+    /// When the datagram whose handling made this one was received (forwarded media and
+    /// replies), for the forwarding-latency histogram; `None` for timer-driven output.
+    pub received: Option<Instant>,
 }
 
 /// What the shell must act on.
@@ -172,6 +178,11 @@ pub struct Counters {
     pub rtp_forwarded: u64,
     /// Removals applied (participants that were here).
     pub removals: u64,
+    /// Keyframe requests (PLI/FIR) sent to publishers: relayed from subscribers, or for a
+    /// video slot waiting to switch to a new source.
+    pub keyframe_requests: u64,
+    /// Keyframe requests not sent because one for the same stream went out recently.
+    pub keyframe_requests_suppressed: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -189,6 +200,12 @@ pub struct Core {
     events: VecDeque<Event>,
     /// Packets received in the current input, forwarded once its `Rtc` was drained.
     received: Vec<RtpPacket>,
+    /// Keyframe requests subscribers sent in the current input: (subscriber, slot mid).
+    keyframe_asks: Vec<(ParticipantId, Mid, KeyframeRequestKind)>,
+    /// When a keyframe was last requested of each published stream.
+    last_keyframe_request: HashMap<(ParticipantId, u32), Instant>,
+    /// While a received datagram is being handled: when it arrived.
+    input_at: Option<Instant>,
     counters: Counters,
 }
 
@@ -206,6 +223,9 @@ impl Core {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             received: Vec::new(),
+            keyframe_asks: Vec::new(),
+            last_keyframe_request: HashMap::new(),
+            input_at: None,
             counters: Counters::default(),
         }
     }
@@ -292,6 +312,7 @@ impl Core {
         };
         self.by_ufrag.retain(|_, p| *p != id);
         self.by_addr.retain(|_, p| *p != id);
+        self.last_keyframe_request.retain(|(p, _), _| *p != id);
         if let Some(remote) = gone.remote {
             self.transmits.retain(|t| t.destination != remote);
         }
@@ -365,7 +386,9 @@ impl Core {
             tracing::debug!(participant = id.0, error = %e, "input refused");
             self.counters.drops.malformed += 1;
         }
+        self.input_at = Some(now);
         self.drain(id, now);
+        self.input_at = None;
     }
 
     /// Which participant a datagram belongs to: by its source address once ICE has
@@ -456,6 +479,43 @@ impl Core {
             self.forward(id, &packet, now);
         }
         self.received = received;
+        let asks = std::mem::take(&mut self.keyframe_asks);
+        for (sub, mid, kind) in asks {
+            let source = self
+                .participants
+                .get(&sub)
+                .and_then(|p| p.slots.iter().find(|s| s.mid == mid))
+                .and_then(|s| s.source);
+            if let Some(source) = source {
+                self.request_keyframe(source, kind, now);
+            }
+        }
+    }
+
+    /// Asks a publisher for a keyframe of one stream, at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`] (many subscribers asking make one request).
+    fn request_keyframe(
+        &mut self,
+        (publisher, ssrc): (ParticipantId, u32),
+        kind: KeyframeRequestKind,
+        now: Instant,
+    ) {
+        let last = self.last_keyframe_request.get(&(publisher, ssrc));
+        if last.is_some_and(|t| now.duration_since(*t) < KEYFRAME_REQUEST_INTERVAL) {
+            self.counters.keyframe_requests_suppressed += 1;
+            return;
+        }
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        let mut api = p.rtc.direct_api();
+        let Some(stream) = api.stream_rx(&ssrc.into()) else {
+            return;
+        };
+        stream.request_keyframe(kind);
+        self.last_keyframe_request.insert((publisher, ssrc), now);
+        self.counters.keyframe_requests += 1;
+        self.drain(publisher, now);
     }
 
     /// Moves what participant `id`'s `Rtc` has to say into the core's queues; false when
@@ -468,6 +528,8 @@ impl Core {
             events,
             received,
             counters,
+            keyframe_asks,
+            input_at,
             ..
         } = self;
         let Some(p) = participants.get_mut(&id) else {
@@ -491,11 +553,13 @@ impl Core {
                         source: t.source,
                         destination: t.destination,
                         contents,
+                        received: *input_at,
                     });
                 }
                 Ok(Output::Event(e)) => match e {
                     RtcEvent::RtpPacket(packet) => received.push(packet),
                     RtcEvent::MediaAdded(m) => p.add_media(m.mid, m.kind, m.direction),
+                    RtcEvent::KeyframeRequest(r) => keyframe_asks.push((id, r.mid, r.kind)),
                     RtcEvent::Connected => events.push_back(Event::Connected {
                         room: p.room,
                         device: p.device.clone(),
@@ -571,6 +635,7 @@ impl Core {
             }
             Pick::Free(_) => {
                 self.counters.drops.awaiting_keyframe += 1;
+                self.request_keyframe(source, KeyframeRequestKind::Pli, now);
                 return;
             }
             Pick::None => {

@@ -28,6 +28,8 @@ struct Peer {
     seqs: Vec<(Mid, u64)>,
     sent: u64,
     connected: bool,
+    /// Keyframe requests it got for its own streams.
+    keyframe_requests: u32,
 }
 
 struct Sim {
@@ -107,6 +109,7 @@ impl Sim {
             seqs: Vec::new(),
             sent: 0,
             connected: false,
+            keyframe_requests: 0,
         });
         self.peers.len() - 1
     }
@@ -170,6 +173,7 @@ impl Sim {
                         .push_back((now + DELAY, t.source, t.destination, t.contents.into()));
                 }
                 Ok(Output::Event(RtcEvent::Connected)) => peer.connected = true,
+                Ok(Output::Event(RtcEvent::KeyframeRequest(_))) => peer.keyframe_requests += 1,
                 Ok(Output::Event(RtcEvent::RtpPacket(p))) => {
                     let mid = peer
                         .rtc
@@ -445,4 +449,65 @@ fn a_busy_subscriber_without_a_free_slot_drops_and_counts() {
     // The first source to arrive holds the slot; the other is counted as no_slot.
     assert!(from.iter().all(|l| *l == from[0]), "one source per slot");
     assert!(sim.core.counters().drops.no_slot > 0);
+}
+
+#[test]
+fn keyframe_requests_reach_the_publisher_at_most_every_200_ms() {
+    let mut sim = Sim::new();
+    for leaf in 0..3 {
+        sim.join(leaf, 2, 2);
+    }
+    sim.connect_all();
+    talk(&mut sim, 5);
+    let before = sim.peers[0].keyframe_requests;
+    // Both subscribers ask for peer 0's video ten times within 100 ms.
+    for _ in 0..10 {
+        for sub in [1, 2] {
+            let peer = &mut sim.peers[sub];
+            let slot = peer
+                .got
+                .iter()
+                .find(|g| {
+                    g.1 == 0
+                        && peer
+                            .rtc
+                            .media(g.0)
+                            .is_some_and(|m| m.kind() == MediaKind::Video)
+                })
+                .map(|g| g.0)
+                .expect("peer 0's video slot");
+            let mut api = peer.rtc.direct_api();
+            let rx = api.stream_rx_by_mid(slot, None).expect("slot stream");
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            sim.poll_peer(sub);
+        }
+        sim.run(Duration::from_millis(10));
+    }
+    sim.run(Duration::from_millis(50));
+    let relayed = sim.peers[0].keyframe_requests - before;
+    assert_eq!(relayed, 1, "20 requests within 100 ms make one");
+    assert!(sim.core.counters().keyframe_requests_suppressed > 0);
+    // After the interval, the next request goes through.
+    sim.run(Duration::from_millis(200));
+    let peer = &mut sim.peers[1];
+    let slot = peer
+        .got
+        .iter()
+        .find(|g| {
+            g.1 == 0
+                && peer
+                    .rtc
+                    .media(g.0)
+                    .is_some_and(|m| m.kind() == MediaKind::Video)
+        })
+        .map(|g| g.0)
+        .expect("slot");
+    peer.rtc
+        .direct_api()
+        .stream_rx_by_mid(slot, None)
+        .expect("slot stream")
+        .request_keyframe(KeyframeRequestKind::Pli);
+    sim.poll_peer(1);
+    sim.run(Duration::from_millis(50));
+    assert_eq!(sim.peers[0].keyframe_requests - before, 2);
 }
