@@ -335,6 +335,15 @@ impl Control {
                     tracing::info!(error = %e, "acknowledging a removal failed (signaling resends)");
                 }
             }
+            CoreEvent::DominantSpeaker { room, device } => {
+                let r = self
+                    .client
+                    .request(Request::SfuSpeaker { room, device })
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "announcing a speaker failed");
+                }
+            }
             CoreEvent::Connected { room, device } => {
                 tracing::debug!(room = %room, device = %device.handle, "media connected");
             }
@@ -363,6 +372,9 @@ fn render(workers: &[WorkerHandle]) -> String {
         total.rtp_in += c.rtp_in;
         total.rtp_forwarded += c.rtp_forwarded;
         total.removals += c.removals;
+        total.audio_not_loudest += c.audio_not_loudest;
+        total.video_not_selected += c.video_not_selected;
+        total.speaker_changes += c.speaker_changes;
         total.keyframe_requests += c.keyframe_requests;
         total.keyframe_requests_suppressed += c.keyframe_requests_suppressed;
         let (d, t) = (c.drops, &mut total.drops);
@@ -446,6 +458,24 @@ fn render(workers: &[WorkerHandle]) -> String {
         "Keyframe requests held back by the per-stream interval.",
         "counter",
         total.keyframe_requests_suppressed.to_string(),
+    );
+    line(
+        "sotto_sfu_speaker_changes_total",
+        "Dominant-speaker changes announced.",
+        "counter",
+        total.speaker_changes.to_string(),
+    );
+    line(
+        "sotto_sfu_audio_not_loudest_total",
+        "Audio packets of big rooms held back: not among the loudest speakers.",
+        "counter",
+        total.audio_not_loudest.to_string(),
+    );
+    line(
+        "sotto_sfu_video_not_selected_total",
+        "Video packets not sent to a subscriber: sender outside its last-N.",
+        "counter",
+        total.video_not_selected.to_string(),
     );
     render_latency(&mut out, &latency);
     out.push_str("# HELP sotto_sfu_drops_total Packets dropped, by reason.\n# TYPE sotto_sfu_drops_total counter\n");

@@ -25,6 +25,8 @@ pub struct Participant {
     pub peer: MediaPeer,
     /// Datagrams it received, readable while it runs.
     pub datagrams: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Active-speaker announcements it got from signaling, with when.
+    pub speakers: std::sync::Arc<std::sync::Mutex<Vec<(Instant, sotto_proto::DeviceAddr)>>>,
     socket: UdpSocket,
 }
 
@@ -90,6 +92,7 @@ impl Participant {
             joined,
             peer,
             datagrams: Default::default(),
+            speakers: Default::default(),
             socket,
         })
     }
@@ -126,6 +129,11 @@ impl Participant {
                 incoming = self.joined.client.next(), if signaling => match incoming {
                     Some(Incoming::Delivery { seq, .. }) => {
                         let _ = self.joined.client.ack(seq).await;
+                    }
+                    Some(Incoming::Event(Event::ActiveSpeaker { device, .. })) => {
+                        if let Ok(mut s) = self.speakers.lock() {
+                            s.push((Instant::now(), device));
+                        }
                     }
                     Some(_) => {}
                     None => signaling = false,

@@ -133,6 +133,9 @@ pub struct MediaPeer {
     pub video_bytes: usize,
     /// Whether this peer sends video.
     pub send_video: bool,
+    /// The RFC 6464 level its audio packets carry (-dBov: 0 loudest, -127 silent);
+    /// shared so a test can change it while the peer runs.
+    pub audio_level: std::sync::Arc<std::sync::atomic::AtomicI8>,
     seq: (u64, u64),
     /// Keys and leaf it sends under instead of its own (a test of sender binding).
     forged: Option<(CallKeys, u32)>,
@@ -203,6 +206,7 @@ impl MediaPeer {
             audio_bytes: 80,
             video_bytes: 1200,
             send_video: true,
+            audio_level: std::sync::Arc::new(std::sync::atomic::AtomicI8::new(-30)),
             seq: (1, 1),
             forged: None,
             garbage: false,
@@ -364,7 +368,11 @@ impl MediaPeer {
                 &mut self.seq.0
             };
             let mut ext = ExtensionValues {
-                audio_level: Some(if video { -127 } else { -30 }),
+                audio_level: Some(if video {
+                    -127
+                } else {
+                    self.audio_level.load(std::sync::atomic::Ordering::Relaxed)
+                }),
                 voice_activity: Some(!video),
                 ..Default::default()
             };

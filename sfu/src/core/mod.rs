@@ -17,6 +17,7 @@
 pub mod fuzz;
 mod participant;
 mod rewrite;
+pub mod speakers;
 
 use crate::frame_marking::Rfc9626;
 use crate::sender_binding::{self, BindingError};
@@ -68,6 +69,13 @@ pub struct Config {
     pub slot_idle: Duration,
     /// Sees every forwarded packet (tests only).
     pub tap: Option<Tap>,
+    /// Video is forwarded from this many of the room's top-ranked speakers (last-N), at
+    /// most as many as a subscriber has video slots.
+    pub last_n: usize,
+    /// Rooms with more participants than this forward audio of the loudest only.
+    pub big_room: usize,
+    /// How many loudest speakers a big room forwards audio from.
+    pub loudest: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -88,6 +96,9 @@ impl Config {
             kid_layout: KidLayout::default(),
             slot_idle: Duration::from_secs(1),
             tap: None,
+            last_n: 9,
+            big_room: 20,
+            loudest: 3,
         }
     }
 }
@@ -122,6 +133,14 @@ pub enum Event {
         /// The room.
         room: RoomId,
         /// Who.
+        device: DeviceAddr,
+    },
+    /// The room's dominant speaker changed (from audio levels; a UI hint, since the SFU
+    /// is not trusted for content).
+    DominantSpeaker {
+        /// The room.
+        room: RoomId,
+        /// Who speaks now.
         device: DeviceAddr,
     },
     /// A participant's connection died (ICE timed out, or its DTLS failed).
@@ -178,6 +197,12 @@ pub struct Counters {
     pub rtp_forwarded: u64,
     /// Removals applied (participants that were here).
     pub removals: u64,
+    /// Audio packets of a big room not forwarded: their sender is not among the loudest.
+    pub audio_not_loudest: u64,
+    /// Video packets not forwarded to a subscriber: their sender is not in its last-N.
+    pub video_not_selected: u64,
+    /// Dominant-speaker changes announced.
+    pub speaker_changes: u64,
     /// Keyframe requests (PLI/FIR) sent to publishers: relayed from subscribers, or for a
     /// video slot waiting to switch to a new source.
     pub keyframe_requests: u64,
@@ -187,12 +212,33 @@ pub struct Counters {
     pub drops: Drops,
 }
 
+/// A room's members and who is speaking.
+#[derive(Default)]
+struct Room {
+    /// In join order.
+    members: Vec<ParticipantId>,
+    /// By [`speakers::rank`]: speaking and loudest first.
+    ranking: Vec<ParticipantId>,
+    dominant: Option<ParticipantId>,
+}
+
+/// The first `n` of `ranking` apart from `sub` include `p`.
+fn selected(ranking: &[ParticipantId], sub: ParticipantId, p: ParticipantId, n: usize) -> bool {
+    ranking
+        .iter()
+        .filter(|x| **x != sub)
+        .take(n)
+        .any(|x| *x == p)
+}
+
 /// The forwarding core; see the module docs.
 pub struct Core {
     cfg: Config,
     next_id: u64,
     participants: HashMap<ParticipantId, Participant>,
-    rooms: HashMap<RoomId, Vec<ParticipantId>>,
+    rooms: HashMap<RoomId, Room>,
+    /// When rooms are next ranked by speech.
+    next_speaker_tick: Instant,
     by_device: HashMap<(RoomId, DeviceAddr), ParticipantId>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
@@ -213,6 +259,7 @@ impl Core {
     /// A core with no rooms.
     pub fn new(cfg: Config) -> Self {
         Core {
+            next_speaker_tick: Instant::now(),
             cfg,
             next_id: 0,
             participants: HashMap::new(),
@@ -255,7 +302,9 @@ impl Core {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.by_ufrag.insert(ufrag, id);
         self.by_device.insert((room, device.clone()), id);
-        self.rooms.entry(room).or_default().push(id);
+        let r = self.rooms.entry(room).or_default();
+        r.members.push(id);
+        r.ranking.push(id);
         self.participants.insert(
             id,
             Participant {
@@ -267,6 +316,7 @@ impl Core {
                 published: Vec::new(),
                 slots: Vec::new(),
                 remote: None,
+                speech: speakers::SpeechMeter::default(),
             },
         );
         self.drain(id, now);
@@ -317,9 +367,13 @@ impl Core {
             self.transmits.retain(|t| t.destination != remote);
         }
         gone.rtc.disconnect();
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.retain(|p| *p != id);
-            if members.is_empty() {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.members.retain(|p| *p != id);
+            r.ranking.retain(|p| *p != id);
+            if r.dominant == Some(id) {
+                r.dominant = None;
+            }
+            if r.members.is_empty() {
                 self.rooms.remove(room);
             }
         }
@@ -402,8 +456,13 @@ impl Core {
         self.by_ufrag.get(local).copied()
     }
 
-    /// Time passed: runs every participant's timers that are due.
+    /// Time passed: runs every participant's timers that are due, and ranks the rooms'
+    /// speakers every [`speakers::SPEAKER_INTERVAL`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_speaker_tick {
+            self.next_speaker_tick = now + speakers::SPEAKER_INTERVAL;
+            self.rank_speakers(now);
+        }
         let due: Vec<ParticipantId> = self
             .participants
             .iter()
@@ -423,7 +482,62 @@ impl Core {
 
     /// The earliest time [`Core::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.participants.values().map(|p| p.next_timeout).min()
+        let rtc = self.participants.values().map(|p| p.next_timeout).min()?;
+        Some(rtc.min(self.next_speaker_tick))
+    }
+
+    /// Ranks every room, announces dominant-speaker changes, and frees the video slots of
+    /// sources that fell out of a subscriber's last-N.
+    fn rank_speakers(&mut self, now: Instant) {
+        for p in self.participants.values_mut() {
+            p.speech.tick();
+        }
+        let Self {
+            rooms,
+            participants,
+            events,
+            counters,
+            cfg,
+            ..
+        } = self;
+        for (room_id, room) in rooms.iter_mut() {
+            let members: Vec<(ParticipantId, &speakers::SpeechMeter)> = room
+                .members
+                .iter()
+                .filter_map(|id| participants.get(id).map(|p| (*id, &p.speech)))
+                .collect();
+            room.ranking = speakers::rank(&members, now);
+            let look = |id: ParticipantId| {
+                participants
+                    .get(&id)
+                    .map(|p| (p.speech.speaking(now), p.speech.loudness))
+            };
+            let dominant = speakers::dominant(room.dominant, &room.ranking, look);
+            if dominant != room.dominant {
+                room.dominant = dominant;
+                if let Some(d) = dominant.and_then(|d| participants.get(&d)) {
+                    counters.speaker_changes += 1;
+                    events.push_back(Event::DominantSpeaker {
+                        room: *room_id,
+                        device: d.device.clone(),
+                    });
+                }
+            }
+            for sub in &room.members {
+                let Some(p) = participants.get_mut(sub) else {
+                    continue;
+                };
+                let n = video_slots(p).min(cfg.last_n);
+                for slot in p.slots.iter_mut().filter(|s| s.kind == MediaKind::Video) {
+                    if slot
+                        .source
+                        .is_some_and(|(src, _)| !selected(&room.ranking, *sub, src, n))
+                    {
+                        slot.source = None;
+                    }
+                }
+            }
+        }
     }
 
     /// The next datagram to send.
@@ -598,14 +712,42 @@ impl Core {
             return;
         }
         let room = p.room;
+        if kind == MediaKind::Audio
+            && let Some(level) = packet.header.ext_vals.audio_level
+        {
+            let voice = packet.header.ext_vals.voice_activity.unwrap_or(true);
+            p.speech.observe(level, voice, now);
+        }
         let keyframe_start = match kind {
             MediaKind::Audio => true,
             MediaKind::Video => Rfc9626::read(&packet.header.ext_vals)
                 .is_none_or(|fm: FrameMarking| fm.start && fm.independent),
         };
-        let members: Vec<ParticipantId> = self.rooms.get(&room).cloned().unwrap_or_default();
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        if kind == MediaKind::Audio
+            && r.members.len() > self.cfg.big_room
+            && !r.ranking.iter().take(self.cfg.loudest).any(|x| *x == from)
+        {
+            self.counters.audio_not_loudest += 1;
+            return;
+        }
+        let members = r.members.clone();
+        let ranking = (kind == MediaKind::Video).then(|| r.ranking.clone());
         let source = (from, *ssrc);
         for to in members.into_iter().filter(|m| *m != from) {
+            if let Some(ranking) = &ranking {
+                let n = self
+                    .participants
+                    .get(&to)
+                    .map_or(0, video_slots)
+                    .min(self.cfg.last_n);
+                if !selected(ranking, to, from, n) {
+                    self.counters.video_not_selected += 1;
+                    continue;
+                }
+            }
             self.forward_to(to, source, kind, keyframe_start, packet, now);
         }
     }
@@ -700,6 +842,13 @@ fn bind_sender(payload: &[u8], layout: &KidLayout, leaf: u32) -> Result<(), Bind
     } else {
         Ok(())
     }
+}
+
+fn video_slots(p: &Participant) -> usize {
+    p.slots
+        .iter()
+        .filter(|s| s.kind == MediaKind::Video)
+        .count()
 }
 
 enum Pick {

@@ -38,6 +38,8 @@ pub(crate) struct Participant {
     pub(crate) slots: Vec<Slot>,
     /// The remote address ICE nominated, once known (for demultiplexing).
     pub(crate) remote: Option<std::net::SocketAddr>,
+    /// Its speech level, from its audio packets' RFC 6464 extension.
+    pub(crate) speech: super::speakers::SpeechMeter,
 }
 
 impl Participant {

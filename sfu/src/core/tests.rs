@@ -30,6 +30,8 @@ struct Peer {
     connected: bool,
     /// Keyframe requests it got for its own streams.
     keyframe_requests: u32,
+    /// The RFC 6464 level its audio carries.
+    level: i8,
 }
 
 struct Sim {
@@ -50,9 +52,15 @@ fn peer_exts() -> ExtensionMap {
 
 impl Sim {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let sfu: SocketAddr = ([127, 0, 0, 1], 3478).into();
+        let mut cfg = Config::new(sfu);
+        tweak(&mut cfg);
         Sim {
-            core: Core::new(Config::new(sfu)),
+            core: Core::new(cfg),
             sfu,
             peers: Vec::new(),
             now: Instant::now(),
@@ -110,6 +118,7 @@ impl Sim {
             sent: 0,
             connected: false,
             keyframe_requests: 0,
+            level: -20,
         });
         self.peers.len() - 1
     }
@@ -233,7 +242,7 @@ impl Sim {
                 .map(|p| p.pt())
                 .expect("codec");
             let mut ext = ExtensionValues {
-                audio_level: Some(-20),
+                audio_level: Some(peer.level),
                 voice_activity: Some(true),
                 ..Default::default()
             };
@@ -510,4 +519,47 @@ fn keyframe_requests_reach_the_publisher_at_most_every_200_ms() {
     sim.poll_peer(1);
     sim.run(Duration::from_millis(50));
     assert_eq!(sim.peers[0].keyframe_requests - before, 2);
+}
+
+#[test]
+fn a_big_room_forwards_audio_of_the_loudest_only() {
+    let mut sim = Sim::with(|c| {
+        c.big_room = 3;
+        c.loudest = 1;
+    });
+    for leaf in 0..5 {
+        sim.join(leaf, 4, 0);
+    }
+    for (i, p) in sim.peers.iter_mut().enumerate() {
+        p.level = if i == 3 { -5 } else { -60 };
+    }
+    sim.connect_all();
+    talk(&mut sim, 50);
+    // From the first ranking with speech in it (at most 300 ms = 15 frames in), only
+    // peer 3 is heard (by everyone but itself).
+    for peer in sim.peers.iter().filter(|p| p.leaf != 3) {
+        let from3 = peer.got.iter().filter(|g| g.1 == 3).count();
+        assert!(
+            from3 >= 33,
+            "peer {} heard {from3} frames of the loudest",
+            peer.leaf
+        );
+        let others = peer.got.iter().filter(|g| g.1 != 3).count();
+        assert!(
+            others <= 20,
+            "peer {} heard {others} frames of quiet speakers",
+            peer.leaf
+        );
+    }
+    assert!(sim.core.counters().audio_not_loudest > 0);
+    let speakers: Vec<Event> = std::iter::from_fn(|| sim.core.poll_event())
+        .filter(|e| matches!(e, Event::DominantSpeaker { .. }))
+        .collect();
+    assert_eq!(
+        speakers.last(),
+        Some(&Event::DominantSpeaker {
+            room: sim.room,
+            device: sim.peers[3].device.clone()
+        })
+    );
 }

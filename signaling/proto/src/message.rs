@@ -381,6 +381,14 @@ pub enum Request {
         /// Who.
         device: DeviceAddr,
     },
+    /// An SFU announces a room's dominant speaker (from audio levels); the service tells
+    /// the room's participants with [`Event::ActiveSpeaker`].
+    SfuSpeaker {
+        /// The room.
+        room: RoomId,
+        /// Who speaks now.
+        device: DeviceAddr,
+    },
 }
 
 /// The bytes an identity key signs to log in: domain label, the server's nonce, the
@@ -721,6 +729,14 @@ pub enum Event {
     },
     /// For an SFU: a participant left or was removed; stop forwarding to and from it.
     SfuParticipantGone {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        device: DeviceAddr,
+    },
+    /// The room's SFU says this participant speaks now. A hint for the UI: the SFU sees
+    /// only audio levels, and is not trusted for content.
+    ActiveSpeaker {
         /// The room.
         room: RoomId,
         /// Who.

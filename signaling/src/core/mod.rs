@@ -408,6 +408,15 @@ impl Core {
                 self.removal_applied(sid, &room, &device);
                 Ok(Response::Ok)
             }
+            Request::SfuSpeaker { room, device } => {
+                if !matches!(state, SessionState::Sfu) {
+                    return Err(err(
+                        ErrorCode::Forbidden,
+                        "only SFU nodes announce speakers",
+                    ));
+                }
+                self.announce_speaker(sid, room, device)
+            }
             other => {
                 let SessionState::User(me) = state else {
                     return Err(err(ErrorCode::Unauthenticated, "log in first"));
@@ -481,9 +490,8 @@ impl Core {
             | Request::Prove { .. }
             | Request::RegisterSfu { .. }
             | Request::SfuRelay { .. }
-            | Request::SfuRemovalApplied { .. } => {
-                Err(err(ErrorCode::InvalidState, "already logged in"))
-            }
+            | Request::SfuRemovalApplied { .. }
+            | Request::SfuSpeaker { .. } => Err(err(ErrorCode::InvalidState, "already logged in")),
         }
     }
 

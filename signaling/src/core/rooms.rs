@@ -295,6 +295,33 @@ impl Core {
         Ok(Response::Ok)
     }
 
+    /// The room's SFU names its dominant speaker: tell the room's participants (only the
+    /// SFU the room is placed on may, and only about someone in the room).
+    pub(super) fn announce_speaker(
+        &mut self,
+        sfu: SessionId,
+        room: RoomId,
+        device: DeviceAddr,
+    ) -> Reply {
+        let Some(live) = self.rooms.rooms.get(&room).filter(|l| l.sfu == Some(sfu)) else {
+            return Err(err(ErrorCode::NotFound, "no such room on this SFU"));
+        };
+        if !live.participants.contains_key(&device) {
+            return Err(err(ErrorCode::NotFound, "not a participant of that room"));
+        }
+        let sessions: Vec<SessionId> = live.participants.values().copied().collect();
+        for s in sessions {
+            self.event(
+                s,
+                Event::ActiveSpeaker {
+                    room,
+                    device: device.clone(),
+                },
+            );
+        }
+        Ok(Response::Ok)
+    }
+
     /// An SFU acknowledged a removal: stop resending it.
     pub(super) fn removal_applied(&mut self, sfu: SessionId, room: &RoomId, device: &DeviceAddr) {
         self.rooms
