@@ -261,6 +261,15 @@ impl Control {
             } => {
                 let (token, offer) = match signal {
                     RtcSignal::JoinSfu { token, offer } => (Some(token), offer),
+                    RtcSignal::MaxLayer { layer } => {
+                        let _ = self.worker_for(&room).commands.send(Command::MaxLayer {
+                            room,
+                            device: from,
+                            layer,
+                        });
+                        return;
+                    }
+                    RtcSignal::PauseLayers { .. } => return,
                     // Candidates: as an ICE-lite server we learn addresses from checks.
                     RtcSignal::Candidate { .. } | RtcSignal::EndOfCandidates => return,
                     RtcSignal::Offer(offer) => (None, offer),
@@ -335,6 +344,23 @@ impl Control {
                     tracing::info!(error = %e, "acknowledging a removal failed (signaling resends)");
                 }
             }
+            CoreEvent::PauseLayers {
+                room,
+                device,
+                paused,
+            } => {
+                let r = self
+                    .client
+                    .request(Request::SfuRelay {
+                        room,
+                        to: device,
+                        signal: RtcSignal::PauseLayers { paused },
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "telling a publisher to pause layers failed");
+                }
+            }
             CoreEvent::DominantSpeaker { room, device } => {
                 let r = self
                     .client
@@ -375,6 +401,8 @@ fn render(workers: &[WorkerHandle]) -> String {
         total.audio_not_loudest += c.audio_not_loudest;
         total.video_not_selected += c.video_not_selected;
         total.speaker_changes += c.speaker_changes;
+        total.layer_switches += c.layer_switches;
+        total.other_layers += c.other_layers;
         total.keyframe_requests += c.keyframe_requests;
         total.keyframe_requests_suppressed += c.keyframe_requests_suppressed;
         let (d, t) = (c.drops, &mut total.drops);
@@ -476,6 +504,12 @@ fn render(workers: &[WorkerHandle]) -> String {
         "Video packets not sent to a subscriber: sender outside its last-N.",
         "counter",
         total.video_not_selected.to_string(),
+    );
+    line(
+        "sotto_sfu_layer_switches_total",
+        "Simulcast layer switches (each at a keyframe).",
+        "counter",
+        total.layer_switches.to_string(),
     );
     render_latency(&mut out, &latency);
     out.push_str("# HELP sotto_sfu_drops_total Packets dropped, by reason.\n# TYPE sotto_sfu_drops_total counter\n");

@@ -44,6 +44,15 @@ pub enum Command {
         /// Who.
         device: DeviceAddr,
     },
+    /// A subscriber's highest wanted simulcast layer.
+    MaxLayer {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        device: DeviceAddr,
+        /// The layer.
+        layer: u8,
+    },
     /// Stop forwarding: every connection is closed.
     Stop,
 }
@@ -270,6 +279,11 @@ impl Worker {
                 Ok(Command::Remove { room, device }) => {
                     self.core.remove(&room, &device);
                 }
+                Ok(Command::MaxLayer {
+                    room,
+                    device,
+                    layer,
+                }) => self.core.set_max_layer(&room, &device, layer),
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }

@@ -15,6 +15,7 @@
 
 #[doc(hidden)]
 pub mod fuzz;
+pub mod layers;
 mod participant;
 mod rewrite;
 pub mod speakers;
@@ -30,11 +31,15 @@ use sotto_wire::rtp_sframe::Descriptor;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
+
+/// The bandwidth estimate a subscriber starts with, before transport-wide CC has spoken.
+pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 
 /// The least time between two keyframe requests for one published stream.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
@@ -143,6 +148,16 @@ pub enum Event {
         /// Who speaks now.
         device: DeviceAddr,
     },
+    /// Tell a publisher which of its simulcast layers nobody watches (it stops encoding
+    /// them) and, by omission, which to send again (starting with a keyframe).
+    PauseLayers {
+        /// The room.
+        room: RoomId,
+        /// The publisher.
+        device: DeviceAddr,
+        /// The layers to pause, lowest 0.
+        paused: Vec<u8>,
+    },
     /// A participant's connection died (ICE timed out, or its DTLS failed).
     ParticipantLost {
         /// The room.
@@ -203,6 +218,10 @@ pub struct Counters {
     pub video_not_selected: u64,
     /// Dominant-speaker changes announced.
     pub speaker_changes: u64,
+    /// Simulcast layer switches (each at a keyframe).
+    pub layer_switches: u64,
+    /// Video packets of a layer a subscriber does not get (not a loss: simulcast).
+    pub other_layers: u64,
     /// Keyframe requests (PLI/FIR) sent to publishers: relayed from subscribers, or for a
     /// video slot waiting to switch to a new source.
     pub keyframe_requests: u64,
@@ -317,6 +336,11 @@ impl Core {
                 slots: Vec::new(),
                 remote: None,
                 speech: speakers::SpeechMeter::default(),
+                layer_of: HashMap::new(),
+                layer_ssrc: [None; layers::MAX_LAYERS],
+                rates: layers::LayerRates::default(),
+                estimate: None,
+                max_layer: (layers::MAX_LAYERS - 1) as u8,
             },
         );
         self.drain(id, now);
@@ -333,6 +357,7 @@ impl Core {
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .set_extension_map(exts)
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
             .build(now);
         if let Ok(candidate) = Candidate::host(self.cfg.media_addr, "udp") {
             rtc.add_local_candidate(candidate);
@@ -462,6 +487,7 @@ impl Core {
         if now >= self.next_speaker_tick {
             self.next_speaker_tick = now + speakers::SPEAKER_INTERVAL;
             self.rank_speakers(now);
+            self.choose_layers(now);
         }
         let due: Vec<ParticipantId> = self
             .participants
@@ -484,6 +510,100 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let rtc = self.participants.values().map(|p| p.next_timeout).min()?;
         Some(rtc.min(self.next_speaker_tick))
+    }
+
+    /// Sets each video slot's target layer from its subscriber's bandwidth estimate, asks
+    /// publishers for keyframes where a slot must switch, tells publishers which layers
+    /// nobody watches, and points each subscriber's bandwidth probing at what it could use.
+    fn choose_layers(&mut self, now: Instant) {
+        for p in self.participants.values_mut() {
+            p.rates.tick(speakers::SPEAKER_INTERVAL);
+        }
+        let mut decisions = Vec::new();
+        let mut probes = Vec::new();
+        for (sub_id, sub) in &self.participants {
+            let budget = sub.video_budget();
+            let (mut minimum, mut desired) = (0.0, 0.0);
+            for (i, slot) in sub.slots.iter().enumerate() {
+                let Some((publisher, _)) = slot.source.filter(|_| slot.kind == MediaKind::Video)
+                else {
+                    continue;
+                };
+                let Some(p) = self.participants.get(&publisher) else {
+                    continue;
+                };
+                let target = layers::choose(&p.rates, budget, sub.max_layer, now);
+                let best = layers::choose(&p.rates, f64::INFINITY, sub.max_layer, now);
+                minimum += p.rates.bps[usize::from(target)];
+                desired += p.rates.bps[usize::from(best)];
+                decisions.push((*sub_id, i, publisher, target));
+            }
+            let audio = sub
+                .slots
+                .iter()
+                .filter(|s| s.kind == MediaKind::Audio && s.source.is_some())
+                .count() as f64
+                * layers::AUDIO_BPS as f64;
+            probes.push((*sub_id, minimum + audio, desired + audio));
+        }
+        let mut keyframes = Vec::new();
+        for (sub, i, publisher, target) in decisions {
+            if let Some(slot) = self
+                .participants
+                .get_mut(&sub)
+                .and_then(|s| s.slots.get_mut(i))
+            {
+                slot.target_layer = target;
+                if slot.layer != Some(target) {
+                    keyframes.push((publisher, target));
+                }
+            }
+            if let Some(p) = self.participants.get_mut(&publisher) {
+                p.rates.want(target, now);
+            }
+        }
+        for (sub, minimum, desired) in probes {
+            if let Some(p) = self.participants.get_mut(&sub) {
+                p.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(minimum as u64), Bitrate::bps(desired as u64));
+            }
+        }
+        for (publisher, layer) in keyframes {
+            let ssrc = self
+                .participants
+                .get(&publisher)
+                .and_then(|p| p.layer_ssrc[usize::from(layer)]);
+            if let Some(ssrc) = ssrc {
+                self.request_keyframe((publisher, ssrc), KeyframeRequestKind::Pli, now);
+            }
+        }
+        for p in self.participants.values_mut() {
+            // Only simulcast publishers have layers to pause.
+            if p.layer_ssrc.iter().flatten().count() < 2 {
+                continue;
+            }
+            if let Some(paused) = p.rates.pause_change(now) {
+                self.events.push_back(Event::PauseLayers {
+                    room: p.room,
+                    device: p.device.clone(),
+                    paused: (0..layers::MAX_LAYERS as u8)
+                        .filter(|l| paused[usize::from(*l)])
+                        .collect(),
+                });
+            }
+        }
+    }
+
+    /// A subscriber asks for at most `layer` of everyone's video.
+    pub fn set_max_layer(&mut self, room: &RoomId, device: &DeviceAddr, layer: u8) {
+        if let Some(p) = self
+            .by_device
+            .get(&(*room, device.clone()))
+            .and_then(|id| self.participants.get_mut(id))
+        {
+            p.max_layer = layer.min((layers::MAX_LAYERS - 1) as u8);
+        }
     }
 
     /// Ranks every room, announces dominant-speaker changes, and frees the video slots of
@@ -674,6 +794,9 @@ impl Core {
                     RtcEvent::RtpPacket(packet) => received.push(packet),
                     RtcEvent::MediaAdded(m) => p.add_media(m.mid, m.kind, m.direction),
                     RtcEvent::KeyframeRequest(r) => keyframe_asks.push((id, r.mid, r.kind)),
+                    RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        p.estimate = Some(estimate.as_u64());
+                    }
                     RtcEvent::Connected => events.push_back(Event::Connected {
                         room: p.room,
                         device: p.device.clone(),
@@ -718,6 +841,14 @@ impl Core {
             let voice = packet.header.ext_vals.voice_activity.unwrap_or(true);
             p.speech.observe(level, voice, now);
         }
+        let layer = match kind {
+            MediaKind::Audio => 0,
+            MediaKind::Video => {
+                let layer = p.layer(*ssrc);
+                p.rates.observe(layer, packet.payload.len(), now);
+                layer
+            }
+        };
         let keyframe_start = match kind {
             MediaKind::Audio => true,
             MediaKind::Video => Rfc9626::read(&packet.header.ext_vals)
@@ -748,42 +879,95 @@ impl Core {
                     continue;
                 }
             }
-            self.forward_to(to, source, kind, keyframe_start, packet, now);
+            let arrival = Arrival {
+                source,
+                kind,
+                layer,
+                keyframe_start,
+            };
+            self.forward_to(to, &arrival, packet, now);
         }
     }
 
-    fn forward_to(
+    /// Which of `to`'s slots carries this packet, switching a slot to a new source or
+    /// layer at a keyframe; `None` (counted) when it is not forwarded to `to`.
+    fn slot_for(
         &mut self,
         to: ParticipantId,
-        source: (ParticipantId, u32),
-        kind: MediaKind,
-        keyframe_start: bool,
+        a: &Arrival,
         packet: &RtpPacket,
         now: Instant,
-    ) {
+    ) -> Option<usize> {
         let idle = self.cfg.slot_idle;
-        let Some(sub) = self.participants.get_mut(&to) else {
-            return;
+        let publisher = a.source.0;
+        // What this subscriber should get of this publisher, if the slot is new.
+        let fresh_target = match a.kind {
+            MediaKind::Audio => 0,
+            MediaKind::Video => {
+                let sub = self.participants.get(&to)?;
+                let budget = sub.video_budget();
+                let max = sub.max_layer;
+                let p = self.participants.get(&publisher)?;
+                layers::choose(&p.rates, budget, max, now)
+            }
         };
-        let slot = match pick_slot(&mut sub.slots, source, kind, now, idle) {
-            Pick::Current(i) => i,
-            Pick::Free(i) if keyframe_start => {
-                let step = if kind == MediaKind::Audio { 960 } else { 3000 };
+        let sub = self.participants.get_mut(&to)?;
+        let step = if a.kind == MediaKind::Audio {
+            960
+        } else {
+            3000
+        };
+        match pick_slot(&mut sub.slots, a.source, a.kind, now, idle) {
+            Pick::Current(i) => {
                 let slot = &mut sub.slots[i];
-                slot.source = Some(source);
+                if slot.source == Some(a.source) {
+                    return Some(i);
+                }
+                // Another layer of the same publisher: switch only onto the target layer,
+                // only at its keyframe.
+                if a.layer == slot.target_layer && a.keyframe_start {
+                    slot.source = Some(a.source);
+                    slot.layer = Some(a.layer);
+                    slot.rewrite
+                        .switch(*packet.seq_no, packet.header.timestamp, step);
+                    self.counters.layer_switches += 1;
+                    return Some(i);
+                }
+                self.counters.other_layers += 1;
+                None
+            }
+            Pick::Free(i) if a.layer == fresh_target && a.keyframe_start => {
+                let slot = &mut sub.slots[i];
+                slot.source = Some(a.source);
+                slot.layer = Some(a.layer);
+                slot.target_layer = a.layer;
                 slot.rewrite
                     .switch(*packet.seq_no, packet.header.timestamp, step);
-                i
+                Some(i)
+            }
+            Pick::Free(_) if a.layer == fresh_target => {
+                self.counters.drops.awaiting_keyframe += 1;
+                self.request_keyframe(a.source, KeyframeRequestKind::Pli, now);
+                None
             }
             Pick::Free(_) => {
-                self.counters.drops.awaiting_keyframe += 1;
-                self.request_keyframe(source, KeyframeRequestKind::Pli, now);
-                return;
+                self.counters.other_layers += 1;
+                None
             }
             Pick::None => {
                 self.counters.drops.no_slot += 1;
-                return;
+                None
             }
+        }
+    }
+
+    fn forward_to(&mut self, to: ParticipantId, a: &Arrival, packet: &RtpPacket, now: Instant) {
+        let kind = a.kind;
+        let Some(slot) = self.slot_for(to, a, packet, now) else {
+            return;
+        };
+        let Some(sub) = self.participants.get_mut(&to) else {
+            return;
         };
         let slot: &mut Slot = &mut sub.slots[slot];
         let Some((seq, ts)) = slot.rewrite.map(*packet.seq_no, packet.header.timestamp) else {
@@ -860,6 +1044,17 @@ enum Pick {
     None,
 }
 
+/// One received packet, as the fan-out sees it.
+struct Arrival {
+    /// Publisher and SSRC.
+    source: (ParticipantId, u32),
+    kind: MediaKind,
+    /// Its simulcast layer (0 for audio and single-layer video).
+    layer: u8,
+    /// Audio, or the first packet of a video keyframe.
+    keyframe_start: bool,
+}
+
 fn pick_slot(
     slots: &mut [Slot],
     source: (ParticipantId, u32),
@@ -867,7 +1062,11 @@ fn pick_slot(
     now: Instant,
     idle: Duration,
 ) -> Pick {
-    if let Some(i) = slots.iter().position(|s| s.source == Some(source)) {
+    // A slot carries one publisher's stream of a kind (any of its layers).
+    if let Some(i) = slots
+        .iter()
+        .position(|s| s.kind == kind && s.source.is_some_and(|(p, _)| p == source.0))
+    {
         return Pick::Current(i);
     }
     let free = slots.iter().position(|s| {

@@ -2,8 +2,10 @@
 //! lines it negotiated: what it publishes, and the slots the SFU fills with others' media.
 
 use super::ParticipantId;
+use super::layers::{LayerRates, MAX_LAYERS};
 use super::rewrite::Rewrite;
 use sotto_proto::{DeviceAddr, RoomId};
+use std::collections::HashMap;
 use std::time::Instant;
 use str0m::Rtc;
 use str0m::format::Codec;
@@ -21,6 +23,25 @@ pub(crate) struct Slot {
     pub(crate) rewrite: Rewrite,
     /// When the slot last carried a packet (an idle slot may be given to another source).
     pub(crate) last_used: Option<Instant>,
+    /// The simulcast layer the slot should carry (switched to at its next keyframe).
+    pub(crate) target_layer: u8,
+    /// The layer it carries now.
+    pub(crate) layer: Option<u8>,
+}
+
+impl Slot {
+    fn new(mid: Mid, kind: MediaKind, pt: Option<Pt>) -> Self {
+        Slot {
+            mid,
+            kind,
+            pt,
+            source: None,
+            rewrite: Rewrite::default(),
+            last_used: None,
+            target_layer: 0,
+            layer: None,
+        }
+    }
 }
 
 /// A participant of a room.
@@ -40,6 +61,16 @@ pub(crate) struct Participant {
     pub(crate) remote: Option<std::net::SocketAddr>,
     /// Its speech level, from its audio packets' RFC 6464 extension.
     pub(crate) speech: super::speakers::SpeechMeter,
+    /// As a publisher: the simulcast layer of each video SSRC, and what each costs.
+    pub(crate) layer_of: HashMap<u32, u8>,
+    /// As a publisher: the SSRC of each layer.
+    pub(crate) layer_ssrc: [Option<u32>; MAX_LAYERS],
+    /// As a publisher: its layers' rates and who wants them.
+    pub(crate) rates: LayerRates,
+    /// As a subscriber: the bandwidth estimate towards it (transport-wide CC), bits/s.
+    pub(crate) estimate: Option<u64>,
+    /// As a subscriber: the highest layer it asked for.
+    pub(crate) max_layer: u8,
 }
 
 impl Participant {
@@ -49,27 +80,13 @@ impl Participant {
             Direction::RecvOnly => self.published.push((mid, kind)),
             Direction::SendOnly => {
                 let pt = self.pt_for(mid, kind);
-                self.slots.push(Slot {
-                    mid,
-                    kind,
-                    pt,
-                    source: None,
-                    rewrite: Rewrite::default(),
-                    last_used: None,
-                });
+                self.slots.push(Slot::new(mid, kind, pt));
             }
             // A two-way line both publishes and receives one slot.
             Direction::SendRecv => {
                 self.published.push((mid, kind));
                 let pt = self.pt_for(mid, kind);
-                self.slots.push(Slot {
-                    mid,
-                    kind,
-                    pt,
-                    source: None,
-                    rewrite: Rewrite::default(),
-                    last_used: None,
-                });
+                self.slots.push(Slot::new(mid, kind, pt));
             }
             Direction::Inactive => {}
         }
@@ -90,6 +107,50 @@ impl Participant {
             .iter()
             .find(|p| p.spec().codec == want && remote.contains(&p.pt()))
             .map(|p| p.pt())
+    }
+
+    /// The simulcast layer of one of its video SSRCs: the position of the stream's RID in
+    /// its offer's simulcast list (lowest first), or 0 without simulcast.
+    pub(crate) fn layer(&mut self, ssrc: u32) -> u8 {
+        if let Some(l) = self.layer_of.get(&ssrc) {
+            return *l;
+        }
+        let mut api = self.rtc.direct_api();
+        let (mid, rid) = match api.stream_rx(&ssrc.into()) {
+            Some(s) => (s.mid(), s.rid()),
+            None => return 0,
+        };
+        let layer = match (rid, self.rtc.media(mid).map(|m| m.rids_rx())) {
+            (Some(rid), Some(str0m::media::Rids::Specific(list))) => list
+                .iter()
+                .position(|r| *r == rid)
+                .map_or(0, |i| i.min(MAX_LAYERS - 1) as u8),
+            _ => 0,
+        };
+        self.layer_of.insert(ssrc, layer);
+        if let Some(slot) = self.layer_ssrc.get_mut(usize::from(layer)) {
+            *slot = Some(ssrc);
+        }
+        layer
+    }
+
+    /// What this subscriber can spend on one video source, bits per second: its estimate
+    /// less its audio, shared by the video slots in use.
+    pub(crate) fn video_budget(&self) -> f64 {
+        let estimate = self.estimate.unwrap_or(super::INITIAL_ESTIMATE_BPS);
+        let audio = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == MediaKind::Audio && s.source.is_some())
+            .count() as u64
+            * super::layers::AUDIO_BPS;
+        let videos = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video && s.source.is_some())
+            .count()
+            .max(1);
+        estimate.saturating_sub(audio) as f64 / videos as f64
     }
 
     /// The kind of a line it publishes on.

@@ -132,6 +132,17 @@ pub enum RtcSignal {
         /// others' media on (recvonly).
         offer: String,
     },
+    /// From the SFU to a publisher: the simulcast layers nobody watches (lowest 0); stop
+    /// sending them, and send the others, each resuming with a keyframe.
+    PauseLayers {
+        /// The layers to pause.
+        paused: Vec<u8>,
+    },
+    /// From a subscriber to the SFU: send me at most this simulcast layer of anyone.
+    MaxLayer {
+        /// The highest layer wanted (0 = lowest).
+        layer: u8,
+    },
 }
 
 /// An MLS handshake message kind, as the delivery service routes it.
