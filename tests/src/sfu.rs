@@ -64,6 +64,34 @@ impl SfuHarness {
         (room, out)
     }
 
+    /// Like [`Self::room`], but participant `i` publishes simulcast when `simulcast(i)`,
+    /// sends video only when `video(i)`, and reaches the SFU through `via(i)` (a proxy
+    /// address in front of the SFU's media port) when given.
+    pub async fn room_with(
+        &self,
+        n: usize,
+        slots: (usize, usize),
+        simulcast: impl Fn(usize) -> bool,
+        video: impl Fn(usize) -> bool,
+        via: impl Fn(usize) -> Option<std::net::SocketAddr>,
+    ) -> (RoomId, Vec<Participant>) {
+        let handles: Vec<String> = (0..n).map(|i| format!("@load{i}")).collect();
+        let (room, joined) = room::form(self.server.running.addr, &self.server.pin, &handles)
+            .await
+            .expect("the room forms");
+        let sfu = self.sfu.media_addrs[0];
+        let mut out = Vec::new();
+        for (i, j) in joined.into_iter().enumerate() {
+            let through = via(i).map(|proxy| (sfu, proxy));
+            out.push(
+                Participant::connect_with(j, room, slots, video(i), simulcast(i), through)
+                    .await
+                    .expect("the SFU answers"),
+            );
+        }
+        (room, out)
+    }
+
     /// The SFU's metrics page.
     pub async fn metrics(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -37,10 +37,23 @@ impl Participant {
     /// Offers media to the room's SFU (through signaling, with the join token) and takes
     /// its answer; the connection comes up once [`Self::run`] runs.
     pub async fn connect(
+        joined: Joined,
+        room: RoomId,
+        slots: (usize, usize),
+        send_video: bool,
+    ) -> anyhow::Result<Self> {
+        Self::connect_with(joined, room, slots, send_video, false, None).await
+    }
+
+    /// [`Self::connect`], publishing three simulcast layers when `simulcast`, and reaching
+    /// the SFU through `via` (an impairment proxy in front of its media port) if given.
+    pub async fn connect_with(
         mut joined: Joined,
         room: RoomId,
         slots: (usize, usize),
         send_video: bool,
+        simulcast: bool,
+        via: Option<(SocketAddr, SocketAddr)>,
     ) -> anyhow::Result<Self> {
         let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let local = socket.local_addr()?;
@@ -53,12 +66,12 @@ impl Participant {
                     .epoch_keys(&joined.mls, &sotto_media::keys::KeyConfig::default())?,
             )?,
         );
-        let (mut peer, offer, pending) = MediaPeer::offer(
+        let (mut peer, offer, pending) = MediaPeer::offer_with(
             local,
             joined.leaf,
             keys,
-            slots.0,
-            slots.1,
+            slots,
+            simulcast,
             Instant::now().into_std(),
         );
         peer.send_video = send_video;
@@ -85,6 +98,15 @@ impl Participant {
                 Some(_) => {}
                 None => bail!("signaling closed before the SFU answered"),
             }
+        };
+        // Through a proxy: reach the SFU's candidate at the proxy's address instead, as a
+        // NAT or a relay in the path would make it.
+        let answer = match via {
+            Some((sfu, proxy)) => answer.replace(
+                &format!("{} {}", sfu.ip(), sfu.port()),
+                &format!("{} {}", proxy.ip(), proxy.port()),
+            ),
+            None => answer,
         };
         peer.accept_answer(pending, &answer)
             .map_err(|e| anyhow::anyhow!("the SFU's answer: {e}"))?;
@@ -130,6 +152,10 @@ impl Participant {
                     Some(Incoming::Delivery { seq, .. }) => {
                         let _ = self.joined.client.ack(seq).await;
                     }
+                    Some(Incoming::Event(Event::FromSfu {
+                        signal: RtcSignal::PauseLayers { paused },
+                        ..
+                    })) => self.peer.set_paused(&paused),
                     Some(Incoming::Event(Event::ActiveSpeaker { device, .. })) => {
                         if let Ok(mut s) = self.speakers.lock() {
                             s.push((Instant::now(), device));

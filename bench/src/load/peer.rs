@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{ExtensionMap, ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -33,6 +33,11 @@ pub const AUDIO_EVERY: Duration = Duration::from_millis(20);
 /// See [`AUDIO_EVERY`].
 pub const VIDEO_EVERY: Duration = Duration::from_millis(33);
 const KEYFRAME_EVERY: u64 = 60;
+/// The simulcast layers' RIDs, lowest first, and each one's frame size (≈ 120 kbit/s,
+/// 360 kbit/s and 1.1 Mbit/s at 30 frames per second; keyframes are three times larger).
+pub const RIDS: [&str; 3] = ["l", "m", "h"];
+/// See [`RIDS`].
+pub const LAYER_BYTES: [usize; 3] = [500, 1500, 4500];
 
 /// What every frame's plaintext starts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +101,12 @@ pub struct TrackStats {
     pub out_of_order: u64,
     /// Keyframes among them.
     pub keyframes: u64,
+    /// Frames per simulcast layer.
+    pub layers: BTreeMap<u8, u64>,
+    /// Every change of layer: (when, new layer, whether it landed on a keyframe).
+    pub switches: Vec<(Instant, u8, bool)>,
+    /// The layer of the last frame.
+    pub last_layer: Option<u8>,
 }
 
 /// What a peer counted.
@@ -137,6 +148,14 @@ pub struct MediaPeer {
     /// shared so a test can change it while the peer runs.
     pub audio_level: std::sync::Arc<std::sync::atomic::AtomicI8>,
     seq: (u64, u64),
+    /// Sequence numbers of the simulcast layers' streams.
+    layer_seq: [u64; 3],
+    /// Whether it sends three simulcast layers (`l`, `m`, `h`) instead of one.
+    simulcast: bool,
+    /// Layers the SFU told it to pause.
+    paused: [bool; 3],
+    /// Layers resumed since their last frame: their next frame is a keyframe.
+    resumed: [bool; 3],
     /// Keys and leaf it sends under instead of its own (a test of sender binding).
     forged: Option<(CallKeys, u32)>,
     /// Garbage datagrams sent with every frame (a test of the SFU's input handling).
@@ -173,6 +192,18 @@ impl MediaPeer {
         video_slots: usize,
         now: Instant,
     ) -> (Self, String, SdpPendingOffer) {
+        Self::offer_with(local, leaf, keys, (audio_slots, video_slots), false, now)
+    }
+
+    /// [`Self::offer`], publishing video as three simulcast layers when `simulcast`.
+    pub fn offer_with(
+        local: SocketAddr,
+        leaf: u32,
+        keys: CallKeys,
+        (audio_slots, video_slots): (usize, usize),
+        simulcast: bool,
+        now: Instant,
+    ) -> (Self, String, SdpPendingOffer) {
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .set_extension_map(extensions())
@@ -182,7 +213,14 @@ impl MediaPeer {
         }
         let mut sdp = rtc.sdp_api();
         let audio = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let layers = simulcast.then(|| {
+            let mut s = Simulcast::new();
+            for rid in RIDS {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        let video = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers);
         for _ in 0..audio_slots {
             sdp.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         }
@@ -208,6 +246,10 @@ impl MediaPeer {
             send_video: true,
             audio_level: std::sync::Arc::new(std::sync::atomic::AtomicI8::new(-30)),
             seq: (1, 1),
+            layer_seq: [1; 3],
+            simulcast,
+            paused: [false; 3],
+            resumed: [false; 3],
             forged: None,
             garbage: false,
             keyframe_asked: false,
@@ -311,29 +353,70 @@ impl MediaPeer {
     }
 
     fn send_frame(&mut self, video: bool, at: Instant) {
-        let (id, pt, mid) = if video {
-            (self.video_id, self.pts.1, self.video)
-        } else {
-            (self.audio_id, self.pts.0, self.audio)
-        };
-        let Some(pt) = pt else { return };
+        let id = if video { self.video_id } else { self.audio_id };
         let keyframe = video && (id % KEYFRAME_EVERY == 0 || self.keyframe_asked);
         if keyframe {
             self.keyframe_asked = false;
         }
+        if !video {
+            self.send_layer(false, None, id, false, at);
+            self.audio_id += 1;
+            self.stats.sent.0 += 1;
+        } else if self.simulcast {
+            for layer in 0..3u8 {
+                let l = usize::from(layer);
+                if self.paused[l] {
+                    continue;
+                }
+                let kf = keyframe || std::mem::take(&mut self.resumed[l]);
+                self.send_layer(true, Some(layer), id, kf, at);
+            }
+            self.video_id += 1;
+            self.stats.sent.1 += 1;
+        } else {
+            self.send_layer(true, None, id, keyframe, at);
+            self.video_id += 1;
+            self.stats.sent.1 += 1;
+        }
+        if self.garbage {
+            self.send_garbage(id);
+        }
+    }
+
+    /// Pauses the layers the SFU named; a layer that comes back starts with a keyframe.
+    pub fn set_paused(&mut self, paused: &[u8]) {
+        for l in 0..3u8 {
+            let now_paused = paused.contains(&l);
+            let i = usize::from(l);
+            if self.paused[i] && !now_paused {
+                self.resumed[i] = true;
+            }
+            self.paused[i] = now_paused;
+        }
+    }
+
+    /// Sends one frame: audio, single-layer video (`layer` None) or one simulcast layer.
+    fn send_layer(&mut self, video: bool, layer: Option<u8>, id: u64, keyframe: bool, at: Instant) {
+        let (pt, mid) = if video {
+            (self.pts.1, self.video)
+        } else {
+            (self.pts.0, self.audio)
+        };
+        let Some(pt) = pt else { return };
         let sender = self.forged.as_ref().map_or(self.leaf, |(_, l)| *l);
         let info = FrameInfo {
             sender,
             video,
             id,
-            layer: 0,
+            layer: layer.unwrap_or(0),
             keyframe,
         };
-        let size = match (video, keyframe) {
-            (false, _) => self.audio_bytes,
-            (true, false) => self.video_bytes,
-            (true, true) => self.video_bytes * 3,
+        let base = match layer {
+            Some(l) => LAYER_BYTES[usize::from(l).min(2)],
+            None if video => self.video_bytes,
+            None => self.audio_bytes,
         };
+        let size = if keyframe { base * 3 } else { base };
         let context = if video {
             ContextId::Video
         } else {
@@ -357,22 +440,20 @@ impl MediaPeer {
         } else {
             (id as u32).wrapping_mul(960)
         };
+        let level = self.audio_level.load(std::sync::atomic::Ordering::Relaxed);
+        let rid = layer.map(|l| Rid::from(RIDS[usize::from(l).min(2)]));
         let mut api = self.rtc.direct_api();
-        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+        let Some(stream) = api.stream_tx_by_mid(mid, rid) else {
             return;
         };
+        let seq = match (video, layer) {
+            (false, _) => &mut self.seq.0,
+            (true, None) => &mut self.seq.1,
+            (true, Some(l)) => &mut self.layer_seq[usize::from(l).min(2)],
+        };
         for (i, part) in parts.into_iter().enumerate() {
-            let seq = if video {
-                &mut self.seq.1
-            } else {
-                &mut self.seq.0
-            };
             let mut ext = ExtensionValues {
-                audio_level: Some(if video {
-                    -127
-                } else {
-                    self.audio_level.load(std::sync::atomic::Ordering::Relaxed)
-                }),
+                audio_level: Some(if video { -127 } else { level }),
                 voice_activity: Some(!video),
                 ..Default::default()
             };
@@ -392,16 +473,6 @@ impl MediaPeer {
                     .nackable(video),
             );
             *seq += 1;
-        }
-        if self.garbage {
-            self.send_garbage(id);
-        }
-        if video {
-            self.video_id += 1;
-            self.stats.sent.1 += 1;
-        } else {
-            self.audio_id += 1;
-            self.stats.sent.0 += 1;
         }
     }
 
@@ -502,6 +573,11 @@ impl MediaPeer {
                 let t = self.stats.tracks.entry((got.sender, video)).or_default();
                 t.frames += 1;
                 t.keyframes += u64::from(info.keyframe);
+                *t.layers.entry(info.layer).or_default() += 1;
+                if t.last_layer.is_some_and(|l| l != info.layer) {
+                    t.switches.push((now, info.layer, info.keyframe));
+                }
+                t.last_layer = Some(info.layer);
                 if t.last_id.is_some_and(|l| info.id < l) {
                     t.out_of_order += 1;
                 }
