@@ -33,6 +33,8 @@ pub const AUDIO_EVERY: Duration = Duration::from_millis(20);
 /// See [`AUDIO_EVERY`].
 pub const VIDEO_EVERY: Duration = Duration::from_millis(33);
 const KEYFRAME_EVERY: u64 = 60;
+/// How long a complete frame waits behind a gap for its repair (NACK, then RTX).
+const REPAIR_WAIT: Duration = Duration::from_millis(250);
 /// The simulcast layers' RIDs, lowest first, and each one's frame size (≈ 120 kbit/s,
 /// 360 kbit/s and 1.1 Mbit/s at 30 frames per second; keyframes are three times larger).
 pub const RIDS: [&str; 3] = ["l", "m", "h"];
@@ -95,7 +97,9 @@ impl FrameInfo {
 pub struct TrackStats {
     /// Frames decrypted and checked.
     pub frames: u64,
-    /// The highest frame id seen.
+    /// The lowest and highest frame ids seen.
+    pub first_id: Option<u64>,
+    /// See [`Self::first_id`].
     pub last_id: Option<u64>,
     /// Frames that arrived with a lower id than one seen before.
     pub out_of_order: u64,
@@ -122,6 +126,11 @@ pub struct PeerStats {
     pub slot_packets: HashMap<Mid, Vec<(u64, u32)>>,
     /// Frames sent: (audio, video).
     pub sent: (u64, u64),
+    /// When its connection came up (ICE and DTLS done on its side).
+    pub connected_at: Option<Instant>,
+    /// Every video RTP packet received, as (SSRC, sequence number): repaired ones included,
+    /// so a test can hold it against a proxy's drop log.
+    pub video_packets: std::collections::HashSet<(u32, u16)>,
 }
 
 /// A light participant's media; see the module docs.
@@ -522,6 +531,7 @@ impl MediaPeer {
                 }
                 Ok(Output::Event(Event::Connected)) => {
                     self.connected = true;
+                    self.stats.connected_at = Some(now);
                     self.next_audio = now;
                     self.next_video = now;
                 }
@@ -536,6 +546,12 @@ impl MediaPeer {
                         .stream_rx(&p.header.ssrc)
                         .map(|s| s.mid());
                     if let Some(mid) = mid {
+                        let video = self.rtc.media(mid).map(|m| m.kind()) == Some(MediaKind::Video);
+                        if video {
+                            self.stats
+                                .video_packets
+                                .insert((*p.header.ssrc, p.header.sequence_number));
+                        }
                         self.receive(mid, *p.seq_no, p.header.timestamp, &p.payload, now);
                     }
                 }
@@ -554,7 +570,12 @@ impl MediaPeer {
         let frames = self
             .assemblers
             .entry(mid)
-            .or_insert_with(|| FrameAssembler::new(AssemblerLimits::default()))
+            .or_insert_with(|| {
+                FrameAssembler::new(AssemblerLimits {
+                    repair_wait: REPAIR_WAIT,
+                    ..AssemblerLimits::default()
+                })
+            })
             .push(seq as u16, ts, payload, now);
         for f in frames {
             self.check_frame(&f.frame, now);
@@ -582,6 +603,7 @@ impl MediaPeer {
                     t.out_of_order += 1;
                 }
                 t.last_id = Some(t.last_id.map_or(info.id, |l| l.max(info.id)));
+                t.first_id = Some(t.first_id.map_or(info.id, |f| f.min(info.id)));
             }
             _ => self.stats.mislabelled += 1,
         }
