@@ -119,6 +119,18 @@ impl Participant {
         })
     }
 
+    /// Asks the SFU for at most `layer` of anyone's simulcast video.
+    pub async fn max_layer(&self, room: RoomId, layer: u8) -> anyhow::Result<()> {
+        self.joined
+            .client
+            .request(Request::RelayToSfu {
+                room,
+                signal: RtcSignal::MaxLayer { layer },
+            })
+            .await?;
+        Ok(())
+    }
+
     /// From now on, sends under `victim`'s leaf and keys (a test of sender binding).
     pub fn impersonate(&mut self, victim: u32) -> anyhow::Result<()> {
         let epoch = self

@@ -107,7 +107,9 @@ pub struct TrackStats {
     pub keyframes: u64,
     /// Frames per simulcast layer.
     pub layers: BTreeMap<u8, u64>,
-    /// Every change of layer: (when, new layer, whether it landed on a keyframe).
+    /// The first frame's layer and every change of layer since: (when, layer, whether that
+    /// frame was a keyframe — or came after missing frames, so its keyframe was lost in
+    /// transit rather than skipped by the SFU).
     pub switches: Vec<(Instant, u8, bool)>,
     /// The layer of the last frame.
     pub last_layer: Option<u8>,
@@ -128,6 +130,8 @@ pub struct PeerStats {
     pub sent: (u64, u64),
     /// When its connection came up (ICE and DTLS done on its side).
     pub connected_at: Option<Instant>,
+    /// Every set of paused layers the SFU sent it, in order.
+    pub pauses: Vec<Vec<u8>>,
     /// Every video RTP packet received, as (SSRC, sequence number): repaired ones included,
     /// so a test can hold it against a proxy's drop log.
     pub video_packets: std::collections::HashSet<(u32, u16)>,
@@ -394,6 +398,7 @@ impl MediaPeer {
 
     /// Pauses the layers the SFU named; a layer that comes back starts with a keyframe.
     pub fn set_paused(&mut self, paused: &[u8]) {
+        self.stats.pauses.push(paused.to_vec());
         for l in 0..3u8 {
             let now_paused = paused.contains(&l);
             let i = usize::from(l);
@@ -595,12 +600,16 @@ impl MediaPeer {
                 t.frames += 1;
                 t.keyframes += u64::from(info.keyframe);
                 *t.layers.entry(info.layer).or_default() += 1;
-                if t.last_layer.is_some_and(|l| l != info.layer) {
-                    t.switches.push((now, info.layer, info.keyframe));
-                }
-                t.last_layer = Some(info.layer);
-                if t.last_id.is_some_and(|l| info.id < l) {
+                let late = t.last_id.is_some_and(|l| info.id < l);
+                if late {
                     t.out_of_order += 1;
+                } else {
+                    // A late (repaired) frame of the layer before is not a switch.
+                    if t.last_layer != Some(info.layer) {
+                        let gap = t.last_id.is_some_and(|l| info.id > l + 1);
+                        t.switches.push((now, info.layer, info.keyframe || gap));
+                    }
+                    t.last_layer = Some(info.layer);
                 }
                 t.last_id = Some(t.last_id.map_or(info.id, |l| l.max(info.id)));
                 t.first_id = Some(t.first_id.map_or(info.id, |f| f.min(info.id)));

@@ -41,6 +41,11 @@ impl LayerRates {
     pub fn tick(&mut self, interval: Duration) {
         let secs = interval.as_secs_f64().max(1e-3);
         for l in 0..MAX_LAYERS {
+            // A silent layer (paused, or not sending) keeps the rate it was last measured
+            // at: that is what resuming it would cost.
+            if self.bytes[l] == 0 {
+                continue;
+            }
             let bps = self.bytes[l] as f64 * 8.0 / secs;
             self.bps[l] = if self.bps[l] == 0.0 {
                 bps
@@ -51,10 +56,15 @@ impl LayerRates {
         }
     }
 
-    /// Which layers are sending now.
+    /// Which layers can be had: sending now, or paused by us (resumed on demand).
     pub fn active(&self, now: Instant) -> [bool; MAX_LAYERS] {
-        self.last_packet
-            .map(|t| t.is_some_and(|t| now.saturating_duration_since(t) < INACTIVE_AFTER))
+        let mut out = [false; MAX_LAYERS];
+        for (l, a) in out.iter_mut().enumerate() {
+            let sending = self.last_packet[l]
+                .is_some_and(|t| now.saturating_duration_since(t) < INACTIVE_AFTER);
+            *a = sending || (self.paused[l] && self.bps[l] > 0.0);
+        }
+        out
     }
 
     /// Someone chose `layer` now.
@@ -84,17 +94,49 @@ impl LayerRates {
     }
 }
 
+/// A layer above the current one is chosen only when the budget exceeds its rate by this
+/// factor, so an estimate hovering at a layer's rate does not flap between two layers.
+pub const UP_HEADROOM: f64 = 1.25;
+/// After a step down, how long before stepping up again.
+pub const UP_BACKOFF: Duration = Duration::from_secs(3);
+
 /// The best layer for a subscriber with `budget` bits per second for this publisher's
-/// video: the highest active layer up to `max_layer` that fits; the lowest active one if
-/// none fits (a picture, however small, beats none).
+/// video: the highest active layer up to `max_layer` whose measured rate fits; the lowest
+/// active one if none fits (a picture, however small, beats none). A layer whose rate is
+/// not measured yet does not fit.
 pub fn choose(rates: &LayerRates, budget: f64, max_layer: u8, now: Instant) -> u8 {
     let active = rates.active(now);
     let lowest = active.iter().position(|a| *a).unwrap_or(0);
     let top = MAX_LAYERS.min(usize::from(max_layer) + 1);
     let best = (lowest..top)
-        .rfind(|l| active[*l] && rates.bps[*l] <= budget)
+        .rfind(|l| active[*l] && rates.bps[*l] > 0.0 && rates.bps[*l] <= budget)
         .unwrap_or(lowest);
     best as u8
+}
+
+/// [`choose`] with hysteresis for a slot now on `current` (stepped down last at
+/// `last_down`): up only with [`UP_HEADROOM`] and not within [`UP_BACKOFF`] of a step
+/// down; down as soon as the current layer no longer fits.
+pub fn choose_from(
+    rates: &LayerRates,
+    budget: f64,
+    max_layer: u8,
+    current: Option<u8>,
+    last_down: Option<Instant>,
+    now: Instant,
+) -> u8 {
+    let fits = choose(rates, budget, max_layer, now);
+    let Some(current) = current else {
+        return fits;
+    };
+    if fits <= current {
+        return fits;
+    }
+    let backing_off = last_down.is_some_and(|t| now.saturating_duration_since(t) < UP_BACKOFF);
+    if backing_off {
+        return current;
+    }
+    choose(rates, budget / UP_HEADROOM, max_layer, now).max(current)
 }
 
 #[cfg(test)]
@@ -125,11 +167,36 @@ mod tests {
             "the subscriber asked for at most 1"
         );
         assert_eq!(choose(&r, 10e3, 2, now), 0, "the lowest when nothing fits");
-        // A paused (silent) high layer is never chosen.
+        // A high layer that went silent by itself is never chosen; one we paused is.
         let later = now + Duration::from_secs(2);
         let mut r2 = r.clone();
         r2.observe(0, 1, later);
         assert_eq!(choose(&r2, 5e6, 2, later), 0);
+        r2.paused = [false, true, true];
+        assert_eq!(choose(&r2, 5e6, 2, later), 2);
+    }
+
+    #[test]
+    fn stepping_up_needs_headroom_and_waits_after_a_step_down() {
+        let now = Instant::now();
+        let r = rates([150e3, 450e3, 1_500e3], now);
+        // 500 kbit/s fits layer 1 (450k) but not with 25 % headroom: stay on 0.
+        assert_eq!(choose_from(&r, 500e3, 2, Some(0), None, now), 0);
+        assert_eq!(choose_from(&r, 600e3, 2, Some(0), None, now), 1);
+        // Down at once.
+        assert_eq!(choose_from(&r, 400e3, 2, Some(1), None, now), 0);
+        // Just stepped down: no step up for a while, even with room.
+        assert_eq!(choose_from(&r, 5e6, 2, Some(0), Some(now), now), 0);
+        let later = now + UP_BACKOFF;
+        let still_sending = rates([150e3, 450e3, 1_500e3], later);
+        assert_eq!(
+            choose_from(&still_sending, 5e6, 2, Some(0), Some(now), later),
+            2
+        );
+        // A layer not measured yet is not chosen.
+        let mut unknown = r.clone();
+        unknown.bps = [150e3, 0.0, 0.0];
+        assert_eq!(choose(&unknown, 5e6, 2, now), 0);
     }
 
     #[test]
@@ -158,7 +225,11 @@ mod tests {
         r.observe(1, 30_000, t);
         r.tick(Duration::from_millis(300));
         assert!((r.bps[1] - 800_000.0).abs() < 1.0);
+        r.observe(1, 10_000, t);
         r.tick(Duration::from_millis(300));
-        assert!((r.bps[1] - 400_000.0).abs() < 1.0);
+        assert!((r.bps[1] - 533_333.3).abs() < 1.0);
+        // A silent interval keeps the last rate (what resuming would cost).
+        r.tick(Duration::from_millis(300));
+        assert!((r.bps[1] - 533_333.3).abs() < 1.0);
     }
 }

@@ -532,7 +532,14 @@ impl Core {
                 let Some(p) = self.participants.get(&publisher) else {
                     continue;
                 };
-                let target = layers::choose(&p.rates, budget, sub.max_layer, now);
+                let target = layers::choose_from(
+                    &p.rates,
+                    budget,
+                    sub.max_layer,
+                    Some(slot.target_layer),
+                    slot.last_down,
+                    now,
+                );
                 let best = layers::choose(&p.rates, f64::INFINITY, sub.max_layer, now);
                 minimum += p.rates.bps[usize::from(target)];
                 desired += p.rates.bps[usize::from(best)];

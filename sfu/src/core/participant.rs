@@ -27,6 +27,8 @@ pub(crate) struct Slot {
     pub(crate) target_layer: u8,
     /// The layer it carries now.
     pub(crate) layer: Option<u8>,
+    /// When its target last stepped down a layer.
+    pub(crate) last_down: Option<Instant>,
 }
 
 impl Slot {
@@ -40,6 +42,7 @@ impl Slot {
             last_used: None,
             target_layer: 0,
             layer: None,
+            last_down: None,
         }
     }
 }
