@@ -385,11 +385,22 @@ fn render(workers: &[WorkerHandle]) -> String {
     let mut total = Counters::default();
     let mut latency = worker::LatencyHistogram::default();
     let (mut rooms, mut participants) = (0, 0);
+    let mut estimates = (0u64, 0u64, 0u64, 0u64);
     for w in workers {
         let Ok(s) = w.counters.lock() else { continue };
         rooms += s.rooms;
         participants += s.participants;
         latency.add(&s.latency);
+        estimates.0 += s.estimates.0;
+        estimates.1 += s.estimates.1;
+        if s.estimates.0 > 0 {
+            estimates.2 = if estimates.2 == 0 {
+                s.estimates.2
+            } else {
+                estimates.2.min(s.estimates.2)
+            };
+            estimates.3 = estimates.3.max(s.estimates.3);
+        }
         let c = s.counters;
         total.datagrams_in += c.datagrams_in;
         total.bytes_in += c.bytes_in;
@@ -402,6 +413,8 @@ fn render(workers: &[WorkerHandle]) -> String {
         total.video_not_selected += c.video_not_selected;
         total.speaker_changes += c.speaker_changes;
         total.layer_switches += c.layer_switches;
+        total.nacks_received += c.nacks_received;
+        total.nacks_sent += c.nacks_sent;
         total.other_layers += c.other_layers;
         total.keyframe_requests += c.keyframe_requests;
         total.keyframe_requests_suppressed += c.keyframe_requests_suppressed;
@@ -511,6 +524,25 @@ fn render(workers: &[WorkerHandle]) -> String {
         "counter",
         total.layer_switches.to_string(),
     );
+    line(
+        "sotto_sfu_nacks_received_total",
+        "NACKs from subscribers, answered from the retransmission cache.",
+        "counter",
+        total.nacks_received.to_string(),
+    );
+    line(
+        "sotto_sfu_nacks_sent_total",
+        "NACKs sent to publishers.",
+        "counter",
+        total.nacks_sent.to_string(),
+    );
+    let mean = estimates.1.checked_div(estimates.0).unwrap_or(0);
+    out.push_str(
+        "# HELP sotto_sfu_estimate_bps Subscribers' bandwidth estimates (transport-wide CC).\n# TYPE sotto_sfu_estimate_bps gauge\n",
+    );
+    for (stat, v) in [("mean", mean), ("min", estimates.2), ("max", estimates.3)] {
+        out.push_str(&format!("sotto_sfu_estimate_bps{{stat=\"{stat}\"}} {v}\n"));
+    }
     render_latency(&mut out, &latency);
     out.push_str("# HELP sotto_sfu_drops_total Packets dropped, by reason.\n# TYPE sotto_sfu_drops_total counter\n");
     for (reason, n) in [

@@ -118,6 +118,8 @@ pub struct Snapshot {
     pub rooms: usize,
     /// Participants on this worker.
     pub participants: usize,
+    /// Subscribers' bandwidth estimates: (how many, sum, min, max), bits per second.
+    pub estimates: (u64, u64, u64, u64),
 }
 
 impl WorkerHandle {
@@ -364,6 +366,13 @@ impl Worker {
             s.latency = self.latency;
             s.rooms = self.core.room_count();
             s.participants = self.core.participant_count();
+            let e = self.core.estimates();
+            s.estimates = (
+                e.len() as u64,
+                e.iter().sum(),
+                e.iter().copied().min().unwrap_or(0),
+                e.iter().copied().max().unwrap_or(0),
+            );
         }
     }
 }

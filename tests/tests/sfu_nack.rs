@@ -82,6 +82,9 @@ async fn lost_video_packets_are_repaired() {
     let span = t.last_id.unwrap_or(0) - t.first_id.unwrap_or(0) + 1;
     assert!(t.frames + 2 >= span, "{} of {span} video frames", t.frames);
     assert!(span > 200, "video for most of the run ({span} frames)");
+    let page = h.metrics().await;
+    let nacks = sotto_tests::sfu::metric(&page, "sotto_sfu_nacks_received_total").unwrap_or(0.0);
+    assert!(nacks > 0.0, "the SFU counted the subscriber's NACKs");
     let _ = proxy.stop().await;
     h.sfu.shutdown().await;
 }

@@ -41,6 +41,9 @@ use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 /// The bandwidth estimate a subscriber starts with, before transport-wide CC has spoken.
 pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 
+/// How often each connection reports its stream statistics (NACK counts for metrics).
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The least time between two keyframe requests for one published stream.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -220,6 +223,10 @@ pub struct Counters {
     pub speaker_changes: u64,
     /// Simulcast layer switches (each at a keyframe).
     pub layer_switches: u64,
+    /// NACKs subscribers sent the SFU (each answered from its retransmission cache).
+    pub nacks_received: u64,
+    /// NACKs the SFU sent publishers for packets lost on their way in.
+    pub nacks_sent: u64,
     /// Video packets of a layer a subscriber does not get (not a loss: simulcast).
     pub other_layers: u64,
     /// Keyframe requests (PLI/FIR) sent to publishers: relayed from subscribers, or for a
@@ -341,6 +348,7 @@ impl Core {
                 rates: layers::LayerRates::default(),
                 estimate: None,
                 max_layer: (layers::MAX_LAYERS - 1) as u8,
+                nack_totals: HashMap::new(),
             },
         );
         self.drain(id, now);
@@ -358,6 +366,7 @@ impl Core {
             .set_ice_lite(true)
             .set_extension_map(exts)
             .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+            .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
         if let Ok(candidate) = Candidate::host(self.cfg.media_addr, "udp") {
             rtc.add_local_candidate(candidate);
@@ -687,6 +696,14 @@ impl Core {
         self.rooms.len()
     }
 
+    /// The subscribers' bandwidth estimates (transport-wide CC), bits per second.
+    pub fn estimates(&self) -> Vec<u64> {
+        self.participants
+            .values()
+            .filter_map(|p| p.estimate)
+            .collect()
+    }
+
     /// Participants in all rooms.
     pub fn participant_count(&self) -> usize {
         self.participants.len()
@@ -801,6 +818,16 @@ impl Core {
                     RtcEvent::RtpPacket(packet) => received.push(packet),
                     RtcEvent::MediaAdded(m) => p.add_media(m.mid, m.kind, m.direction),
                     RtcEvent::KeyframeRequest(r) => keyframe_asks.push((id, r.mid, r.kind)),
+                    RtcEvent::MediaEgressStats(st) => {
+                        let key = (st.mid, st.rid, true);
+                        let last = p.nack_totals.insert(key, st.nacks).unwrap_or(0);
+                        counters.nacks_received += st.nacks.saturating_sub(last);
+                    }
+                    RtcEvent::MediaIngressStats(st) => {
+                        let key = (st.mid, st.rid, false);
+                        let last = p.nack_totals.insert(key, st.nacks).unwrap_or(0);
+                        counters.nacks_sent += st.nacks.saturating_sub(last);
+                    }
                     RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                         p.estimate = Some(estimate.as_u64());
                     }

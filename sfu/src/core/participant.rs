@@ -74,6 +74,8 @@ pub(crate) struct Participant {
     pub(crate) estimate: Option<u64>,
     /// As a subscriber: the highest layer it asked for.
     pub(crate) max_layer: u8,
+    /// Cumulative NACK counts per stream its stats last reported: (mid, rid, egress).
+    pub(crate) nack_totals: HashMap<(Mid, Option<str0m::media::Rid>, bool), u64>,
 }
 
 impl Participant {
