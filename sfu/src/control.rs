@@ -49,7 +49,7 @@ pub struct SfuConfig {
 #[non_exhaustive]
 pub enum SfuError {
     /// A socket could not be bound.
-    #[error("could not bind {addr}: {source}")]
+    #[error("could not bind {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -57,8 +57,13 @@ pub enum SfuError {
         source: std::io::Error,
     },
     /// The signaling service could not be reached or refused the registration.
-    #[error("registering with the signaling service failed: {0}")]
+    #[error("registering with the signaling service failed")]
     Register(#[from] ClientError),
+    /// The signaling service refused the shared secret.
+    #[error(
+        "the signaling service refused this SFU's secret: give the same value as its sfu_secret (--secret or SOTTO_SFU_SECRET)"
+    )]
+    SecretRefused,
     /// The signaling service answered registration with something else.
     #[error("the signaling service answered the registration unexpectedly")]
     UnexpectedAnswer,
@@ -147,7 +152,13 @@ async fn register(
             media_addr,
             capacity: cfg.capacity,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ClientError::Server(body) if body.code == sotto_proto::ErrorCode::Forbidden => {
+                SfuError::SecretRefused
+            }
+            other => SfuError::Register(other),
+        })?;
     let Response::SfuRegistered { token_key } = answer else {
         return Err(SfuError::UnexpectedAnswer);
     };

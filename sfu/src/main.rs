@@ -85,10 +85,7 @@ fn config(cli: Cli) -> anyhow::Result<SfuConfig> {
         .or(file.signaling)
         .context("say where the signaling service is: --signaling ADDR")?;
     let pin: Pin = match (cli.pin.or(file.pin), cli.server_name.or(file.server_name)) {
-        (Some(p), _) => p
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("--pin")?,
+        (Some(p), _) => p.parse().map_err(|e| anyhow::anyhow!("--pin: {e}"))?,
         (None, Some(name)) => Pin::system_roots(&name).map_err(|e| anyhow::anyhow!("{e}"))?,
         (None, None) => anyhow::bail!(
             "say how to trust the signaling service: --pin FINGERPRINT (it prints one on start) or --server-name NAME"
@@ -126,8 +123,38 @@ fn config(cli: Cli) -> anyhow::Result<SfuConfig> {
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sotto-sfu: could not start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sotto-sfu: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// What happened, then why: each cause once (a cause already quoted by the message
+/// before it is not repeated).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -135,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cfg = config(Cli::parse())?;
-    let running = start(cfg).await.context("starting the SFU")?;
+    let running = start(cfg).await?;
     for a in &running.media_addrs {
         println!("media {a}");
     }
