@@ -19,6 +19,8 @@ use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 /// The longest a worker sleeps before it looks at its commands again.
 const COMMAND_POLL: Duration = Duration::from_millis(5);
+/// Socket buffers asked for, each way.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Room for the largest datagram, or a GRO-coalesced run of them.
 const RECV_BUF: usize = 64 * 1024;
 
@@ -158,6 +160,16 @@ pub fn spawn(
         media_addr
     };
     let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+    // Room for the bursts of a busy room (keyframes fanned out to many at once): the
+    // kernel caps this at net.core.[rw]mem_max.
+    for set in [
+        UdpSocketState::set_recv_buffer_size,
+        UdpSocketState::set_send_buffer_size,
+    ] {
+        if let Err(e) = set(&state, UdpSockRef::from(&socket), SOCKET_BUFFER) {
+            tracing::debug!(error = %e, "socket buffer size not set");
+        }
+    }
     let (commands, rx) = mpsc::channel();
     let counters = Arc::new(Mutex::new(Snapshot::default()));
     let shared = counters.clone();

@@ -106,14 +106,23 @@ impl SfuHarness {
     }
 }
 
-/// Runs every participant's media for `d`, then returns each with what it counted.
+/// How long a run keeps receiving after everyone stopped sending.
+pub const DRAIN: Duration = Duration::from_millis(700);
+
+/// Runs every participant's media for `d`, lets what is in flight arrive ([`DRAIN`]),
+/// then returns each with what it counted.
 pub async fn run_for(participants: Vec<Participant>, d: Duration) -> Vec<(Participant, PeerStats)> {
     let (stop, rx) = watch::channel(false);
+    let quiet: Vec<_> = participants.iter().map(|p| p.peer.quiet.clone()).collect();
     let tasks: Vec<_> = participants
         .into_iter()
         .map(|p| tokio::spawn(p.run(rx.clone())))
         .collect();
     tokio::time::sleep(d).await;
+    for q in &quiet {
+        q.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    tokio::time::sleep(DRAIN).await;
     let _ = stop.send(true);
     let mut out = Vec::new();
     for t in tasks {

@@ -56,6 +56,11 @@ impl Participant {
         via: Option<(SocketAddr, SocketAddr)>,
     ) -> anyhow::Result<Self> {
         let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        // A keyframe burst from several senders at once must not overflow the default
+        // (≈ 200 KB) buffer while this task waits for a core.
+        // (socket2, not quinn-udp's state: that would switch on GRO, and this plain
+        // `recv_from` loop takes one datagram at a time.)
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
         let local = socket.local_addr()?;
         let keys = std::mem::replace(
             &mut joined.keys,

@@ -113,6 +113,8 @@ pub struct TrackStats {
     pub switches: Vec<(Instant, u8, bool)>,
     /// The layer of the last frame.
     pub last_layer: Option<u8>,
+    /// Every frame id received.
+    pub ids: std::collections::BTreeSet<u64>,
 }
 
 /// What a peer counted.
@@ -157,6 +159,9 @@ pub struct MediaPeer {
     pub video_bytes: usize,
     /// Whether this peer sends video.
     pub send_video: bool,
+    /// Set to stop sending (the connection stays up and keeps receiving), so a run can
+    /// let what is in flight arrive before it stops.
+    pub quiet: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The RFC 6464 level its audio packets carry (-dBov: 0 loudest, -127 silent);
     /// shared so a test can change it while the peer runs.
     pub audio_level: std::sync::Arc<std::sync::atomic::AtomicI8>,
@@ -257,6 +262,7 @@ impl MediaPeer {
             audio_bytes: 80,
             video_bytes: 1200,
             send_video: true,
+            quiet: Default::default(),
             audio_level: std::sync::Arc::new(std::sync::atomic::AtomicI8::new(-30)),
             seq: (1, 1),
             layer_seq: [1; 3],
@@ -335,7 +341,10 @@ impl MediaPeer {
         if now >= self.next_timeout {
             let _ = self.rtc.handle_input(Input::Timeout(now));
         }
-        if self.connected {
+        if self.quiet.load(std::sync::atomic::Ordering::Relaxed) {
+            self.next_audio = now + AUDIO_EVERY;
+            self.next_video = now + VIDEO_EVERY;
+        } else if self.connected {
             while now >= self.next_audio {
                 self.send_frame(false, self.next_audio);
                 self.next_audio += AUDIO_EVERY;
@@ -598,6 +607,7 @@ impl MediaPeer {
             Some(info) if info.sender == got.sender && info.video == video => {
                 let t = self.stats.tracks.entry((got.sender, video)).or_default();
                 t.frames += 1;
+                t.ids.insert(info.id);
                 t.keyframes += u64::from(info.keyframe);
                 *t.layers.entry(info.layer).or_default() += 1;
                 let late = t.last_id.is_some_and(|l| info.id < l);

@@ -552,7 +552,7 @@ impl Core {
                 let best = layers::choose(&p.rates, f64::INFINITY, sub.max_layer, now);
                 minimum += p.rates.bps[usize::from(target)];
                 desired += p.rates.bps[usize::from(best)];
-                decisions.push((*sub_id, i, publisher, target));
+                decisions.push((*sub_id, i, publisher, target, slot.layer));
             }
             let audio = sub
                 .slots
@@ -563,7 +563,7 @@ impl Core {
             probes.push((*sub_id, minimum + audio, desired + audio));
         }
         let mut keyframes = Vec::new();
-        for (sub, i, publisher, target) in decisions {
+        for (sub, i, publisher, target, current) in decisions {
             if let Some(slot) = self
                 .participants
                 .get_mut(&sub)
@@ -574,8 +574,13 @@ impl Core {
                     keyframes.push((publisher, target));
                 }
             }
+            // The layer a slot is on stays wanted until it has switched: pausing it
+            // before the target's keyframe arrives would leave the slot empty.
             if let Some(p) = self.participants.get_mut(&publisher) {
                 p.rates.want(target, now);
+                if let Some(current) = current {
+                    p.rates.want(current, now);
+                }
             }
         }
         for (sub, minimum, desired) in probes {
