@@ -19,6 +19,12 @@ use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 /// The longest a worker sleeps before it looks at its commands again.
 const COMMAND_POLL: Duration = Duration::from_millis(5);
+/// The shortest socket wait (a zero timeout would mean "forever").
+const MIN_WAIT: Duration = Duration::from_micros(50);
+/// Timer runs in a row before the socket is looked at again.
+const TIMER_ROUNDS: usize = 4;
+/// Inputs handled between two sends within one receive batch.
+const FLUSH_EVERY: usize = 8;
 /// Socket buffers asked for, each way.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Room for the largest datagram, or a GRO-coalesced run of them.
@@ -160,6 +166,9 @@ pub fn spawn(
         media_addr
     };
     let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+    // quinn-udp made it non-blocking; the worker blocks in `recvmmsg` (with a timeout)
+    // instead of spinning on EAGAIN.
+    socket.set_nonblocking(false)?;
     // Room for the bursts of a busy room (keyframes fanned out to many at once): the
     // kernel caps this at net.core.[rw]mem_max.
     for set in [
@@ -232,12 +241,23 @@ impl Worker {
                 self.core_stop();
                 return Ok(());
             }
+            // Timers first, so the wait below is never for something already due (a
+            // timer can leave the next one due at once: the pacer, sending a run).
+            for _ in 0..TIMER_ROUNDS {
+                let now = Instant::now();
+                if self.core.poll_timeout().is_none_or(|t| t > now) {
+                    break;
+                }
+                self.core.handle_timeout(now);
+                self.flush();
+            }
+            // The socket blocks (SO_RCVTIMEO) until a datagram or the next timer.
             let wait = self
                 .core
                 .poll_timeout()
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(COMMAND_POLL)
-                .clamp(Duration::from_micros(100), COMMAND_POLL);
+                .clamp(MIN_WAIT, COMMAND_POLL);
             if wait != timeout {
                 self.socket.set_read_timeout(Some(wait))?;
                 timeout = wait;
@@ -257,7 +277,10 @@ impl Worker {
                     ) => {}
                 Err(e) => tracing::debug!(error = %e, "receive failed"),
             }
-            self.core.handle_timeout(Instant::now());
+            let now = Instant::now();
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
+            }
             self.flush();
             self.publish();
         }
@@ -267,11 +290,19 @@ impl Worker {
     /// of `stride` bytes.
     fn take_batch(&mut self, now: Instant, bufs: &[[u8; RECV_BUF]], meta: &[RecvMeta]) {
         let local = self.core.media_addr();
+        let mut since_flush = 0;
         for (buf, m) in bufs.iter().zip(meta) {
             let data = &buf[..m.len.min(buf.len())];
             let stride = m.stride.max(1);
             for datagram in data.chunks(stride) {
                 self.core.handle_receive(now, m.addr, local, datagram);
+                since_flush += 1;
+                // A full batch would make its first datagram wait for all the others:
+                // send every few inputs (still grouped per destination within them).
+                if since_flush == FLUSH_EVERY {
+                    self.flush();
+                    since_flush = 0;
+                }
             }
         }
     }

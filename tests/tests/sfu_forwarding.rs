@@ -41,16 +41,20 @@ async fn six_participants_receive_everyone_else_through_the_sfu() {
                     first <= second,
                     "leaf {me}: {kind} of {other} began at frame {first}"
                 );
-                // ...and from then on at least 99 % arrives (the run lets what is in flight
-                // arrive before it stops).
-                let expected = total.saturating_sub(first);
+                // ...and from then on at least 99 % arrives. A loss among the last frames
+                // before everyone went quiet cannot be repaired (no later packet tells the
+                // receiver it is missing), so the last quarter second is not counted.
+                let tail = if video_track { 8 } else { 12 };
+                let expected = total.saturating_sub(first).saturating_sub(tail);
 
-                let missing: Vec<u64> = (first..total).filter(|i| !t.ids.contains(i)).collect();
+                let counted = first..total.saturating_sub(tail);
+                let missing: Vec<u64> = counted.clone().filter(|i| !t.ids.contains(i)).collect();
+                let got = counted.filter(|i| t.ids.contains(i)).count() as u64;
                 assert!(
-                    t.frames as f64 >= 0.99 * expected as f64,
+                    got as f64 >= 0.99 * expected as f64,
                     "leaf {me} got {} of {total} {kind} frames from leaf {other} (from frame \
                      {first}); missing {missing:?}; layers (layer, on a keyframe) {:?}",
-                    t.frames,
+                    got,
                     t.switches.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>()
                 );
                 assert_eq!(t.out_of_order, 0, "in order");

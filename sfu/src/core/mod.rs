@@ -278,6 +278,8 @@ pub struct Core {
     last_keyframe_request: HashMap<(ParticipantId, u32), Instant>,
     /// While a received datagram is being handled: when it arrived.
     input_at: Option<Instant>,
+    /// Participants whose timers are due (kept to reuse its allocation).
+    due: Vec<ParticipantId>,
     counters: Counters,
 }
 
@@ -299,6 +301,7 @@ impl Core {
             keyframe_asks: Vec::new(),
             last_keyframe_request: HashMap::new(),
             input_at: None,
+            due: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -498,13 +501,15 @@ impl Core {
             self.rank_speakers(now);
             self.choose_layers(now);
         }
-        let due: Vec<ParticipantId> = self
-            .participants
-            .iter()
-            .filter(|(_, p)| p.next_timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        due.extend(
+            self.participants
+                .iter()
+                .filter(|(_, p)| p.next_timeout <= now)
+                .map(|(id, _)| *id),
+        );
+        for id in due.drain(..) {
             if let Some(p) = self.participants.get_mut(&id)
                 && p.rtc.handle_input(Input::Timeout(now)).is_err()
             {
@@ -513,6 +518,7 @@ impl Core {
             }
             self.drain(id, now);
         }
+        self.due = due;
     }
 
     /// The earliest time [`Core::handle_timeout`] has work.
