@@ -201,6 +201,26 @@ impl Sim {
         }
     }
 
+    /// Peer `sub` sends a PLI for the slot that carries `leaf`'s video.
+    fn ask_keyframe(&mut self, sub: usize, leaf: u32) {
+        let peer = &mut self.peers[sub];
+        let video = |mid: &Mid| {
+            peer.rtc
+                .media(*mid)
+                .is_some_and(|m| m.kind() == MediaKind::Video)
+        };
+        let slot = peer
+            .got
+            .iter()
+            .find(|g| g.1 == leaf && video(&g.0))
+            .map(|g| g.0)
+            .expect("a video slot carrying that leaf");
+        let mut api = peer.rtc.direct_api();
+        let rx = api.stream_rx_by_mid(slot, None).expect("slot stream");
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        self.poll_peer(sub);
+    }
+
     fn run(&mut self, duration: Duration) {
         let end = self.now + duration;
         while self.now < end {
@@ -472,23 +492,7 @@ fn keyframe_requests_reach_the_publisher_at_most_every_200_ms() {
     // Both subscribers ask for peer 0's video ten times within 100 ms.
     for _ in 0..10 {
         for sub in [1, 2] {
-            let peer = &mut sim.peers[sub];
-            let slot = peer
-                .got
-                .iter()
-                .find(|g| {
-                    g.1 == 0
-                        && peer
-                            .rtc
-                            .media(g.0)
-                            .is_some_and(|m| m.kind() == MediaKind::Video)
-                })
-                .map(|g| g.0)
-                .expect("peer 0's video slot");
-            let mut api = peer.rtc.direct_api();
-            let rx = api.stream_rx_by_mid(slot, None).expect("slot stream");
-            rx.request_keyframe(KeyframeRequestKind::Pli);
-            sim.poll_peer(sub);
+            sim.ask_keyframe(sub, 0);
         }
         sim.run(Duration::from_millis(10));
     }
@@ -498,25 +502,7 @@ fn keyframe_requests_reach_the_publisher_at_most_every_200_ms() {
     assert!(sim.core.counters().keyframe_requests_suppressed > 0);
     // After the interval, the next request goes through.
     sim.run(Duration::from_millis(200));
-    let peer = &mut sim.peers[1];
-    let slot = peer
-        .got
-        .iter()
-        .find(|g| {
-            g.1 == 0
-                && peer
-                    .rtc
-                    .media(g.0)
-                    .is_some_and(|m| m.kind() == MediaKind::Video)
-        })
-        .map(|g| g.0)
-        .expect("slot");
-    peer.rtc
-        .direct_api()
-        .stream_rx_by_mid(slot, None)
-        .expect("slot stream")
-        .request_keyframe(KeyframeRequestKind::Pli);
-    sim.poll_peer(1);
+    sim.ask_keyframe(1, 0);
     sim.run(Duration::from_millis(50));
     assert_eq!(sim.peers[0].keyframe_requests - before, 2);
 }
