@@ -4,7 +4,10 @@
 //! self-check with real openmls members and SFrame frames, printing each step.
 
 mod demo;
+mod measure;
+mod relay;
 mod selfcheck;
+mod sfu_bench;
 mod signaling;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +56,72 @@ enum Command {
         #[arg(long)]
         server_bin: Option<std::path::PathBuf>,
     },
+    /// SFU figures: a room of load participants (real signaling, MLS, SFrame, WebRTC)
+    /// through the in-process SFU; forwarded packets per SFU core-second, forwarding
+    /// latency, loss, memory. Writes `sfu-<participants>.json`.
+    Sfu {
+        /// Participants in the room.
+        #[arg(long, default_value_t = 10)]
+        participants: usize,
+        /// How many of them send video (default: all).
+        #[arg(long)]
+        video_senders: Option<usize>,
+        /// Length of the measurement window in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Warm-up before the window, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// SFU forwarding threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Slots per participant as AUDIO,VIDEO (default: fits the room).
+        #[arg(long, value_parser = parse_slots)]
+        slots: Option<(usize, usize)>,
+        /// Then run the relay baseline on the same traffic and print SFU ÷ relay.
+        #[arg(long)]
+        compare_relay: bool,
+        /// Where the JSON result goes.
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
+    },
+    /// The bare GSO UDP forwarder the SFU is measured against, on the load participants'
+    /// packet trace: forwarded datagrams per relay core-second and latency. Writes
+    /// `relay-baseline.json`.
+    RelayBaseline {
+        /// Endpoints in the room.
+        #[arg(long, default_value_t = 10)]
+        participants: usize,
+        /// How many of them send video (default: all).
+        #[arg(long)]
+        video_senders: Option<usize>,
+        /// Seconds the endpoints send for.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Slots per participant as AUDIO,VIDEO (default: as `sfu` picks them).
+        #[arg(long, value_parser = parse_slots)]
+        slots: Option<(usize, usize)>,
+        /// Where the JSON result goes.
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
+    },
+}
+
+/// `AUDIO,VIDEO` slot counts.
+fn parse_slots(s: &str) -> Result<(usize, usize), String> {
+    let (a, v) = s.split_once(',').ok_or("expected AUDIO,VIDEO")?;
+    let n = |x: &str| x.trim().parse::<usize>().map_err(|e| e.to_string());
+    Ok((n(a)?, n(v)?))
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,13 +129,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Selfcheck { frames } => selfcheck::run(frames),
         Command::Demo { seconds } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            init_tracing();
             tokio::runtime::Runtime::new()?.block_on(demo::run(seconds))
         }
         Command::Signaling {
@@ -80,5 +143,47 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             server_bin,
         })),
+        Command::Sfu {
+            participants,
+            video_senders,
+            seconds,
+            warmup,
+            workers,
+            slots,
+            compare_relay,
+            out,
+        } => {
+            init_tracing();
+            sfu_bench::run(sfu_bench::Options {
+                participants,
+                video_senders,
+                seconds,
+                warmup,
+                workers,
+                slots,
+                compare_relay,
+                out,
+            })
+        }
+        Command::RelayBaseline {
+            participants,
+            video_senders,
+            seconds,
+            slots,
+            out,
+        } => {
+            let k = video_senders.unwrap_or(participants).min(participants);
+            let slots = slots.unwrap_or_else(|| sfu_bench::default_slots(participants));
+            relay::run(
+                relay::Shape {
+                    participants,
+                    video_senders: k,
+                    audio_slots: slots.0,
+                    video_slots: slots.1,
+                },
+                seconds,
+                &out,
+            )
+        }
     }
 }
