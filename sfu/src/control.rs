@@ -426,6 +426,8 @@ fn render(workers: &[WorkerHandle]) -> String {
         total.layer_switches += c.layer_switches;
         total.nacks_received += c.nacks_received;
         total.nacks_sent += c.nacks_sent;
+        total.video_over_budget += c.video_over_budget;
+        total.suspensions += c.suspensions;
         total.other_layers += c.other_layers;
         total.keyframe_requests += c.keyframe_requests;
         total.keyframe_requests_suppressed += c.keyframe_requests_suppressed;
@@ -546,6 +548,18 @@ fn render(workers: &[WorkerHandle]) -> String {
         "NACKs sent to publishers.",
         "counter",
         total.nacks_sent.to_string(),
+    );
+    line(
+        "sotto_sfu_video_suspensions_total",
+        "Video slots suspended because the subscriber's estimate had no room for them.",
+        "counter",
+        total.suspensions.to_string(),
+    );
+    line(
+        "sotto_sfu_video_over_budget_total",
+        "Video packets held back by those suspensions.",
+        "counter",
+        total.video_over_budget.to_string(),
     );
     let mean = estimates.1.checked_div(estimates.0).unwrap_or(0);
     out.push_str(

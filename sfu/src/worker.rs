@@ -19,8 +19,8 @@ use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 /// The longest a worker sleeps before it looks at its commands again.
 const COMMAND_POLL: Duration = Duration::from_millis(5);
-/// The shortest socket wait (a zero timeout would mean "forever").
-const MIN_WAIT: Duration = Duration::from_micros(50);
+/// Receive batches taken in a row before timers and commands get a turn.
+const RECV_ROUNDS: usize = 4;
 /// Timer runs in a row before the socket is looked at again.
 const TIMER_ROUNDS: usize = 4;
 /// Inputs handled between two sends within one receive batch.
@@ -165,10 +165,8 @@ pub fn spawn(
     } else {
         media_addr
     };
+    // (quinn-udp makes the socket non-blocking; the worker waits for readiness.)
     let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
-    // quinn-udp made it non-blocking; the worker blocks in `recvmmsg` (with a timeout)
-    // instead of spinning on EAGAIN.
-    socket.set_nonblocking(false)?;
     // Room for the bursts of a busy room (keyframes fanned out to many at once): the
     // kernel caps this at net.core.[rw]mem_max.
     for set in [
@@ -188,19 +186,36 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            let mut w = Worker {
-                socket,
-                state,
-                core,
-                commands: rx,
-                events,
-                counters: shared,
-                order: Vec::new(),
-                pending: Vec::new(),
-                run: Vec::new(),
-                latency: LatencyHistogram::default(),
+            // Its own single-threaded reactor: epoll for the socket and a timer for the
+            // core's next timeout, both at sub-millisecond precision (a socket read
+            // timeout rounds up to the kernel's tick, which starved str0m's pacer).
+            let reactor = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "forwarding worker could not start");
+                    return;
+                }
             };
-            if let Err(e) = w.run() {
+            let result = reactor.block_on(async move {
+                let socket = tokio::net::UdpSocket::from_std(socket)?;
+                let mut w = Worker {
+                    socket,
+                    state,
+                    core,
+                    commands: rx,
+                    events,
+                    counters: shared,
+                    order: Vec::new(),
+                    pending: Vec::new(),
+                    run: Vec::new(),
+                    latency: LatencyHistogram::default(),
+                };
+                w.run().await
+            });
+            if let Err(e) = result {
                 tracing::error!(error = %e, "forwarding worker stopped");
             }
         })?;
@@ -214,7 +229,7 @@ pub fn spawn(
 }
 
 struct Worker {
-    socket: UdpSocket,
+    socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     core: Core,
     commands: mpsc::Receiver<Command>,
@@ -229,60 +244,71 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self) -> io::Result<()> {
+    async fn run(&mut self) -> io::Result<()> {
         let mut bufs: Box<[[u8; RECV_BUF]; BATCH_SIZE]> = vec![[0u8; RECV_BUF]; BATCH_SIZE]
             .into_boxed_slice()
             .try_into()
             .map_err(|_| io::Error::other("receive buffers"))?;
         let mut meta = [RecvMeta::default(); BATCH_SIZE];
-        let mut timeout = Duration::ZERO;
         loop {
             if !self.commands_done() {
                 self.core_stop();
                 return Ok(());
             }
-            // Timers first, so the wait below is never for something already due (a
-            // timer can leave the next one due at once: the pacer, sending a run).
-            for _ in 0..TIMER_ROUNDS {
-                let now = Instant::now();
-                if self.core.poll_timeout().is_none_or(|t| t > now) {
-                    break;
-                }
-                self.core.handle_timeout(now);
-                self.flush();
-            }
-            // The socket blocks (SO_RCVTIMEO) until a datagram or the next timer.
-            let wait = self
+            self.run_timers();
+            let now = Instant::now();
+            let wake = self
                 .core
                 .poll_timeout()
-                .map(|t| t.saturating_duration_since(Instant::now()))
-                .unwrap_or(COMMAND_POLL)
-                .clamp(MIN_WAIT, COMMAND_POLL);
-            if wait != timeout {
-                self.socket.set_read_timeout(Some(wait))?;
-                timeout = wait;
+                .map_or(now + COMMAND_POLL, |t| t.min(now + COMMAND_POLL));
+            tokio::select! {
+                ready = self.socket.readable() => {
+                    ready?;
+                    self.receive(&mut bufs, &mut meta);
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
             }
-            let got = {
-                let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b));
-                self.state
-                    .recv(UdpSockRef::from(&self.socket), &mut slices, &mut meta)
-            };
-            let now = Instant::now();
-            match got {
-                Ok(n) => self.take_batch(now, &bufs[..n], &meta[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => tracing::debug!(error = %e, "receive failed"),
-            }
-            let now = Instant::now();
-            if self.core.poll_timeout().is_some_and(|t| t <= now) {
-                self.core.handle_timeout(now);
-            }
+            self.run_timers();
             self.flush();
             self.publish();
+        }
+    }
+
+    /// Runs the core's due timers (a timer can leave the next one due at once: the pacer
+    /// sending a run), a few rounds at most.
+    fn run_timers(&mut self) {
+        for _ in 0..TIMER_ROUNDS {
+            let now = Instant::now();
+            if self.core.poll_timeout().is_none_or(|t| t > now) {
+                break;
+            }
+            self.core.handle_timeout(now);
+            self.flush();
+        }
+    }
+
+    /// Takes what the socket has, one `recvmmsg` batch at a time, until it would block.
+    fn receive(
+        &mut self,
+        bufs: &mut [[u8; RECV_BUF]; BATCH_SIZE],
+        meta: &mut [RecvMeta; BATCH_SIZE],
+    ) {
+        for _ in 0..RECV_ROUNDS {
+            let got = {
+                let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b));
+                let (socket, state) = (&self.socket, &self.state);
+                socket.try_io(tokio::io::Interest::READABLE, || {
+                    state.recv(UdpSockRef::from(socket), &mut slices, meta)
+                })
+            };
+            match got {
+                Ok(n) => self.take_batch(Instant::now(), &bufs[..n], &meta[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    return;
+                }
+            }
         }
     }
 

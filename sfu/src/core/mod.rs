@@ -39,7 +39,10 @@ use str0m::rtp::{ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
 /// The bandwidth estimate a subscriber starts with, before transport-wide CC has spoken.
-pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
+pub const INITIAL_ESTIMATE_BPS: u64 = 2_000_000;
+/// How long after a subscriber connects before video is suspended for its estimate:
+/// time for probing to find the path's real capacity.
+const SUSPEND_GRACE: Duration = Duration::from_secs(2);
 
 /// How often each connection reports its stream statistics (NACK counts for metrics).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -229,6 +232,11 @@ pub struct Counters {
     pub nacks_sent: u64,
     /// Video packets of a layer a subscriber does not get (not a loss: simulcast).
     pub other_layers: u64,
+    /// Video packets held back because the subscriber's estimate had no room for that
+    /// source (its slot is suspended).
+    pub video_over_budget: u64,
+    /// Video slots suspended for bandwidth.
+    pub suspensions: u64,
     /// Keyframe requests (PLI/FIR) sent to publishers: relayed from subscribers, or for a
     /// video slot waiting to switch to a new source.
     pub keyframe_requests: u64,
@@ -352,6 +360,7 @@ impl Core {
                 estimate: None,
                 max_layer: (layers::MAX_LAYERS - 1) as u8,
                 nack_totals: HashMap::new(),
+                connected_at: None,
             },
         );
         self.drain(id, now);
@@ -538,7 +547,14 @@ impl Core {
         let mut probes = Vec::new();
         for (sub_id, sub) in &self.participants {
             let budget = sub.video_budget();
-            let (mut minimum, mut desired) = (0.0, 0.0);
+            let ranking = self.rooms.get(&sub.room).map(|r| r.ranking.as_slice());
+            let rank = |p: ParticipantId| {
+                ranking
+                    .and_then(|r| r.iter().position(|x| *x == p))
+                    .unwrap_or(usize::MAX)
+            };
+            let mut mine = Vec::new();
+            let mut desired = 0.0;
             for (i, slot) in sub.slots.iter().enumerate() {
                 let Some((publisher, _)) = slot.source.filter(|_| slot.kind == MediaKind::Video)
                 else {
@@ -556,9 +572,9 @@ impl Core {
                     now,
                 );
                 let best = layers::choose(&p.rates, f64::INFINITY, sub.max_layer, now);
-                minimum += p.rates.bps[usize::from(target)];
                 desired += p.rates.bps[usize::from(best)];
-                decisions.push((*sub_id, i, publisher, target, slot.layer));
+                let cost = p.rates.bps[usize::from(target)];
+                mine.push((rank(publisher), i, publisher, target, slot.layer, cost));
             }
             let audio = sub
                 .slots
@@ -566,18 +582,48 @@ impl Core {
                 .filter(|s| s.kind == MediaKind::Audio && s.source.is_some())
                 .count() as f64
                 * layers::AUDIO_BPS as f64;
-            probes.push((*sub_id, minimum + audio, desired + audio));
+            // What does not fit the estimate even at the chosen layers is suspended,
+            // lowest-ranked sources first (the top one always plays): a pacer fed more
+            // than the link carries only adds delay.
+            let total = sub.estimate.unwrap_or(INITIAL_ESTIMATE_BPS) as f64 - audio;
+            mine.sort_by_key(|m| m.0);
+            let settled = sub
+                .connected_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= SUSPEND_GRACE);
+            let mut used = 0.0;
+            for (n, (_, i, publisher, target, current, cost)) in mine.into_iter().enumerate() {
+                let fits = n == 0 || !settled || used + cost <= total;
+                if fits {
+                    used += cost;
+                }
+                decisions.push((*sub_id, i, publisher, target, current, !fits));
+            }
+            probes.push((*sub_id, used + audio, desired + audio));
         }
         let mut keyframes = Vec::new();
-        for (sub, i, publisher, target, current) in decisions {
+        for (sub, i, publisher, target, current, suspend) in decisions {
             if let Some(slot) = self
                 .participants
                 .get_mut(&sub)
                 .and_then(|s| s.slots.get_mut(i))
             {
+                if target < slot.target_layer {
+                    slot.last_down = Some(now);
+                }
                 slot.target_layer = target;
-                if slot.layer != Some(target) {
+                if suspend && !slot.suspended {
+                    self.counters.suspensions += 1;
+                }
+                if slot.suspended && !suspend {
+                    // Back within the estimate: resume at the target layer's keyframe.
+                    slot.resume = true;
                     keyframes.push((publisher, target));
+                } else if slot.layer != Some(target) && !suspend {
+                    keyframes.push((publisher, target));
+                }
+                slot.suspended = suspend;
+                if suspend {
+                    continue;
                 }
             }
             // The layer a slot is on stays wanted until it has switched: pausing it
@@ -737,7 +783,7 @@ impl Core {
 
     /// Polls participant `id` until it wants a timeout, then forwards what it received.
     fn drain(&mut self, id: ParticipantId, now: Instant) {
-        if !self.poll_participant(id) {
+        if !self.poll_participant(id, now) {
             self.received.clear();
             self.lose(id);
             return;
@@ -789,7 +835,7 @@ impl Core {
 
     /// Moves what participant `id`'s `Rtc` has to say into the core's queues; false when
     /// its connection failed or ended.
-    fn poll_participant(&mut self, id: ParticipantId) -> bool {
+    fn poll_participant(&mut self, id: ParticipantId, now: Instant) -> bool {
         let Self {
             participants,
             by_addr,
@@ -842,10 +888,13 @@ impl Core {
                     RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                         p.estimate = Some(estimate.as_u64());
                     }
-                    RtcEvent::Connected => events.push_back(Event::Connected {
-                        room: p.room,
-                        device: p.device.clone(),
-                    }),
+                    RtcEvent::Connected => {
+                        p.connected_at = Some(now);
+                        events.push_back(Event::Connected {
+                            room: p.room,
+                            device: p.device.clone(),
+                        });
+                    }
                     _ => {}
                 },
                 Err(e) => {
@@ -965,6 +1014,24 @@ impl Core {
         match pick_slot(&mut sub.slots, a.source, a.kind, now, idle) {
             Pick::Current(i) => {
                 let slot = &mut sub.slots[i];
+                if slot.suspended {
+                    self.counters.video_over_budget += 1;
+                    return None;
+                }
+                if slot.resume {
+                    // Resuming: only at the target layer's keyframe, and with the numbers
+                    // continuing where they stopped (the skipped packets were never sent).
+                    if a.layer == slot.target_layer && a.keyframe_start {
+                        slot.resume = false;
+                        slot.source = Some(a.source);
+                        slot.layer = Some(a.layer);
+                        slot.rewrite
+                            .switch(*packet.seq_no, packet.header.timestamp, step);
+                        return Some(i);
+                    }
+                    self.counters.drops.awaiting_keyframe += 1;
+                    return None;
+                }
                 if slot.source == Some(a.source) {
                     return Some(i);
                 }

@@ -29,6 +29,10 @@ pub(crate) struct Slot {
     pub(crate) layer: Option<u8>,
     /// When its target last stepped down a layer.
     pub(crate) last_down: Option<Instant>,
+    /// Held back: the subscriber's estimate has no room for this source.
+    pub(crate) suspended: bool,
+    /// Coming back from a suspension: resumes at the target layer's next keyframe.
+    pub(crate) resume: bool,
 }
 
 impl Slot {
@@ -43,6 +47,8 @@ impl Slot {
             target_layer: 0,
             layer: None,
             last_down: None,
+            suspended: false,
+            resume: false,
         }
     }
 }
@@ -74,6 +80,8 @@ pub(crate) struct Participant {
     pub(crate) estimate: Option<u64>,
     /// As a subscriber: the highest layer it asked for.
     pub(crate) max_layer: u8,
+    /// When its connection came up.
+    pub(crate) connected_at: Option<Instant>,
     /// Cumulative NACK counts per stream its stats last reported: (mid, rid, egress).
     pub(crate) nack_totals: HashMap<(Mid, Option<str0m::media::Rid>, bool), u64>,
 }
