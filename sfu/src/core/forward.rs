@@ -58,29 +58,33 @@ impl Core {
             self.counters.audio_not_loudest += 1;
             return;
         }
-        let members = r.members.clone();
-        let ranking = (kind == MediaKind::Video).then(|| r.ranking.clone());
-        let source = (from, *ssrc);
-        for to in members.into_iter().filter(|m| *m != from) {
-            if let Some(ranking) = &ranking {
+        // Who gets it, into a reused list (no allocation per packet).
+        let mut fanout = std::mem::take(&mut self.fanout);
+        fanout.clear();
+        for to in r.members.iter().copied().filter(|m| *m != from) {
+            if kind == MediaKind::Video {
                 let n = self
                     .participants
                     .get(&to)
                     .map_or(0, video_slots)
                     .min(self.cfg.last_n);
-                if !selected(ranking, to, from, n) {
+                if !selected(&r.ranking, to, from, n) {
                     self.counters.video_not_selected += 1;
                     continue;
                 }
             }
-            let arrival = Arrival {
-                source,
-                kind,
-                layer,
-                keyframe_start,
-            };
+            fanout.push(to);
+        }
+        let arrival = Arrival {
+            source: (from, *ssrc),
+            kind,
+            layer,
+            keyframe_start,
+        };
+        for to in fanout.drain(..) {
             self.forward_to(to, &arrival, packet, now);
         }
+        self.fanout = fanout;
     }
 
     /// Which of `to`'s slots carries this packet, switching a slot to a new source or

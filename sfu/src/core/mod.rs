@@ -281,6 +281,8 @@ pub struct Core {
     input_at: Option<Instant>,
     /// Participants whose timers are due (kept to reuse its allocation).
     due: Vec<ParticipantId>,
+    /// The recipients of the packet being forwarded (reused).
+    fanout: Vec<ParticipantId>,
     counters: Counters,
 }
 
@@ -303,6 +305,7 @@ impl Core {
             last_keyframe_request: HashMap::new(),
             input_at: None,
             due: Vec::new(),
+            fanout: Vec::new(),
             counters: Counters::default(),
         }
     }
