@@ -173,7 +173,10 @@ fn main() -> anyhow::Result<()> {
             out,
         } => {
             let k = video_senders.unwrap_or(participants).min(participants);
-            let slots = slots.unwrap_or_else(|| sfu_bench::default_slots(participants));
+            let slots = slots.unwrap_or_else(|| {
+                let (audio, video) = sfu_bench::default_slots(participants);
+                (audio, if k == 0 { 0 } else { video })
+            });
             relay::run(
                 relay::Shape {
                     participants,

@@ -408,7 +408,12 @@ async fn scenario(opts: Options) -> anyhow::Result<()> {
     let n = opts.participants;
     ensure!(n >= 2, "a room needs at least two participants");
     let k = opts.video_senders.unwrap_or(n).min(n);
-    let slots = opts.slots.unwrap_or_else(|| default_slots(n));
+    // Nobody sends video: participants ask for no video slots, as an audio-only client
+    // would (and the SFU then runs no bandwidth estimation for them).
+    let slots = opts.slots.unwrap_or_else(|| {
+        let (audio, video) = default_slots(n);
+        (audio, if k == 0 { 0 } else { video })
+    });
     let shape = Shape {
         participants: n,
         video_senders: k,

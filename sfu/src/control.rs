@@ -420,6 +420,7 @@ fn render(workers: &[WorkerHandle]) -> String {
         total.rtp_in += c.rtp_in;
         total.rtp_forwarded += c.rtp_forwarded;
         total.removals += c.removals;
+        total.timer_runs += c.timer_runs;
         total.audio_not_loudest += c.audio_not_loudest;
         total.video_not_selected += c.video_not_selected;
         total.speaker_changes += c.speaker_changes;
@@ -494,6 +495,12 @@ fn render(workers: &[WorkerHandle]) -> String {
         "RTP packets written to subscribers.",
         "counter",
         total.rtp_forwarded.to_string(),
+    );
+    line(
+        "sotto_sfu_timer_runs_total",
+        "Connection timers run (pacing, bandwidth estimation, RTCP, keep-alives).",
+        "counter",
+        total.timer_runs.to_string(),
     );
     line(
         "sotto_sfu_removals_applied_total",

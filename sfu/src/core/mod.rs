@@ -220,6 +220,8 @@ pub struct Counters {
     pub rtp_forwarded: u64,
     /// Removals applied (participants that were here).
     pub removals: u64,
+    /// Connection timers run (str0m's pacing, BWE, RTCP, ICE keep-alives).
+    pub timer_runs: u64,
     /// Audio packets of a big room not forwarded: their sender is not among the loudest.
     pub audio_not_loudest: u64,
     /// Video packets not forwarded to a subscriber: their sender is not in its last-N.
@@ -320,9 +322,10 @@ impl Core {
         leaf: u32,
         offer: &str,
     ) -> Result<String, JoinError> {
+        let receives_video = offers_video_slots(offer);
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| JoinError::BadOffer(e.to_string()))?;
-        let mut rtc = self.new_rtc(now);
+        let mut rtc = self.new_rtc(now, receives_video);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -364,18 +367,23 @@ impl Core {
         Ok(answer.to_sdp_string())
     }
 
-    fn new_rtc(&self, now: Instant) -> Rtc {
+    fn new_rtc(&self, now: Instant, receives_video: bool) -> Rtc {
         let mut exts = ExtensionMap::standard();
         // Ids 1 (audio level) and 3 (transport-wide CC) stay; frame marking in the RFC's
         // form replaces what the standard map has at 5.
         exts.set(5, Rfc9626::extension());
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .set_extension_map(exts)
-            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
-            .set_stats_interval(Some(STATS_INTERVAL))
-            .build(now);
+            .set_stats_interval(Some(STATS_INTERVAL));
+        // Bandwidth estimation is what layer choice needs, and it costs: str0m's pacer
+        // then wakes about every millisecond and pads each connection to 50 kbit/s. A
+        // subscriber without video slots (audio at a fixed rate) goes without.
+        if receives_video {
+            builder = builder.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
+        let mut rtc = builder.build(now);
         if let Ok(candidate) = Candidate::host(self.cfg.media_addr, "udp") {
             rtc.add_local_candidate(candidate);
         }
@@ -514,6 +522,7 @@ impl Core {
                 .filter(|(_, p)| p.next_timeout <= now)
                 .map(|(id, _)| *id),
         );
+        self.counters.timer_runs += due.len() as u64;
         for id in due.drain(..) {
             if let Some(p) = self.participants.get_mut(&id)
                 && p.rtc.handle_input(Input::Timeout(now)).is_err()
@@ -704,6 +713,16 @@ impl Core {
         }
         p.rtc.is_alive()
     }
+}
+
+/// Whether an SDP offer has a video line the participant receives on (a slot).
+fn offers_video_slots(offer: &str) -> bool {
+    offer.split("\nm=").skip(1).any(|section| {
+        section.starts_with("video")
+            && section
+                .lines()
+                .any(|l| matches!(l.trim_end(), "a=recvonly" | "a=sendrecv"))
+    })
 }
 
 #[cfg(test)]

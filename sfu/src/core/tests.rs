@@ -9,7 +9,7 @@ use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Mid};
 
 const DELAY: Duration = Duration::from_millis(1);
-const TICK: Duration = Duration::from_millis(5);
+const TICK: Duration = Duration::from_millis(1);
 
 /// A light participant: a str0m peer with one audio and one video line it publishes on,
 /// and slots it receives on.
@@ -548,4 +548,35 @@ fn a_big_room_forwards_audio_of_the_loudest_only() {
             device: sim.peers[3].device.clone()
         })
     );
+}
+
+#[test]
+fn an_audio_only_subscriber_runs_few_timers() {
+    let mut sim = Sim::new();
+    // Peers 0 and 1 receive video; 2 and 3 receive audio only.
+    for leaf in 0..4 {
+        let video_slots = if leaf < 2 { 3 } else { 0 };
+        sim.join(leaf, 3, video_slots);
+    }
+    sim.connect_all();
+    talk(&mut sim, 10);
+    let before = sim.core.counters().timer_runs;
+    sim.run(Duration::from_secs(2));
+    let per_second = (sim.core.counters().timer_runs - before) as f64 / 2.0;
+    // Two connections with bandwidth estimation wake about every millisecond; the two
+    // without stay near the tens a second of RTCP and keep-alives.
+    assert!(
+        per_second < 2.0 * 1100.0 + 2.0 * 100.0,
+        "{per_second} timer runs a second"
+    );
+    assert!(
+        per_second > 2.0 * 500.0,
+        "the estimating ones do run ({per_second})"
+    );
+    assert!(!offers_video_slots(
+        "v=0\r\nm=audio 9 UDP\r\na=recvonly\r\nm=video 9 UDP\r\na=sendonly\r\n"
+    ));
+    assert!(offers_video_slots(
+        "v=0\r\nm=video 9 UDP\r\na=sendonly\r\nm=video 9 UDP\r\na=recvonly\r\n"
+    ));
 }
