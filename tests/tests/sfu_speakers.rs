@@ -74,6 +74,14 @@ async fn with_twelve_video_senders_each_subscriber_gets_the_top_nine() {
             .store(-(10 + 3 * i as i8), Ordering::Relaxed);
     }
     let done = run_for(participants, Duration::from_secs(4)).await;
+    // Should a subscriber's estimate not have made room for nine videos, the SFU would
+    // suspend some (by design); say so if an assertion below fails.
+    let page = h.metrics().await;
+    let context = page
+        .lines()
+        .filter(|l| l.contains("suspensions_total ") || l.contains("estimate_bps{"))
+        .collect::<Vec<_>>()
+        .join("; ");
     let order: Vec<u32> = done.iter().map(|(p, _)| p.joined.leaf).collect();
     let sent: Vec<u64> = done.iter().map(|(_, s)| s.sent.1).collect();
     for (p, stats) in &done {
@@ -90,7 +98,7 @@ async fn with_twelve_video_senders_each_subscriber_gets_the_top_nine() {
             if top.contains(leaf) {
                 assert!(
                     got as f64 >= 0.8 * sent[i] as f64,
-                    "leaf {me}: {got} of {} video frames from top-9 leaf {leaf}",
+                    "leaf {me}: {got} of {} video frames from top-9 leaf {leaf} ({context})",
                     sent[i]
                 );
             } else {

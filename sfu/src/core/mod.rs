@@ -44,7 +44,7 @@ use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 pub const INITIAL_ESTIMATE_BPS: u64 = 2_000_000;
 /// How long after a subscriber connects before video is suspended for its estimate:
 /// time for probing to find the path's real capacity.
-const SUSPEND_GRACE: Duration = Duration::from_secs(2);
+const SUSPEND_GRACE: Duration = Duration::from_secs(3);
 
 /// How often each connection reports its stream statistics (NACK counts for metrics).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
