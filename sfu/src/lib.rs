@@ -3,10 +3,15 @@
 //!
 //! It reads only what it needs to forward well: RTP headers and header extensions (audio
 //! level, frame marking, transport-wide sequence numbers) and the SFrame header's KID,
-//! which needs no key. It holds no keys and cannot derive any: this crate depends on the
-//! keyless `sotto-wire` only, never on `sotto-media` or openmls, and
-//! `tests/tests/sfu_holds_no_keys.rs` checks that structurally.
+//! which needs no key. It holds no keys and cannot derive any: it depends on keyless crates
+//! only (`sotto-wire`, `sotto-proto`, `sotto-signaling-client`, str0m for hop-by-hop
+//! DTLS-SRTP), never on `sotto-media` or openmls, and `tests/tests/sfu_holds_no_keys.rs`
+//! checks that structurally.
 //!
+//! - [`control`]: registration with signaling, joins and removals, the metrics endpoint.
+//! - [`worker`]: one forwarding thread: a UDP socket (batched receives, GSO sends) around
+//!   one core.
+//! - [`metrics`]: the Prometheus page.
 //! - [`core`]: the sans-IO forwarding core (str0m in RTP mode): datagrams and time in,
 //!   datagrams and events out.
 //! - [`frame_marking`]: RFC 9626 frame marking through str0m without an allocation.
@@ -19,5 +24,6 @@ pub mod control;
 pub mod core;
 pub mod frame_marking;
 pub mod join_token;
+pub mod metrics;
 pub mod sender_binding;
 pub mod worker;
