@@ -23,8 +23,9 @@
 //! are its send time; receivers measure end-to-end latency on the same clock.
 
 use crate::measure;
-use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit as UdpTransmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSockRef, UdpSocketState};
 use sotto_bench::load::peer::{AUDIO_EVERY, VIDEO_EVERY};
+use sotto_sfu::gso::GsoBatcher;
 use sotto_sfu::worker::{LATENCY_BUCKETS_US, LatencyHistogram};
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
@@ -152,8 +153,7 @@ struct Relay {
     /// Subscribers' addresses per sender, `[audio, video]`.
     routes: Vec<[Vec<SocketAddr>; 2]>,
     pending: Vec<Pending>,
-    order: Vec<(SocketAddr, usize)>,
-    run: Vec<u8>,
+    gso: GsoBatcher,
     counters: RelayCounters,
 }
 
@@ -228,49 +228,17 @@ impl Relay {
         if self.pending.is_empty() {
             return;
         }
-        self.order.clear();
-        self.order.extend(
-            self.pending
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.destination, i)),
-        );
-        self.order.sort_unstable();
-        let max_segments = self.state.max_gso_segments().max(1);
-        let bytes = |p: &Pending| &bufs[p.slot][p.start..p.start + p.len];
-        let mut i = 0;
-        while i < self.order.len() {
-            let (dest, first) = self.order[i];
-            let segment = self.pending[first].len;
-            self.run.clear();
-            let mut n = 0;
-            while i < self.order.len() && n < max_segments {
-                let (d, idx) = self.order[i];
-                let len = self.pending[idx].len;
-                if d != dest || len > segment || (n > 0 && !self.run.len().is_multiple_of(segment))
-                {
-                    break;
-                }
-                self.run.extend_from_slice(bytes(&self.pending[idx]));
-                n += 1;
-                i += 1;
-            }
-            let transmit = UdpTransmit {
-                destination: dest,
-                ecn: None,
-                contents: &self.run,
-                segment_size: (n > 1).then_some(segment),
-                src_ip: None,
-            };
-            self.counters.send_calls += 1;
-            match self.state.send(UdpSockRef::from(&self.socket), &transmit) {
-                Ok(()) => {
-                    self.counters.forwarded += n as u64;
-                    self.counters.bytes_out += self.run.len() as u64;
-                }
-                Err(_) => self.counters.send_errors += 1,
-            }
-        }
+        let pending = &self.pending;
+        let sent = self
+            .gso
+            .send(&self.state, &self.socket, pending.len(), |i| {
+                let p = &pending[i];
+                (p.destination, &bufs[p.slot][p.start..p.start + p.len])
+            });
+        self.counters.send_calls += sent.calls;
+        self.counters.forwarded += sent.datagrams;
+        self.counters.bytes_out += sent.bytes;
+        self.counters.send_errors += sent.errors;
         let sent = Instant::now();
         for _ in 0..self.pending.len() {
             self.latency_observe(sent.saturating_duration_since(received));
@@ -328,8 +296,7 @@ fn spawn_relay(endpoints: &[SocketAddr], fanout: &[[Vec<usize>; 2]]) -> io::Resu
                 senders,
                 routes,
                 pending: Vec::new(),
-                order: Vec::new(),
-                run: Vec::new(),
+                gso: GsoBatcher::default(),
                 counters: RelayCounters::default(),
             };
             rt.block_on(relay.run(&flag))?;

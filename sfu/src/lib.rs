@@ -11,6 +11,7 @@
 //! - [`control`]: registration with signaling, joins and removals, the metrics endpoint.
 //! - [`worker`]: one forwarding thread: a UDP socket (batched receives, GSO sends) around
 //!   one core.
+//! - [`gso`]: a batch of datagrams sent grouped per destination into GSO runs.
 //! - [`metrics`]: the Prometheus page.
 //! - [`core`]: the sans-IO forwarding core (str0m in RTP mode): datagrams and time in,
 //!   datagrams and events out.
@@ -23,6 +24,7 @@
 pub mod control;
 pub mod core;
 pub mod frame_marking;
+pub mod gso;
 pub mod join_token;
 pub mod metrics;
 pub mod sender_binding;

@@ -9,7 +9,8 @@
 //! (receive slots, the GSO run, the grouping order) are made once and reused.
 
 use crate::core::{Config, Core, Counters, Event, JoinError, Tap, Transmit};
-use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit as UdpTransmit, UdpSockRef, UdpSocketState};
+use crate::gso::GsoBatcher;
+use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSockRef, UdpSocketState};
 use sotto_proto::{DeviceAddr, RoomId};
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -208,9 +209,8 @@ pub fn spawn(
                     commands: rx,
                     events,
                     counters: shared,
-                    order: Vec::new(),
                     pending: Vec::new(),
-                    run: Vec::new(),
+                    gso: GsoBatcher::default(),
                     latency: LatencyHistogram::default(),
                 };
                 w.run().await
@@ -235,11 +235,8 @@ struct Worker {
     commands: mpsc::Receiver<Command>,
     events: async_mpsc::UnboundedSender<Event>,
     counters: Arc<Mutex<Snapshot>>,
-    /// Indices into `pending`, sorted by destination to group GSO runs.
-    order: Vec<(SocketAddr, usize)>,
     pending: Vec<Transmit>,
-    /// One GSO run being assembled.
-    run: Vec<u8>,
+    gso: GsoBatcher,
     latency: LatencyHistogram,
 }
 
@@ -375,47 +372,11 @@ impl Worker {
         if self.pending.is_empty() {
             return;
         }
-        self.order.clear();
-        self.order.extend(
-            self.pending
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.destination, i)),
-        );
-        // Unique keys (destination, index): deterministic and allocation-free, and each
-        // destination keeps its packets in the order the core made them.
-        self.order.sort_unstable();
-        let max_segments = self.state.max_gso_segments().max(1);
-        let mut i = 0;
-        while i < self.order.len() {
-            let (dest, first) = self.order[i];
-            let segment = self.pending[first].contents.len();
-            self.run.clear();
-            let mut n = 0;
-            while i < self.order.len() && n < max_segments {
-                let (d, idx) = self.order[i];
-                let len = self.pending[idx].contents.len();
-                // A run: same destination, every segment the first one's size but the
-                // last, which may be shorter.
-                if d != dest || len > segment || (n > 0 && !self.run.len().is_multiple_of(segment))
-                {
-                    break;
-                }
-                self.run.extend_from_slice(&self.pending[idx].contents);
-                n += 1;
-                i += 1;
-            }
-            let transmit = UdpTransmit {
-                destination: dest,
-                ecn: None,
-                contents: &self.run,
-                segment_size: (n > 1).then_some(segment),
-                src_ip: None,
-            };
-            if let Err(e) = self.state.send(UdpSockRef::from(&self.socket), &transmit) {
-                tracing::debug!(error = %e, "send failed");
-            }
-        }
+        let pending = &self.pending;
+        self.gso
+            .send(&self.state, &self.socket, pending.len(), |i| {
+                (pending[i].destination, pending[i].contents.as_slice())
+            });
         let sent = Instant::now();
         for t in &self.pending {
             if let Some(at) = t.received {
