@@ -234,6 +234,11 @@ impl Control {
             match register(&self.cfg, &addrs).await {
                 Ok((client, key)) => {
                     tracing::info!("registered with signaling again");
+                    // Signaling moved this node's rooms, and forgot the removals it was
+                    // resending, when the connection dropped: nobody here is current.
+                    for w in self.workers.iter() {
+                        let _ = w.commands.send(Command::CloseAll);
+                    }
                     self.client = client;
                     self.token_key = key;
                     return true;

@@ -62,6 +62,9 @@ pub enum Command {
         /// The layer.
         layer: u8,
     },
+    /// Close every connection and go on (signaling was lost: its rooms and removals are
+    /// gone with it, so participants join again).
+    CloseAll,
     /// Stop forwarding: every connection is closed.
     Stop,
 }
@@ -352,6 +355,7 @@ impl Worker {
                     device,
                     layer,
                 }) => self.core.set_max_layer(&room, &device, layer),
+                Ok(Command::CloseAll) => self.core.close_all(),
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }

@@ -119,7 +119,7 @@ impl Core {
                 .get(&publisher)
                 .and_then(|p| p.layer_ssrc[usize::from(layer)]);
             if let Some(ssrc) = ssrc {
-                self.request_keyframe((publisher, ssrc), KeyframeRequestKind::Pli, now);
+                self.request_keyframe((publisher, ssrc), KeyframeRequestKind::Pli, now, false);
             }
         }
         for p in self.participants.values_mut() {
@@ -197,7 +197,7 @@ impl Core {
                         .source
                         .is_some_and(|(src, _)| !selected(&room.ranking, *sub, src, n))
                     {
-                        slot.source = None;
+                        slot.clear();
                     }
                 }
             }

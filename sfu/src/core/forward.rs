@@ -45,8 +45,12 @@ impl Core {
         };
         let keyframe_start = match kind {
             MediaKind::Audio => true,
-            MediaKind::Video => Rfc9626::read(&packet.header.ext_vals)
-                .is_none_or(|fm: FrameMarking| fm.start && fm.independent),
+            // Without frame marking the SFU cannot tell a keyframe: it takes the start of
+            // a frame, so a switch at least never lands mid-frame.
+            MediaKind::Video => match Rfc9626::read(&packet.header.ext_vals) {
+                Some(fm) => fm.start && fm.independent,
+                None => Descriptor::parse(&packet.payload).is_some_and(|(d, _)| d.start),
+            },
         };
         let Some(r) = self.rooms.get(&room) else {
             return;
@@ -97,24 +101,8 @@ impl Core {
         now: Instant,
     ) -> Option<usize> {
         let idle = self.cfg.slot_idle;
-        let publisher = a.source.0;
-        // What this subscriber should get of this publisher, if the slot is new.
-        let fresh_target = match a.kind {
-            MediaKind::Audio => 0,
-            MediaKind::Video => {
-                let sub = self.participants.get(&to)?;
-                let budget = sub.video_budget();
-                let max = sub.max_layer;
-                let p = self.participants.get(&publisher)?;
-                layers::choose(&p.rates, budget, max, now)
-            }
-        };
         let sub = self.participants.get_mut(&to)?;
-        let step = if a.kind == MediaKind::Audio {
-            960
-        } else {
-            3000
-        };
+        let at = (*packet.seq_no, packet.header.timestamp);
         match pick_slot(&mut sub.slots, a.source, a.kind, now, idle) {
             Pick::Current(i) => {
                 let slot = &mut sub.slots[i];
@@ -122,53 +110,48 @@ impl Core {
                     self.counters.video_over_budget += 1;
                     return None;
                 }
-                if slot.resume {
-                    // Resuming: only at the target layer's keyframe, and with the numbers
-                    // continuing where they stopped (the skipped packets were never sent).
-                    if a.layer == slot.target_layer && a.keyframe_start {
-                        slot.resume = false;
-                        slot.source = Some(a.source);
-                        slot.layer = Some(a.layer);
-                        slot.rewrite
-                            .switch(*packet.seq_no, packet.header.timestamp, step);
-                        return Some(i);
+                if slot.source == Some(a.source) && !slot.resume {
+                    return Some(i);
+                }
+                // Resuming, or another layer of the same publisher: only onto the target
+                // layer, only at its keyframe, with the numbers continuing.
+                if a.layer == slot.target_layer && a.keyframe_start {
+                    if !slot.resume {
+                        self.counters.layer_switches += 1;
                     }
+                    slot.take(a.source, a.layer, at, a.kind);
+                    return Some(i);
+                }
+                if slot.resume {
                     self.counters.drops.awaiting_keyframe += 1;
+                } else {
+                    self.counters.other_layers += 1;
+                }
+                None
+            }
+            Pick::Free(i) => {
+                // What this subscriber should get of this publisher, now that a slot is free.
+                let target = match a.kind {
+                    MediaKind::Audio => 0,
+                    MediaKind::Video => {
+                        let (budget, max) = (sub.video_budget(), sub.max_layer);
+                        let p = self.participants.get(&a.source.0)?;
+                        layers::choose(&p.rates, budget, max, now)
+                    }
+                };
+                if a.layer != target {
+                    self.counters.other_layers += 1;
                     return None;
                 }
-                if slot.source == Some(a.source) {
-                    return Some(i);
+                if !a.keyframe_start {
+                    self.counters.drops.awaiting_keyframe += 1;
+                    self.request_keyframe(a.source, KeyframeRequestKind::Pli, now, false);
+                    return None;
                 }
-                // Another layer of the same publisher: switch only onto the target layer,
-                // only at its keyframe.
-                if a.layer == slot.target_layer && a.keyframe_start {
-                    slot.source = Some(a.source);
-                    slot.layer = Some(a.layer);
-                    slot.rewrite
-                        .switch(*packet.seq_no, packet.header.timestamp, step);
-                    self.counters.layer_switches += 1;
-                    return Some(i);
-                }
-                self.counters.other_layers += 1;
-                None
-            }
-            Pick::Free(i) if a.layer == fresh_target && a.keyframe_start => {
-                let slot = &mut sub.slots[i];
-                slot.source = Some(a.source);
-                slot.layer = Some(a.layer);
-                slot.target_layer = a.layer;
-                slot.rewrite
-                    .switch(*packet.seq_no, packet.header.timestamp, step);
+                let slot = &mut self.participants.get_mut(&to)?.slots[i];
+                slot.target_layer = target;
+                slot.take(a.source, a.layer, at, a.kind);
                 Some(i)
-            }
-            Pick::Free(_) if a.layer == fresh_target => {
-                self.counters.drops.awaiting_keyframe += 1;
-                self.request_keyframe(a.source, KeyframeRequestKind::Pli, now);
-                None
-            }
-            Pick::Free(_) => {
-                self.counters.other_layers += 1;
-                None
             }
             Pick::None => {
                 self.counters.drops.no_slot += 1;
@@ -285,8 +268,10 @@ fn pick_slot(
     {
         return Pick::Current(i);
     }
+    // A suspended slot is held for its source, however long it has been quiet.
     let free = slots.iter().position(|s| {
         s.kind == kind
+            && !s.suspended
             && (s.source.is_none() || s.last_used.is_none_or(|t| now.duration_since(t) >= idle))
     });
     match free {

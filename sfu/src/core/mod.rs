@@ -28,7 +28,6 @@ use participant::{Participant, Slot};
 pub use rewrite::Rewrite;
 use sotto_proto::{DeviceAddr, RoomId};
 use sotto_wire::KidLayout;
-use sotto_wire::rtp_ext::FrameMarking;
 use sotto_wire::rtp_sframe::Descriptor;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -331,7 +330,9 @@ impl Core {
             .accept_offer(offer)
             .map_err(|e| JoinError::BadOffer(e.to_string()))?;
         if self.by_device.contains_key(&(room, device.clone())) {
-            self.remove(&room, &device);
+            // It reconnected: the old connection goes, but this is no removal (nothing
+            // to acknowledge to signaling).
+            self.drop_participant(&room, &device);
         }
         let id = ParticipantId(self.next_id);
         self.next_id += 1;
@@ -430,7 +431,7 @@ impl Core {
         for p in self.participants.values_mut() {
             for slot in &mut p.slots {
                 if slot.source.is_some_and(|(src, _)| src == id) {
-                    slot.source = None;
+                    slot.clear();
                 }
             }
         }
@@ -610,7 +611,7 @@ impl Core {
                 .and_then(|p| p.slots.iter().find(|s| s.mid == mid))
                 .and_then(|s| s.source);
             if let Some(source) = source {
-                self.request_keyframe(source, kind, now);
+                self.request_keyframe(source, kind, now, true);
             }
         }
     }
@@ -622,10 +623,15 @@ impl Core {
         (publisher, ssrc): (ParticipantId, u32),
         kind: KeyframeRequestKind,
         now: Instant,
+        relayed: bool,
     ) {
         let last = self.last_keyframe_request.get(&(publisher, ssrc));
         if last.is_some_and(|t| now.duration_since(*t) < KEYFRAME_REQUEST_INTERVAL) {
-            self.counters.keyframe_requests_suppressed += 1;
+            // Only a subscriber's own request counts as suppressed; the SFU's own asks
+            // (once per packet while a slot waits) just wait for the interval.
+            if relayed {
+                self.counters.keyframe_requests_suppressed += 1;
+            }
             return;
         }
         let Some(p) = self.participants.get_mut(&publisher) else {

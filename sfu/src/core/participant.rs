@@ -36,6 +36,31 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The slot carries `source` (at `layer`) from its packet at `(seq, ts)` on: numbers
+    /// continue where the slot's last stream stopped; any suspension or resume is over.
+    pub(crate) fn take(
+        &mut self,
+        source: (ParticipantId, u32),
+        layer: u8,
+        (seq, ts): (u64, u32),
+        kind: MediaKind,
+    ) {
+        let step = if kind == MediaKind::Audio { 960 } else { 3000 };
+        self.source = Some(source);
+        self.layer = Some(layer);
+        self.suspended = false;
+        self.resume = false;
+        self.rewrite.switch(seq, ts, step);
+    }
+
+    /// The slot carries nothing (its source left, or fell out of the last-N).
+    pub(crate) fn clear(&mut self) {
+        self.source = None;
+        self.layer = None;
+        self.suspended = false;
+        self.resume = false;
+    }
+
     fn new(mid: Mid, kind: MediaKind, pt: Option<Pt>) -> Self {
         Slot {
             mid,

@@ -4,6 +4,7 @@
 
 use super::*;
 use sotto_proto::Handle;
+use sotto_wire::rtp_ext::FrameMarking;
 use sotto_wire::{ContextId, SframeHeader};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Mid};
