@@ -26,13 +26,21 @@ async fn garbage_from_one_participant_leaves_the_others_alone() {
             }
         }
     }
+    let junk = done
+        .iter()
+        .find(|(p, _)| p.joined.leaf == hostile)
+        .map_or(0, |(_, s)| s.garbage_sent);
+    assert!(junk > 1000, "garbage was sent ({junk})");
     let page = h.metrics().await;
-    let malformed = metric(&page, "sotto_sfu_drops_total{reason=\"malformed\"}").unwrap_or(0.0)
-        + metric(&page, "sotto_sfu_drops_total{reason=\"not_sframe\"}").unwrap_or(0.0)
-        + metric(&page, "sotto_sfu_drops_total{reason=\"unknown_source\"}").unwrap_or(0.0);
+    let dropped = metric(&page, "sotto_sfu_drops_total{reason=\"malformed\"}").unwrap_or(0.0)
+        + metric(&page, "sotto_sfu_drops_total{reason=\"not_sframe\"}").unwrap_or(0.0);
+    // Junk the participant's own connection refuses with an error, or that fails the
+    // SFrame check, is counted. str0m discards some without saying so (STUN without a
+    // valid integrity check, RTP for an SSRC it does not know), and those go uncounted:
+    // about a third is counted here (613 of 1928 in one run).
     assert!(
-        malformed > 100.0,
-        "the garbage was seen and dropped: {malformed}"
+        dropped >= 0.25 * junk as f64,
+        "{dropped} of {junk} junk datagrams counted as dropped"
     );
     h.sfu.shutdown().await;
 }

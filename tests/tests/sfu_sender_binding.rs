@@ -31,9 +31,7 @@ async fn frames_under_another_senders_index_are_dropped() {
         let me = p.joined.leaf;
         assert_eq!(stats.undecryptable, 0, "leaf {me}");
         assert_eq!(stats.mislabelled, 0, "leaf {me}");
-        // Nothing arrives under the forger's own leaf, and no more under the victim's
-        // than the victim itself sent.
-        assert!(!stats.tracks.keys().any(|(l, _)| *l == forger), "leaf {me}");
+        // No more arrives under the victim's leaf than the victim itself sent.
         if me != victim {
             let audio = stats.tracks.get(&(victim, false)).map_or(0, |t| t.frames);
             let video = stats.tracks.get(&(victim, true)).map_or(0, |t| t.frames);

@@ -134,6 +134,8 @@ pub struct PeerStats {
     pub connected_at: Option<Instant>,
     /// Every set of paused layers the SFU sent it, in order.
     pub pauses: Vec<Vec<u8>>,
+    /// Malformed datagrams it sent (garbage mode).
+    pub garbage_sent: u64,
     /// Every video RTP packet received, as (SSRC, sequence number): repaired ones included,
     /// so a test can hold it against a proxy's drop log.
     pub video_packets: std::collections::HashSet<(u32, u16)>,
@@ -528,6 +530,7 @@ impl MediaPeer {
         ];
         for j in junk {
             self.transmits.push((self.local, to, j));
+            self.stats.garbage_sent += 1;
         }
     }
 
