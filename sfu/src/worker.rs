@@ -20,6 +20,8 @@ use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 /// The longest a worker sleeps before it looks at its commands again.
 const COMMAND_POLL: Duration = Duration::from_millis(5);
+/// How often the metrics snapshot is refreshed.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// Receive batches taken in a row before timers and commands get a turn.
 const RECV_ROUNDS: usize = 4;
 /// Timer runs in a row before the socket is looked at again.
@@ -77,7 +79,7 @@ pub struct WorkerHandle {
     pub media_addr: SocketAddr,
     /// The address its socket is bound to.
     pub local_addr: SocketAddr,
-    /// Its counters, refreshed once per loop.
+    /// Its counters, refreshed every 100 ms.
     pub counters: Arc<Mutex<Snapshot>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -215,6 +217,7 @@ pub fn spawn(
                     pending: Vec::new(),
                     gso: GsoBatcher::default(),
                     latency: LatencyHistogram::default(),
+                    published: None,
                 };
                 w.run().await
             });
@@ -241,6 +244,8 @@ struct Worker {
     pending: Vec<Transmit>,
     gso: GsoBatcher,
     latency: LatencyHistogram,
+    /// When the counters snapshot was last refreshed.
+    published: Option<Instant>,
 }
 
 impl Worker {
@@ -395,18 +400,22 @@ impl Worker {
         while let Some(e) = self.core.poll_event() {
             let _ = self.events.send(e);
         }
+        // The snapshot is for metrics: a few times a second is plenty, not every wake-up.
+        let now = Instant::now();
+        if self
+            .published
+            .is_some_and(|t| now.duration_since(t) < PUBLISH_EVERY)
+        {
+            return;
+        }
+        self.published = Some(now);
         if let Ok(mut s) = self.counters.lock() {
             s.counters = *self.core.counters();
             s.latency = self.latency;
             s.rooms = self.core.room_count();
             s.participants = self.core.participant_count();
-            let e = self.core.estimates();
-            s.estimates = (
-                e.len() as u64,
-                e.iter().sum(),
-                e.iter().copied().min().unwrap_or(0),
-                e.iter().copied().max().unwrap_or(0),
-            );
+            let (n, sum, min, max) = self.core.estimates();
+            s.estimates = (n, sum, if n == 0 { 0 } else { min }, max);
         }
     }
 }

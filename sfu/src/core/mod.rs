@@ -562,12 +562,15 @@ impl Core {
         self.rooms.len()
     }
 
-    /// The subscribers' bandwidth estimates (transport-wide CC), bits per second.
-    pub fn estimates(&self) -> Vec<u64> {
+    /// The subscribers' bandwidth estimates (transport-wide CC), bits per second,
+    /// as (how many, sum, min, max), folded without allocating.
+    pub fn estimates(&self) -> (u64, u64, u64, u64) {
         self.participants
             .values()
             .filter_map(|p| p.estimate)
-            .collect()
+            .fold((0, 0, u64::MAX, 0), |(n, sum, min, max), e| {
+                (n + 1, sum + e, min.min(e), max.max(e))
+            })
     }
 
     /// Participants in all rooms.
