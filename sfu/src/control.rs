@@ -49,7 +49,7 @@ pub struct SfuConfig {
 #[non_exhaustive]
 pub enum SfuError {
     /// A socket could not be bound.
-    #[error("could not bind {addr}")]
+    #[error("could not bind {addr}: is something else using it? choose another address")]
     Bind {
         /// The address.
         addr: SocketAddr,
