@@ -17,6 +17,7 @@ pub mod feedback;
 pub mod inbox;
 pub mod mls;
 pub mod profile;
+pub mod session;
 pub mod signaling;
 pub mod transport;
 

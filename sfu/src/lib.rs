@@ -23,7 +23,8 @@
 
 pub mod control;
 pub mod core;
-pub mod frame_marking;
+/// RFC 9626 frame marking through str0m (shared with the room client).
+pub use sotto_wire::str0m_ext as frame_marking;
 pub mod gso;
 pub mod join_token;
 pub mod metrics;

@@ -55,6 +55,35 @@ impl CallKeys {
         self.rx.advance(keys, now)
     }
 
+    /// The first half of an epoch transition: frames of the newer epoch `keys` decrypt
+    /// from `now` on, while we keep sending under the epoch we send in until
+    /// [`Self::send_current`] (so members still behind can read us). If we were still
+    /// sending under an older epoch than the current one, we move to the current one
+    /// first: only one epoch back stays readable for others.
+    pub fn receive_epoch(&mut self, keys: EpochKeys, now: Instant) -> Result<(), KeyScheduleError> {
+        if keys.epoch() <= self.rx.epoch() {
+            return Err(KeyScheduleError::EpochNotNewer {
+                current: self.rx.epoch(),
+                new: keys.epoch(),
+            });
+        }
+        self.send_current()?;
+        self.rx.advance(keys, now)
+    }
+
+    /// The second half: our frames go out under the current epoch from now on.
+    pub fn send_current(&mut self) -> Result<(), KeyScheduleError> {
+        for enc in &mut self.tx {
+            enc.install(self.rx.current())?;
+        }
+        Ok(())
+    }
+
+    /// The epoch our frames are encrypted in.
+    pub fn send_epoch(&self) -> Option<u64> {
+        self.tx[0].epoch()
+    }
+
     /// Encrypts one of our `context` frames; returns its counter.
     pub fn encrypt(
         &mut self,
@@ -165,13 +194,27 @@ mod tests {
             exchange(&mut alice, 0, &mut bob, 1, t0);
             exchange(&mut bob, 1, &mut alice, 1, t0);
 
+            // A transition in two halves: Bob reads epoch 2 at once, Alice keeps
+            // sending under 1 (still readable for Bob) until she switches.
+            bob.receive_epoch(epoch_keys(suite, 2, 50), t0)
+                .expect("receive");
+            assert_eq!(bob.send_epoch(), Some(1));
+            exchange(&mut alice, 0, &mut bob, 1, t0);
+            exchange(&mut bob, 1, &mut alice, 1, t0);
+            alice
+                .receive_epoch(epoch_keys(suite, 2, 50), t0)
+                .expect("receive");
+            bob.send_current().expect("switch");
+            exchange(&mut bob, 1, &mut alice, 2, t0);
+            alice.send_current().expect("switch");
+            exchange(&mut alice, 0, &mut bob, 2, t0);
             // A rotation moves both directions to the new sender keys.
             alice
-                .advance(epoch_keys(suite, 2, 50), t0)
+                .advance(epoch_keys(suite, 3, 70), t0)
                 .expect("advance");
-            bob.advance(epoch_keys(suite, 2, 50), t0).expect("advance");
-            exchange(&mut alice, 0, &mut bob, 2, t0);
-            exchange(&mut bob, 1, &mut alice, 2, t0);
+            bob.advance(epoch_keys(suite, 3, 70), t0).expect("advance");
+            exchange(&mut alice, 0, &mut bob, 3, t0);
+            exchange(&mut bob, 1, &mut alice, 3, t0);
         }
     }
 }

@@ -446,6 +446,10 @@ pub struct RosterEntry {
     pub device: DeviceAddr,
     /// Whether this is the room's owner.
     pub owner: bool,
+    /// Its leaf in the room's MLS group, as the delivery service computed it from the
+    /// group's public state (`None`: not in the group yet). A hint for whom to add or
+    /// remove, never a reason to trust a key.
+    pub leaf: Option<u32>,
 }
 
 /// Successful answers.

@@ -290,6 +290,7 @@ impl Core {
         };
         self.storage
             .set_group_info(&group, new_epoch, &group_info)?;
+        let changed_group = group.clone();
         self.store_and_deliver(
             &others,
             &Stored::Mls {
@@ -312,6 +313,7 @@ impl Core {
                 },
             )?;
         }
+        self.group_changed(&changed_group);
         Ok(Response::CommitAccepted {
             epoch: new_epoch,
             added,

@@ -415,6 +415,10 @@ impl Core {
     }
 
     fn roster(&self, room: &RoomId) -> Vec<RosterEntry> {
+        let leaves: HashMap<DeviceAddr, u32> = match self.storage.group(&room.0) {
+            Ok(Some(g)) => g.members.into_iter().collect(),
+            _ => HashMap::new(),
+        };
         self.rooms
             .rooms
             .get(room)
@@ -424,10 +428,22 @@ impl Core {
                     .map(|d| RosterEntry {
                         device: d.clone(),
                         owner: d.handle == l.owner,
+                        leaf: leaves.get(d).copied(),
                     })
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A commit changed who sits at which leaf of `group`: if it is a live room's, every
+    /// participant gets the new roster.
+    pub(super) fn group_changed(&mut self, group: &[u8]) {
+        if let Ok(id) = <[u8; 16]>::try_from(group) {
+            let room = RoomId(id);
+            if self.rooms.rooms.contains_key(&room) {
+                self.broadcast_roster(&room, None);
+            }
+        }
     }
 
     fn broadcast_roster(&mut self, room: &RoomId, except: Option<&DeviceAddr>) {

@@ -8,7 +8,7 @@
 //! unused otherwise (it never maps the draft-07 extension): the length in the top byte and
 //! the value bytes below. Parsing and forwarding then copy a `u32`.
 
-use sotto_wire::rtp_ext::{FRAME_MARKING_URI, FrameMarking};
+use crate::rtp_ext::{FRAME_MARKING_URI, FrameMarking};
 use str0m::rtp::{Extension, ExtensionSerializer, ExtensionValues};
 
 /// The serializer for [`FRAME_MARKING_URI`]; see the module docs.

@@ -1,0 +1,217 @@
+//! Frames in and out: our encoded frames are SFrame-encrypted under our sender keys and
+//! sent on the link; frames from the link are decrypted, and the sender is the leaf the
+//! key proved (the SFU's slot and SSRC only carry them here). A frame of an epoch we have
+//! not reached yet is held until the commit that brings it is applied, or for
+//! [`super::RoomOptions::hold`].
+
+use std::{net::SocketAddr, time::Instant};
+
+use sotto_media::{ContextId, keys::RejectReason};
+use sotto_proto::{Request, Response, RtcSignal};
+use sotto_wire::rtp_ext::AudioLevel;
+
+use super::{
+    Answer, Asked, Env, Frame, LeftReason, RoomEvent, RoomSession, Stage,
+    sfu_link::{LinkEvent, SfuLink},
+};
+
+/// At most this many frames wait for an epoch we have not reached.
+const MAX_HELD: usize = 256;
+
+impl RoomSession {
+    /// Once we are a member with keys, asks for a join token for the room's SFU.
+    pub(super) fn maybe_connect(&mut self) {
+        if self.link_asked || self.keys.is_none() || self.stage != Stage::Member {
+            return;
+        }
+        self.link_asked = true;
+        self.ask(Asked::Token, Request::SfuToken { room: self.room });
+    }
+
+    /// The token came: offer media to the SFU through signaling.
+    pub(super) fn token_answered(&mut self, env: &mut Env<'_>, answer: Answer, now: Instant) {
+        let token = match answer {
+            Answer::Ok(Response::SfuToken { token, .. }) => token,
+            Answer::Refused(e) => {
+                return self.end(
+                    env,
+                    LeftReason::Failed(format!("no media for this room: {}", e.message)),
+                );
+            }
+            other => {
+                return self.end(
+                    env,
+                    LeftReason::Failed(format!("the join token was not given: {other:?}")),
+                );
+            }
+        };
+        let (link, offer) = match SfuLink::offer(self.opts.link, now) {
+            Ok(x) => x,
+            Err(e) => return self.end(env, LeftReason::Failed(e.to_string())),
+        };
+        self.link = Some(link);
+        self.ask(
+            Asked::Relay,
+            Request::RelayToSfu {
+                room: self.room,
+                signal: RtcSignal::JoinSfu { token, offer },
+            },
+        );
+    }
+
+    /// A message from the room's SFU.
+    pub(super) fn from_sfu(&mut self, env: &mut Env<'_>, signal: &RtcSignal) {
+        match signal {
+            RtcSignal::Answer(sdp) => {
+                let Some(link) = self.link.as_mut() else {
+                    return;
+                };
+                if let Err(e) = link.accept_answer(sdp) {
+                    self.end(env, LeftReason::Failed(e.to_string()));
+                }
+            }
+            RtcSignal::PauseLayers { paused } => {
+                self.emit(RoomEvent::PausedLayers(paused.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// A datagram arrived on the media socket.
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        if let Some(l) = self.link.as_mut() {
+            l.handle_datagram(now, from, bytes);
+        }
+        self.media_events(now);
+    }
+
+    /// Sends one encoded audio frame (a `sotto_media::payload`) with its level.
+    pub fn send_audio(&mut self, payload: &[u8], timestamp: u32, level: AudioLevel, now: Instant) {
+        if let Some(wire) = self.encrypt(ContextId::Audio, payload)
+            && let Some(l) = self.link.as_mut()
+        {
+            l.send_audio(timestamp, &wire, level, now);
+        }
+    }
+
+    /// Sends one encoded video frame on simulcast `layer` (0 without simulcast). Every
+    /// layer is encrypted under our one video key, so the counters form one sequence.
+    pub fn send_video(
+        &mut self,
+        payload: &[u8],
+        timestamp: u32,
+        layer: u8,
+        keyframe: bool,
+        now: Instant,
+    ) {
+        if let Some(wire) = self.encrypt(ContextId::Video, payload)
+            && let Some(l) = self.link.as_mut()
+        {
+            l.send_video(timestamp, &wire, layer, keyframe, now);
+        }
+    }
+
+    /// Asks the SFU for keyframes (our decoder lost its reference).
+    pub fn request_keyframe(&mut self, now: Instant) {
+        if let Some(l) = self.link.as_mut() {
+            l.request_keyframe(now);
+        }
+    }
+
+    fn encrypt(&mut self, context: ContextId, payload: &[u8]) -> Option<Vec<u8>> {
+        if !self.link.as_ref().is_some_and(SfuLink::is_connected) {
+            return None;
+        }
+        let mut wire = Vec::with_capacity(payload.len() + 32);
+        match self.keys.as_mut()?.encrypt(context, b"", payload, &mut wire) {
+            Ok(_) => Some(wire),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not encrypt a frame");
+                None
+            }
+        }
+    }
+
+    /// Moves what the link has into events.
+    pub(super) fn media_events(&mut self, now: Instant) {
+        while let Some(e) = self.link.as_mut().and_then(SfuLink::poll_event) {
+            match e {
+                LinkEvent::Connected => {
+                    tracing::info!("media connected to the SFU");
+                    self.emit(RoomEvent::Connected);
+                    self.emit(RoomEvent::KeyframeNeeded);
+                }
+                LinkEvent::Disconnected => tracing::warn!("media connection to the SFU lost"),
+                LinkEvent::KeyframeRequest => self.emit(RoomEvent::KeyframeNeeded),
+                LinkEvent::Frame {
+                    video,
+                    timestamp,
+                    data,
+                } => self.decrypt(video, timestamp, data, now),
+            }
+        }
+    }
+
+    /// Decrypts a frame; one of an epoch not reached yet is held.
+    fn decrypt(&mut self, video: bool, timestamp: u32, data: Vec<u8>, now: Instant) {
+        match self.open(timestamp, &data, now) {
+            Some(Ok(e)) => self.emit(e),
+            Some(Err(e)) if e.reason == RejectReason::UnknownKid && self.held.len() < MAX_HELD => {
+                self.held.push_back((now, video, timestamp, data));
+            }
+            Some(Err(e)) => self.count_failure(e.sender),
+            None => {}
+        }
+    }
+
+    /// The frame decrypted, as an event; `None` without keys.
+    fn open(
+        &mut self,
+        timestamp: u32,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<Result<RoomEvent, sotto_media::keys::DecryptError>> {
+        let keys = self.keys.as_mut()?;
+        let mut plain = Vec::new();
+        Some(keys.decrypt(data, b"", &mut plain, now).map(|got| {
+            let frame = Frame {
+                sender: got.sender,
+                timestamp,
+                payload: plain,
+                epoch: got.epoch,
+            };
+            // The key says which track it is; the slot it came on is the SFU's word.
+            if got.context == ContextId::Video {
+                RoomEvent::Video(frame)
+            } else {
+                RoomEvent::Audio(frame)
+            }
+        }))
+    }
+
+    fn count_failure(&mut self, sender: Option<u32>) {
+        *self
+            .status
+            .decrypt_failures
+            .entry(sender.unwrap_or(u32::MAX))
+            .or_default() += 1;
+    }
+
+    /// New keys: frames held for them are tried again; the rest wait on.
+    pub(super) fn retry_held(&mut self, now: Instant) {
+        let held = std::mem::take(&mut self.held);
+        for (at, video, ts, data) in held {
+            match self.open(ts, &data, now) {
+                Some(Ok(e)) => {
+                    self.status.held_recovered += 1;
+                    self.emit(e);
+                }
+                Some(Err(e)) if e.reason == RejectReason::UnknownKid && at + self.opts.hold > now => {
+                    self.held.push_back((at, video, ts, data));
+                }
+                Some(Err(e)) => self.count_failure(e.sender),
+                None => self.held.push_back((at, video, ts, data)),
+            }
+        }
+    }
+}

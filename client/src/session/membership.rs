@@ -1,0 +1,583 @@
+//! Who is in the room's group (DESIGN §4.5). Joining is an Add and a Welcome; leaving,
+//! removal by the owner and disconnection all show as a roster without the device, and a
+//! member commits its Remove. Every present member computes the same needs from the
+//! roster (devices without a leaf to add, leaves without a device to remove); the member
+//! with the lowest present leaf commits them after a short batch window, so a burst of
+//! joins costs one commit, and if it has not after its turn the next in line does (one
+//! slow member never stalls the room). The delivery service fences epochs, so two
+//! members committing at once cost one a retry, never a fork.
+//!
+//! Every credential a change brings in is checked against the directory and the pins
+//! before it is applied; a commit that brings in a key that does not check out ends the
+//! session (someone is substituting keys). A commit we cannot follow makes us rejoin by
+//! external commit from the GroupInfo the delivery service keeps.
+
+use std::{collections::HashMap, time::Duration, time::Instant};
+
+use sotto_proto::{DeviceAddr, ErrorCode, MlsKind, Request, Response, Stored};
+
+use super::{
+    Answer, Asked, CommitKind, Env, LeftReason, RoomOptions, RoomSession, Stage,
+    trust::Verdict,
+};
+use crate::mls::{CallGroup, GroupEvent, StagedMessage};
+
+/// A claim that failed is not retried for this long.
+const CLAIM_BACKOFF: Duration = Duration::from_secs(5);
+/// After a commit the server refused for a reason other than a lost race.
+const COMMIT_BACKOFF: Duration = Duration::from_secs(2);
+/// A roster that should follow someone else's commit is waited for at most this long.
+const ROSTER_WAIT: Duration = Duration::from_secs(2);
+/// How often we try to rejoin an epoch that keeps moving.
+const REJOIN_TRIES: u32 = 3;
+
+/// Our own membership work in progress.
+#[derive(Default)]
+pub(super) struct Plan {
+    /// When the current needs were first seen.
+    since: Option<Instant>,
+    /// When we commit them if nobody before us in line has.
+    due_at: Option<Instant>,
+    /// KeyPackages being claimed for an Add.
+    claiming: Option<Claiming>,
+    /// A commit of ours the server has not answered.
+    committing: Option<CommitKind>,
+    /// Our group while its external commit (a rejoin) is out.
+    rejoining: Option<CallGroup>,
+    rejoin_tries: u32,
+    failed: HashMap<DeviceAddr, Instant>,
+    not_before: Option<Instant>,
+}
+
+struct Claiming {
+    waiting: usize,
+    packages: Vec<Vec<u8>>,
+}
+
+impl Plan {
+    /// When the session must look at the plan again.
+    pub(super) fn due(&self, _opts: &RoomOptions) -> Option<Instant> {
+        if self.busy() { None } else { self.due_at }
+    }
+
+    /// The roster changed: needs are computed afresh at the next step.
+    pub(super) fn roster_changed(&mut self, _now: Instant) {}
+
+    fn busy(&self) -> bool {
+        self.claiming.is_some() || self.committing.is_some() || self.rejoining.is_some()
+    }
+}
+
+/// What handling the first queued handshake did.
+enum Handled {
+    /// Done with it: acknowledge.
+    Done,
+    /// It waits (for lookups, or for our own commit's answer).
+    Wait,
+}
+
+impl RoomSession {
+    /// Handles queued deliveries for our group in order; one that waits blocks the rest.
+    pub(super) fn process_handshakes(&mut self, env: &mut Env<'_>, now: Instant) {
+        while let Some((seq, item)) = self.handshakes.front().cloned() {
+            if self.plan.busy() || self.stage == Stage::Left {
+                return;
+            }
+            let Stored::Mls {
+                kind, epoch, data, ..
+            } = item
+            else {
+                self.handshakes.pop_front();
+                continue;
+            };
+            match self.handshake(env, kind, epoch, &data, now) {
+                Handled::Done => {
+                    self.handshakes.pop_front();
+                    self.out.push_back(super::Output::Ack(seq));
+                }
+                Handled::Wait => return,
+            }
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        env: &mut Env<'_>,
+        kind: MlsKind,
+        epoch: u64,
+        data: &[u8],
+        now: Instant,
+    ) -> Handled {
+        match (kind, self.stage) {
+            (MlsKind::Welcome, Stage::AwaitingWelcome) => self.welcome(env, data, now),
+            (MlsKind::Commit, Stage::Member | Stage::Leaving) => {
+                self.commit_in(env, epoch, data, now)
+            }
+            (MlsKind::Proposal, _) => {
+                // Standalone proposals are not used in rooms: every change is a commit.
+                tracing::debug!("ignoring a standalone proposal in a room");
+                Handled::Done
+            }
+            _ => {
+                tracing::debug!(?kind, "dropping a handshake that does not apply now");
+                Handled::Done
+            }
+        }
+    }
+
+    /// A Welcome into the room's group: joined only if every member checks out.
+    fn welcome(&mut self, env: &mut Env<'_>, data: &[u8], now: Instant) -> Handled {
+        let staged = match env.mls.stage_join(data) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "a Welcome for the room does not open");
+                return Handled::Done;
+            }
+        };
+        match self.dir.check_all(&staged.members(), env.pins) {
+            Err(v) => {
+                self.refused(env, v);
+                Handled::Done
+            }
+            Ok(ask) if !ask.is_empty() => {
+                self.lookup(ask);
+                Handled::Wait
+            }
+            Ok(_) => {
+                match staged.join(env.mls) {
+                    Ok(g) => {
+                        self.group = Some(g);
+                        self.stage = Stage::Member;
+                        self.entered_group(env, now);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "joining from a Welcome failed"),
+                }
+                Handled::Done
+            }
+        }
+    }
+
+    /// Another member's commit.
+    fn commit_in(&mut self, env: &mut Env<'_>, epoch: u64, data: &[u8], now: Instant) -> Handled {
+        let Some(group) = self.group.as_mut() else {
+            return Handled::Done;
+        };
+        let ours = group.epoch();
+        if epoch < ours {
+            return Handled::Done;
+        }
+        if epoch > ours {
+            tracing::warn!(epoch, ours, "missed a commit: rejoining");
+            self.start_rejoin(env, ours, "missed a commit".into());
+            return Handled::Done;
+        }
+        let staged = match group.stage(env.mls, data) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "an accepted commit does not process: rejoining");
+                self.start_rejoin(env, epoch, e.to_string());
+                return Handled::Done;
+            }
+        };
+        if matches!(staged, StagedMessage::Proposal(_)) {
+            return Handled::Done;
+        }
+        let known = group.members();
+        let fresh: Vec<_> = staged
+            .new_credentials()
+            .into_iter()
+            .filter(|c| {
+                !known
+                    .iter()
+                    .any(|m| m.identity == c.identity && m.signature_key == c.signature_key)
+            })
+            .collect();
+        match self.dir.check_all(&fresh, env.pins) {
+            Err(v) => {
+                self.refused(env, v);
+                Handled::Done
+            }
+            Ok(ask) if !ask.is_empty() => {
+                self.lookup(ask);
+                Handled::Wait
+            }
+            Ok(_) => {
+                let applied = self
+                    .group
+                    .as_mut()
+                    .map(|g| g.apply(env.mls, staged));
+                match applied {
+                    Some(Ok(GroupEvent::EpochAdvanced { .. })) => {
+                        self.roster_stale_until = Some(now + ROSTER_WAIT);
+                        self.on_new_epoch(env, now);
+                    }
+                    Some(Ok(GroupEvent::Removed)) => self.removed_from_group(env),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "applying a commit failed: rejoining");
+                        self.start_rejoin(env, epoch, e.to_string());
+                    }
+                    None => {}
+                }
+                Handled::Done
+            }
+        }
+    }
+
+    /// A credential did not check out: nothing more is encrypted to this group.
+    fn refused(&mut self, env: &mut Env<'_>, v: Verdict) {
+        let (handle, reason) = match v {
+            Verdict::Refused { shown, reason } => (shown, reason),
+            other => (format!("{other:?}"), "unexpected verdict".into()),
+        };
+        tracing::warn!(%handle, %reason, "a member's key did not check out: leaving the room");
+        self.ask(Asked::Leave, Request::LeaveRoom { room: self.room });
+        self.end(env, LeftReason::KeyMismatch { handle, reason });
+    }
+
+    /// A commit removed us. Still wanted in the room (a blip, not a leave): we wait to be
+    /// added again, with new keys and a new media connection for the new leaf.
+    fn removed_from_group(&mut self, env: &mut Env<'_>) {
+        if let Some(mut g) = self.group.take() {
+            let _ = g.delete(env.mls);
+        }
+        self.keys = None;
+        self.switch_at = None;
+        self.members.clear();
+        self.link = None;
+        self.link_asked = false;
+        if self.stage == Stage::Leaving {
+            self.end(env, LeftReason::Left);
+        } else {
+            tracing::info!("removed from the room's group: waiting to be added again");
+            self.stage = Stage::AwaitingWelcome;
+        }
+    }
+
+    /// Devices to add and leaves to remove, as the roster shows them.
+    fn needs(&self, now: Instant) -> (Vec<DeviceAddr>, Vec<u32>) {
+        let own = self.leaf();
+        let add = self
+            .roster
+            .iter()
+            .filter(|e| e.leaf.is_none() && e.device != self.me)
+            .filter(|e| self.plan.failed.get(&e.device).is_none_or(|t| *t <= now))
+            .map(|e| e.device.clone())
+            .collect();
+        let remove = self
+            .members
+            .iter()
+            .filter(|(l, _)| Some(**l) != own)
+            .filter(|(l, h)| {
+                !self
+                    .roster
+                    .iter()
+                    .any(|e| e.leaf == Some(**l) && &e.device.handle == *h)
+            })
+            .map(|(l, _)| *l)
+            .collect();
+        (add, remove)
+    }
+
+    /// Our place in line among the present members (0 commits first).
+    fn turn(&self) -> Option<usize> {
+        let own = self.leaf()?;
+        let mut present: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|(l, h)| {
+                self.roster
+                    .iter()
+                    .any(|e| e.leaf == Some(**l) && &e.device.handle == *h)
+            })
+            .map(|(l, _)| *l)
+            .collect();
+        present.sort_unstable();
+        present.iter().position(|l| *l == own)
+    }
+
+    /// Commits the roster's needs when it is our turn.
+    pub(super) fn maybe_commit(&mut self, env: &mut Env<'_>, now: Instant) {
+        if self.plan.busy() || !self.handshakes.is_empty() {
+            return;
+        }
+        if self.roster_stale_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let (add, remove) = self.needs(now);
+        let Some(turn) = self.turn() else {
+            self.plan.due_at = None;
+            return;
+        };
+        if add.is_empty() && remove.is_empty() {
+            self.plan.since = None;
+            self.plan.due_at = None;
+            return;
+        }
+        let since = *self.plan.since.get_or_insert(now);
+        let mut due = since + self.opts.batch + self.opts.commit_turn * turn as u32;
+        if let Some(nb) = self.plan.not_before {
+            due = due.max(nb);
+        }
+        self.plan.due_at = Some(due);
+        if now < due {
+            return;
+        }
+        if !remove.is_empty() {
+            self.commit_remove(env, &remove, now);
+        } else {
+            self.claim(add);
+        }
+    }
+
+    fn commit_remove(&mut self, env: &mut Env<'_>, leaves: &[u32], now: Instant) {
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        match group.remove(env.mls, leaves) {
+            Ok(c) => {
+                tracing::info!(?leaves, "committing removals");
+                self.plan.committing = Some(CommitKind::Remove);
+                self.ask(
+                    Asked::Commit(CommitKind::Remove),
+                    c.into_request(self.room.0.to_vec()),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make a remove commit");
+                self.plan.not_before = Some(now + COMMIT_BACKOFF);
+            }
+        }
+    }
+
+    /// Claims a KeyPackage of every device to add (after their directory keys are known,
+    /// so each package is checked as it arrives).
+    fn claim(&mut self, devices: Vec<DeviceAddr>) {
+        let unknown: Vec<_> = devices
+            .iter()
+            .map(|d| d.handle.clone())
+            .filter(|h| !self.dir.knows(h))
+            .collect();
+        if !unknown.is_empty() {
+            self.lookup(unknown);
+            self.plan.due_at = None;
+            return;
+        }
+        self.plan.claiming = Some(Claiming {
+            waiting: devices.len(),
+            packages: Vec::new(),
+        });
+        for d in devices {
+            self.ask(
+                Asked::Claim(d.clone()),
+                Request::ClaimKeyPackage {
+                    handle: d.handle.clone(),
+                    device: Some(d.device),
+                },
+            );
+        }
+    }
+
+    /// A claim was answered: the package is kept only if its credential is the device's
+    /// account's; once every claim is in, one commit adds them all.
+    pub(super) fn claimed(&mut self, env: &mut Env<'_>, d: DeviceAddr, answer: Answer, now: Instant) {
+        let package = match answer {
+            Answer::Ok(Response::KeyPackage { package, .. }) => Some(package),
+            other => {
+                tracing::warn!(device = %d.handle, answer = ?other, "could not claim a KeyPackage");
+                None
+            }
+        };
+        let checked = package.filter(|p| {
+            let verdict = env
+                .mls
+                .key_package_credential(p)
+                .map(|c| self.dir.check(&c, env.pins));
+            match verdict {
+                Ok(Verdict::Member(h)) if h == d.handle => true,
+                other => {
+                    tracing::warn!(device = %d.handle, verdict = ?other.ok(),
+                        "a KeyPackage handed out for a joiner is not its account's: not adding it");
+                    false
+                }
+            }
+        });
+        let Some(c) = self.plan.claiming.as_mut() else {
+            return;
+        };
+        match checked {
+            Some(p) => c.packages.push(p),
+            None => {
+                self.plan.failed.insert(d, now + CLAIM_BACKOFF);
+            }
+        }
+        c.waiting = c.waiting.saturating_sub(1);
+        if c.waiting > 0 {
+            return;
+        }
+        let packages = self.plan.claiming.take().map(|c| c.packages).unwrap_or_default();
+        if packages.is_empty() {
+            return;
+        }
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        match group.add(env.mls, &packages) {
+            Ok(c) => {
+                tracing::info!(joiners = packages.len(), "committing additions");
+                self.plan.committing = Some(CommitKind::Add);
+                self.ask(Asked::Commit(CommitKind::Add), c.into_request(self.room.0.to_vec()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make an add commit");
+                self.plan.not_before = Some(now + COMMIT_BACKOFF);
+            }
+        }
+    }
+
+    /// The server answered one of our commits.
+    pub(super) fn commit_answered(
+        &mut self,
+        env: &mut Env<'_>,
+        kind: CommitKind,
+        answer: Answer,
+        now: Instant,
+    ) {
+        self.plan.committing = None;
+        if kind == CommitKind::Rejoin {
+            return self.rejoin_answered(env, answer, now);
+        }
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        match answer {
+            Answer::Ok(Response::CommitAccepted { added, removed, .. }) => {
+                if let Err(e) = group.merge_pending(env.mls) {
+                    tracing::warn!(error = %e, "could not merge our accepted commit: rejoining");
+                    let epoch = group.epoch();
+                    self.start_rejoin(env, epoch, e.to_string());
+                    return;
+                }
+                for e in &mut self.roster {
+                    if let Some(a) = added.iter().find(|a| a.device == e.device) {
+                        e.leaf = Some(a.leaf);
+                    } else if e.leaf.is_some_and(|l| removed.contains(&l)) {
+                        e.leaf = None;
+                    }
+                }
+                self.status.commits += 1;
+                self.plan.since = None;
+                self.on_new_epoch(env, now);
+            }
+            Answer::Refused(e) if matches!(e.code, ErrorCode::StaleEpoch { .. }) => {
+                // Another member won the epoch; its commit is on its way to us.
+                let _ = group.discard_pending(env.mls);
+            }
+            other => {
+                tracing::warn!(answer = ?other, "our commit was refused");
+                let _ = group.discard_pending(env.mls);
+                self.plan.not_before = Some(now + COMMIT_BACKOFF);
+            }
+        }
+    }
+
+    /// Our copy of the group cannot follow: report it and fetch the latest GroupInfo to
+    /// rejoin from. Media keys stay as they are until the rejoin lands.
+    fn start_rejoin(&mut self, env: &mut Env<'_>, epoch: u64, reason: String) {
+        if let Some(mut g) = self.group.take() {
+            let _ = g.delete(env.mls);
+        }
+        let group = self.room.0.to_vec();
+        self.ask(
+            Asked::Other,
+            Request::ReportCommit {
+                group: group.clone(),
+                epoch,
+                reason: reason.chars().take(200).collect(),
+            },
+        );
+        self.plan.rejoin_tries += 1;
+        self.plan.committing = Some(CommitKind::Rejoin);
+        self.ask(Asked::GroupInfo, Request::GroupInfo { group });
+    }
+
+    /// The GroupInfo to rejoin from: used only if it is this room's group and every
+    /// member in it checks out (it came through the server).
+    pub(super) fn group_info_answered(&mut self, env: &mut Env<'_>, answer: Answer, now: Instant) {
+        let Answer::Ok(Response::GroupInfo { group_info, .. }) = answer else {
+            return self.rejoin_failed(env, format!("the GroupInfo was not given: {answer:?}"));
+        };
+        let (mut fresh, commit) = match env.mls.rejoin(&group_info) {
+            Ok(x) => x,
+            Err(e) => return self.rejoin_failed(env, e.to_string()),
+        };
+        if fresh.group_id() != self.room.0 {
+            let _ = fresh.delete(env.mls);
+            return self.refused(
+                env,
+                Verdict::Refused {
+                    shown: "the server".into(),
+                    reason: "the GroupInfo offered to rejoin is another group's".into(),
+                },
+            );
+        }
+        match self.dir.check_all(&fresh.members(), env.pins) {
+            Err(v) => {
+                let _ = fresh.delete(env.mls);
+                return self.refused(env, v);
+            }
+            Ok(ask) if !ask.is_empty() => {
+                // Look them up, then fetch the GroupInfo again.
+                let _ = fresh.delete(env.mls);
+                self.lookup(ask);
+                self.plan.committing = Some(CommitKind::Rejoin);
+                self.ask(Asked::GroupInfo, Request::GroupInfo { group: self.room.0.to_vec() });
+                return;
+            }
+            Ok(_) => {}
+        }
+        let _ = now;
+        self.plan.rejoining = Some(fresh);
+        self.plan.committing = Some(CommitKind::Rejoin);
+        self.ask(Asked::Commit(CommitKind::Rejoin), commit.into_request(self.room.0.to_vec()));
+    }
+
+    fn rejoin_answered(&mut self, env: &mut Env<'_>, answer: Answer, now: Instant) {
+        let Some(mut fresh) = self.plan.rejoining.take() else {
+            return;
+        };
+        match answer {
+            Answer::Ok(Response::CommitAccepted { .. }) => {
+                if let Err(e) = fresh.merge_pending(env.mls) {
+                    let _ = fresh.delete(env.mls);
+                    return self.rejoin_failed(env, e.to_string());
+                }
+                self.group = Some(fresh);
+                self.plan.rejoin_tries = 0;
+                self.status.rejoins += 1;
+                self.rejoined(env, now);
+            }
+            Answer::Refused(e)
+                if matches!(e.code, ErrorCode::StaleEpoch { .. })
+                    && self.plan.rejoin_tries < REJOIN_TRIES =>
+            {
+                let _ = fresh.delete(env.mls);
+                self.plan.rejoin_tries += 1;
+                self.plan.committing = Some(CommitKind::Rejoin);
+                self.ask(Asked::GroupInfo, Request::GroupInfo { group: self.room.0.to_vec() });
+            }
+            other => {
+                let _ = fresh.delete(env.mls);
+                self.rejoin_failed(env, format!("{other:?}"));
+            }
+        }
+    }
+
+    fn rejoin_failed(&mut self, env: &mut Env<'_>, why: String) {
+        self.plan.committing = None;
+        self.end(
+            env,
+            LeftReason::Failed(format!("could not rejoin the room's group: {why}")),
+        );
+    }
+}

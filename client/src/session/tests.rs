@@ -1,0 +1,1 @@
+//! Session-core tests on a virtual clock.
