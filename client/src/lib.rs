@@ -16,6 +16,7 @@ pub mod devices;
 pub mod feedback;
 pub mod inbox;
 pub mod mls;
+pub mod pipeline;
 pub mod profile;
 pub mod session;
 pub mod signaling;

@@ -60,7 +60,7 @@ impl RoomSession {
     }
 
     /// A message from the room's SFU.
-    pub(super) fn from_sfu(&mut self, env: &mut Env<'_>, signal: &RtcSignal) {
+    pub(super) fn handle_sfu_signal(&mut self, env: &mut Env<'_>, signal: &RtcSignal) {
         match signal {
             RtcSignal::Answer(sdp) => {
                 let Some(link) = self.link.as_mut() else {
@@ -123,7 +123,11 @@ impl RoomSession {
             return None;
         }
         let mut wire = Vec::with_capacity(payload.len() + 32);
-        match self.keys.as_mut()?.encrypt(context, b"", payload, &mut wire) {
+        match self
+            .keys
+            .as_mut()?
+            .encrypt(context, b"", payload, &mut wire)
+        {
             Ok(_) => Some(wire),
             Err(e) => {
                 tracing::warn!(error = %e, "could not encrypt a frame");
@@ -206,7 +210,9 @@ impl RoomSession {
                     self.status.held_recovered += 1;
                     self.emit(e);
                 }
-                Some(Err(e)) if e.reason == RejectReason::UnknownKid && at + self.opts.hold > now => {
+                Some(Err(e))
+                    if e.reason == RejectReason::UnknownKid && at + self.opts.hold > now =>
+                {
                     self.held.push_back((at, video, ts, data));
                 }
                 Some(Err(e)) => self.count_failure(e.sender),

@@ -17,8 +17,7 @@ use std::{collections::HashMap, time::Duration, time::Instant};
 use sotto_proto::{DeviceAddr, ErrorCode, MlsKind, Request, Response, Stored};
 
 use super::{
-    Answer, Asked, CommitKind, Env, LeftReason, RoomOptions, RoomSession, Stage,
-    trust::Verdict,
+    Answer, Asked, CommitKind, Env, LeftReason, RoomOptions, RoomSession, Stage, trust::Verdict,
 };
 use crate::mls::{CallGroup, GroupEvent, StagedMessage};
 
@@ -28,6 +27,8 @@ const CLAIM_BACKOFF: Duration = Duration::from_secs(5);
 const COMMIT_BACKOFF: Duration = Duration::from_secs(2);
 /// A roster that should follow someone else's commit is waited for at most this long.
 const ROSTER_WAIT: Duration = Duration::from_secs(2);
+/// A burst of changes is committed at most this long after its first.
+const MAX_BATCH: Duration = Duration::from_secs(1);
 /// How often we try to rejoin an epoch that keeps moving.
 const REJOIN_TRIES: u32 = 3;
 
@@ -45,6 +46,11 @@ pub(super) struct Plan {
     /// Our group while its external commit (a rejoin) is out.
     rejoining: Option<CallGroup>,
     rejoin_tries: u32,
+    /// The needs last seen, and when they last changed.
+    last_needs: Option<(Vec<DeviceAddr>, Vec<u32>)>,
+    last_change: Option<Instant>,
+    /// A Welcome opened and waiting for its members' directory keys.
+    welcome: Option<crate::mls::StagedJoin>,
     failed: HashMap<DeviceAddr, Instant>,
     not_before: Option<Instant>,
 }
@@ -127,12 +133,17 @@ impl RoomSession {
 
     /// A Welcome into the room's group: joined only if every member checks out.
     fn welcome(&mut self, env: &mut Env<'_>, data: &[u8], now: Instant) -> Handled {
-        let staged = match env.mls.stage_join(data) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "a Welcome for the room does not open");
-                return Handled::Done;
-            }
+        // Opening a Welcome uses up its KeyPackage's private key: one waiting for lookups
+        // is kept opened, never opened twice.
+        let staged = match self.plan.welcome.take() {
+            Some(s) => s,
+            None => match env.mls.stage_join(data) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a Welcome for the room does not open");
+                    return Handled::Done;
+                }
+            },
         };
         match self.dir.check_all(&staged.members(), env.pins) {
             Err(v) => {
@@ -141,6 +152,7 @@ impl RoomSession {
             }
             Ok(ask) if !ask.is_empty() => {
                 self.lookup(ask);
+                self.plan.welcome = Some(staged);
                 Handled::Wait
             }
             Ok(_) => {
@@ -202,10 +214,7 @@ impl RoomSession {
                 Handled::Wait
             }
             Ok(_) => {
-                let applied = self
-                    .group
-                    .as_mut()
-                    .map(|g| g.apply(env.mls, staged));
+                let applied = self.group.as_mut().map(|g| g.apply(env.mls, staged));
                 match applied {
                     Some(Ok(GroupEvent::EpochAdvanced { .. })) => {
                         self.roster_stale_until = Some(now + ROSTER_WAIT);
@@ -311,11 +320,20 @@ impl RoomSession {
         };
         if add.is_empty() && remove.is_empty() {
             self.plan.since = None;
+            self.plan.last_needs = None;
             self.plan.due_at = None;
             return;
         }
+        // Debounced: wait until no new need for `batch`, but never longer than
+        // MAX_BATCH after the first, so a storm of joins is one or two commits.
         let since = *self.plan.since.get_or_insert(now);
-        let mut due = since + self.opts.batch + self.opts.commit_turn * turn as u32;
+        if self.plan.last_needs.as_ref() != Some(&(add.clone(), remove.clone())) {
+            self.plan.last_needs = Some((add.clone(), remove.clone()));
+            self.plan.last_change = Some(now);
+        }
+        let quiet =
+            (self.plan.last_change.unwrap_or(since) + self.opts.batch).min(since + MAX_BATCH);
+        let mut due = quiet + self.opts.commit_turn * turn as u32;
         if let Some(nb) = self.plan.not_before {
             due = due.max(nb);
         }
@@ -380,7 +398,13 @@ impl RoomSession {
 
     /// A claim was answered: the package is kept only if its credential is the device's
     /// account's; once every claim is in, one commit adds them all.
-    pub(super) fn claimed(&mut self, env: &mut Env<'_>, d: DeviceAddr, answer: Answer, now: Instant) {
+    pub(super) fn claimed(
+        &mut self,
+        env: &mut Env<'_>,
+        d: DeviceAddr,
+        answer: Answer,
+        now: Instant,
+    ) {
         let package = match answer {
             Answer::Ok(Response::KeyPackage { package, .. }) => Some(package),
             other => {
@@ -415,7 +439,12 @@ impl RoomSession {
         if c.waiting > 0 {
             return;
         }
-        let packages = self.plan.claiming.take().map(|c| c.packages).unwrap_or_default();
+        let packages = self
+            .plan
+            .claiming
+            .take()
+            .map(|c| c.packages)
+            .unwrap_or_default();
         if packages.is_empty() {
             return;
         }
@@ -426,7 +455,10 @@ impl RoomSession {
             Ok(c) => {
                 tracing::info!(joiners = packages.len(), "committing additions");
                 self.plan.committing = Some(CommitKind::Add);
-                self.ask(Asked::Commit(CommitKind::Add), c.into_request(self.room.0.to_vec()));
+                self.ask(
+                    Asked::Commit(CommitKind::Add),
+                    c.into_request(self.room.0.to_vec()),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not make an add commit");
@@ -531,7 +563,12 @@ impl RoomSession {
                 let _ = fresh.delete(env.mls);
                 self.lookup(ask);
                 self.plan.committing = Some(CommitKind::Rejoin);
-                self.ask(Asked::GroupInfo, Request::GroupInfo { group: self.room.0.to_vec() });
+                self.ask(
+                    Asked::GroupInfo,
+                    Request::GroupInfo {
+                        group: self.room.0.to_vec(),
+                    },
+                );
                 return;
             }
             Ok(_) => {}
@@ -539,7 +576,10 @@ impl RoomSession {
         let _ = now;
         self.plan.rejoining = Some(fresh);
         self.plan.committing = Some(CommitKind::Rejoin);
-        self.ask(Asked::Commit(CommitKind::Rejoin), commit.into_request(self.room.0.to_vec()));
+        self.ask(
+            Asked::Commit(CommitKind::Rejoin),
+            commit.into_request(self.room.0.to_vec()),
+        );
     }
 
     fn rejoin_answered(&mut self, env: &mut Env<'_>, answer: Answer, now: Instant) {
@@ -564,7 +604,12 @@ impl RoomSession {
                 let _ = fresh.delete(env.mls);
                 self.plan.rejoin_tries += 1;
                 self.plan.committing = Some(CommitKind::Rejoin);
-                self.ask(Asked::GroupInfo, Request::GroupInfo { group: self.room.0.to_vec() });
+                self.ask(
+                    Asked::GroupInfo,
+                    Request::GroupInfo {
+                        group: self.room.0.to_vec(),
+                    },
+                );
             }
             other => {
                 let _ = fresh.delete(env.mls);

@@ -324,7 +324,10 @@ impl RoomSession {
         s.epoch = self.keys.as_ref().map_or(0, CallKeys::epoch);
         s.send_epoch = self.keys.as_ref().and_then(CallKeys::send_epoch);
         s.members = self.members.clone();
-        s.connected = self.link.as_ref().is_some_and(sfu_link::SfuLink::is_connected);
+        s.connected = self
+            .link
+            .as_ref()
+            .is_some_and(sfu_link::SfuLink::is_connected);
         s.link = self.link.as_ref().map(|l| l.stats()).unwrap_or_default();
         s
     }
@@ -374,7 +377,11 @@ impl RoomSession {
             k.handle_timeout(now);
         }
         self.epoch_timeout(now);
-        while self.held.front().is_some_and(|h| h.0 + self.opts.hold <= now) {
+        while self
+            .held
+            .front()
+            .is_some_and(|h| h.0 + self.opts.hold <= now)
+        {
             self.held.pop_front();
             *self.status.decrypt_failures.entry(u32::MAX).or_default() += 1;
         }
@@ -392,7 +399,9 @@ impl RoomSession {
             Event::RemovedFromRoom { room } if *room == self.room => {
                 self.end(env, LeftReason::Removed);
             }
-            Event::FromSfu { room, signal } if *room == self.room => self.from_sfu(env, signal),
+            Event::FromSfu { room, signal } if *room == self.room => {
+                self.handle_sfu_signal(env, signal)
+            }
             Event::ActiveSpeaker { room, device } if *room == self.room => {
                 self.emit(RoomEvent::Speaker(device.clone()));
             }

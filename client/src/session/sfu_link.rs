@@ -374,7 +374,11 @@ impl SfuLink {
             }
             Event::KeyframeRequest(_) => self.events.push_back(LinkEvent::KeyframeRequest),
             Event::RtpPacket(p) => {
-                let Some(mid) = self.rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid())
+                let Some(mid) = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&p.header.ssrc)
+                    .map(|s| s.mid())
                 else {
                     return;
                 };

@@ -1,1 +1,588 @@
-//! Session-core tests on a virtual clock.
+//! Session cores, the real signaling `Core` and a simulated signaling network, stepped on
+//! one virtual clock (ordering and time deterministic; openmls' randomness is not seeded).
+//! Media is not connected here: the SFU is a registered stand-in that never answers, so
+//! these tests are about membership, epochs and keys.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ed25519_dalek::{Signer, SigningKey};
+use sotto_proto::{
+    ClientMsg, DeviceAddr, ErrorBody, Handle, PROTOCOL_VERSION, Request, Response, RoomId,
+    ServerMsg, Stored, login_transcript,
+};
+use sotto_signaling::{
+    core::{Core, CoreConfig, Output as CoreOutput, Rng, SessionId, metrics::Metrics},
+    storage::sqlite::SqliteStorage,
+};
+
+use super::*;
+use crate::mls::MlsDevice;
+
+/// One hop of the signaling network, each way.
+const HOP: Duration = Duration::from_millis(3);
+
+struct Member {
+    handle: Handle,
+    key: SigningKey,
+    mls: MlsDevice,
+    sid: SessionId,
+    session: Option<RoomSession>,
+    events: Vec<RoomEvent>,
+    /// Deliveries not for the room (kept, never acknowledged).
+    kept: Vec<(u64, Stored)>,
+    /// Whether it stopped processing anything (a frozen device).
+    frozen: bool,
+}
+
+struct World {
+    core: Core,
+    now: Instant,
+    members: Vec<Member>,
+    to_core: VecDeque<(Instant, SessionId, ClientMsg)>,
+    to_client: VecDeque<(Instant, SessionId, ServerMsg)>,
+    next_id: u64,
+    room: RoomId,
+}
+
+fn h(s: &str) -> Handle {
+    Handle::parse(s).expect("handle")
+}
+
+fn seed_key(handle: &str) -> SigningKey {
+    use sha2::Digest;
+    SigningKey::from_bytes(&sha2::Sha256::digest(handle.as_bytes()).into())
+}
+
+impl World {
+    /// A signaling core with a registered (silent) SFU, `owner` owning a fresh room whose
+    /// group it created, and the others registered and invited.
+    fn new(owner: &str, others: &[&str]) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_max_level(tracing::Level::WARN)
+            .try_init();
+        let now = Instant::now();
+        let mut n = 0u8;
+        let rng: Rng = Box::new(move |b: &mut [u8]| {
+            for x in b.iter_mut() {
+                n = n.wrapping_add(7);
+                *x = n;
+            }
+        });
+        let cfg = CoreConfig {
+            sfu_secret: Some("secret".into()),
+            ..CoreConfig::default()
+        };
+        let core = Core::new(
+            cfg,
+            Box::new(SqliteStorage::in_memory().expect("db")),
+            SigningKey::from_bytes(&[9; 32]),
+            rng,
+            Arc::new(Metrics::default()),
+            now,
+            1_700_000_000,
+        );
+        let mut w = Self {
+            core,
+            now,
+            members: Vec::new(),
+            to_core: VecDeque::new(),
+            to_client: VecDeque::new(),
+            next_id: 1_000_000,
+            room: RoomId([0; 16]),
+        };
+        let sfu = w.hello();
+        let registered = w.direct(
+            sfu,
+            Request::RegisterSfu {
+                node: "sfu-1".into(),
+                secret: "secret".into(),
+                media_addr: "127.0.0.1:9".into(),
+                capacity: 1000,
+            },
+        );
+        assert!(
+            matches!(registered, Ok(Response::SfuRegistered { .. })),
+            "{registered:?}"
+        );
+        for name in std::iter::once(&owner).chain(others) {
+            w.add_member(name);
+        }
+        let Ok(Response::RoomCreated { room }) = w.direct(w.members[0].sid, Request::CreateRoom)
+        else {
+            panic!("room")
+        };
+        w.room = room;
+        let invited: Vec<Handle> = others.iter().map(|o| h(o)).collect();
+        if !invited.is_empty() {
+            let r = w.direct(
+                w.members[0].sid,
+                Request::InviteToRoom {
+                    room,
+                    handles: invited,
+                },
+            );
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let group = w.members[0]
+            .mls
+            .create_group_with_id(&room.0)
+            .expect("group");
+        let info = group.group_info(&w.members[0].mls).expect("info");
+        let r = w.direct(
+            w.members[0].sid,
+            Request::CreateGroup {
+                group: room.0.to_vec(),
+                group_info: info,
+            },
+        );
+        assert!(r.is_ok(), "{r:?}");
+        w
+    }
+
+    fn hello(&mut self) -> SessionId {
+        let sid = self.core.connect(self.now).expect("session");
+        self.core.handle(
+            sid,
+            ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+                agent: "test".into(),
+            },
+            self.now,
+        );
+        sid
+    }
+
+    /// A request answered at once (setup only): other outputs are kept for routing.
+    fn direct(&mut self, sid: SessionId, body: Request) -> Result<Response, ErrorBody> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.core
+            .handle(sid, ClientMsg::Request { id, body }, self.now);
+        let mut answer = None;
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                CoreOutput::Send(s, ServerMsg::Response { id: i, result })
+                    if s == sid && i == id =>
+                {
+                    answer = Some(result);
+                }
+                CoreOutput::Send(s, m) => self.to_client.push_back((self.now, s, m)),
+                CoreOutput::Close(_) => {}
+            }
+        }
+        answer.expect("answered")
+    }
+
+    fn add_member(&mut self, name: &str) {
+        let sid = self.hello();
+        let key = seed_key(name);
+        let handle = h(name);
+        let Ok(Response::Challenge { nonce }) = self.direct(
+            sid,
+            Request::Register {
+                handle: handle.clone(),
+                identity_key: key.verifying_key().to_bytes().to_vec(),
+                device: 1,
+            },
+        ) else {
+            panic!("challenge")
+        };
+        let sig = key.sign(&login_transcript(&nonce, &handle, 1));
+        let r = self.direct(
+            sid,
+            Request::Prove {
+                signature: sig.to_bytes().to_vec(),
+            },
+        );
+        assert!(matches!(r, Ok(Response::LoggedIn { .. })), "{r:?}");
+        let mls = MlsDevice::with_identity(name, &key, None).expect("mls");
+        let packages = (0..4).map(|_| mls.key_package().expect("kp")).collect();
+        let r = self.direct(
+            sid,
+            Request::UploadKeyPackages {
+                packages,
+                last_resort: Some(mls.last_resort_key_package().expect("lr")),
+                replace: true,
+            },
+        );
+        assert!(r.is_ok(), "{r:?}");
+        self.members.push(Member {
+            handle,
+            key,
+            mls,
+            sid,
+            session: None,
+            events: Vec::new(),
+            kept: Vec::new(),
+            frozen: false,
+        });
+    }
+
+    /// Starts member `i`'s session (the owner brings its group).
+    fn start(&mut self, i: usize) {
+        let room = self.room;
+        let m = &mut self.members[i];
+        let group = CallGroup::load(&m.mls, &room.0).expect("load");
+        let me = DeviceAddr {
+            handle: m.handle.clone(),
+            device: 1,
+        };
+        let local: SocketAddr = ([127, 0, 0, 1], 40_000 + i as u16).into();
+        m.session = Some(RoomSession::new(
+            room,
+            me,
+            m.key.verifying_key().to_bytes().to_vec(),
+            group,
+            RoomOptions::new(local),
+        ));
+    }
+
+    /// Runs the world for `d` of virtual time.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+            let next = self.next_wake().unwrap_or(end).min(end).max(self.now);
+            self.now = if next == self.now {
+                self.now + Duration::from_micros(100)
+            } else {
+                next
+            };
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let queues = [
+            self.to_core.front().map(|x| x.0),
+            self.to_client.front().map(|x| x.0),
+            self.core.poll_timeout(),
+        ];
+        let sessions = self
+            .members
+            .iter()
+            .filter(|m| !m.frozen)
+            .filter_map(|m| m.session.as_ref()?.poll_timeout());
+        queues.into_iter().flatten().chain(sessions).min()
+    }
+
+    /// Everything due now, until nothing moves at this instant.
+    fn step(&mut self) {
+        while self.step_once() {}
+    }
+
+    fn step_once(&mut self) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        for m in &mut self.members {
+            if m.frozen {
+                continue;
+            }
+            let Some(s) = m.session.as_mut() else {
+                continue;
+            };
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                let mut env = Env {
+                    mls: &m.mls,
+                    pins: &mut NoPins,
+                };
+                s.handle_timeout(&mut env, now);
+            }
+            while let Some(o) = s.poll_output() {
+                moved = true;
+                match o {
+                    Output::Request { id, body } => {
+                        self.to_core
+                            .push_back((now + HOP, m.sid, ClientMsg::Request { id, body }))
+                    }
+                    Output::Ack(seq) => {
+                        self.to_core
+                            .push_back((now + HOP, m.sid, ClientMsg::Ack { seq }))
+                    }
+                    Output::Transmit { .. } => {}
+                    Output::Event(e) => m.events.push(e),
+                }
+            }
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        while self.to_core.front().is_some_and(|x| x.0 <= now) {
+            let Some((_, sid, msg)) = self.to_core.pop_front() else {
+                break;
+            };
+            self.core.handle(sid, msg, now);
+        }
+        while let Some(o) = self.core.poll_output() {
+            if let CoreOutput::Send(sid, msg) = o {
+                self.to_client.push_back((now + HOP, sid, msg));
+            }
+        }
+        while self.to_client.front().is_some_and(|x| x.0 <= now) {
+            let Some((_, sid, msg)) = self.to_client.pop_front() else {
+                break;
+            };
+            self.route(sid, msg);
+            moved = true;
+        }
+        moved
+    }
+
+    fn route(&mut self, sid: SessionId, msg: ServerMsg) {
+        let now = self.now;
+        let Some(m) = self.members.iter_mut().find(|m| m.sid == sid) else {
+            return;
+        };
+        if m.frozen {
+            return;
+        }
+        let Some(s) = m.session.as_mut() else {
+            if let ServerMsg::Delivery { seq, item } = msg {
+                m.kept.push((seq, item));
+            }
+            return;
+        };
+        let mut env = Env {
+            mls: &m.mls,
+            pins: &mut NoPins,
+        };
+        match msg {
+            ServerMsg::Response { id, result } => {
+                let answer = match result {
+                    Ok(r) => Answer::Ok(r),
+                    Err(e) => Answer::Refused(e),
+                };
+                s.handle_answer(&mut env, id, answer, now);
+            }
+            ServerMsg::Event(e) => {
+                s.handle_event(&mut env, &e, now);
+            }
+            ServerMsg::Delivery { seq, item } => {
+                if let Err(item) = s.handle_delivery(&mut env, seq, item, now) {
+                    m.kept.push((seq, item));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn status(&self, i: usize) -> RoomStatus {
+        self.members[i].session.as_ref().expect("session").status()
+    }
+
+    fn epochs(&self) -> Vec<u64> {
+        (0..self.members.len())
+            .map(|i| self.status(i).epoch)
+            .collect()
+    }
+
+    /// Every member's view of the group: same epoch, same code, same members.
+    fn assert_agree(&self, members: usize) {
+        let first = self.status(0);
+        for i in 0..self.members.len() {
+            let s = self.status(i);
+            assert_eq!(s.members.len(), members, "member {i}: {:?}", s.members);
+            assert_eq!(
+                (s.epoch, &s.code, &s.members),
+                (first.epoch, &first.code, &first.members),
+                "member {i} disagrees"
+            );
+        }
+    }
+}
+
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("@member{i}")).collect()
+}
+
+#[test]
+fn joiners_arriving_together_are_added_in_one_commit_and_agree_on_the_epoch() {
+    let mut w = World::new("@owner", &["@bob", "@carol"]);
+    for i in 0..3 {
+        w.start(i);
+    }
+    w.run(Duration::from_secs(3));
+    w.assert_agree(3);
+    assert_eq!(w.epochs(), vec![1, 1, 1], "one commit for both joins");
+    assert_eq!(w.status(0).commits, 1);
+    // Everyone sends under the new epoch once the transition is over.
+    for i in 0..3 {
+        assert_eq!(w.status(i).send_epoch, Some(1), "member {i}");
+    }
+}
+
+#[test]
+fn a_join_storm_of_twenty_lands_in_a_few_commits_without_a_fork() {
+    let others = names(20);
+    let refs: Vec<&str> = others.iter().map(String::as_str).collect();
+    let mut w = World::new("@owner", &refs);
+    w.start(0);
+    w.run(Duration::from_millis(200));
+    // Twenty join within one second.
+    for i in 1..=20 {
+        w.start(i);
+        w.run(Duration::from_millis(50));
+    }
+    w.run(Duration::from_secs(3));
+    w.assert_agree(21);
+    let epoch = w.status(0).epoch;
+    assert!(epoch <= 3, "twenty joins took {epoch} commits");
+}
+
+#[test]
+fn a_leaver_is_removed_by_a_commit_and_the_rest_move_on() {
+    let mut w = World::new("@owner", &["@bob", "@carol"]);
+    for i in 0..3 {
+        w.start(i);
+    }
+    w.run(Duration::from_secs(2));
+    let before = w.status(0).epoch;
+    {
+        let m = &mut w.members[1];
+        let mut env = Env {
+            mls: &m.mls,
+            pins: &mut NoPins,
+        };
+        m.session.as_mut().expect("s").leave(&mut env, w.now);
+    }
+    w.run(Duration::from_secs(2));
+    assert!(
+        w.members[1]
+            .events
+            .contains(&RoomEvent::Left(LeftReason::Left))
+    );
+    for i in [0, 2] {
+        let s = w.status(i);
+        assert_eq!(s.epoch, before + 1, "member {i}");
+        assert!(
+            !s.members.values().any(|h| h == &h_of("@bob")),
+            "{:?}",
+            s.members
+        );
+    }
+    assert_eq!(w.status(0).code, w.status(2).code);
+}
+
+fn h_of(s: &str) -> Handle {
+    h(s)
+}
+
+#[test]
+fn a_disconnected_member_is_removed_by_the_others() {
+    let mut w = World::new("@owner", &["@bob", "@carol"]);
+    for i in 0..3 {
+        w.start(i);
+    }
+    w.run(Duration::from_secs(2));
+    let carol = w.members[2].sid;
+    w.members[2].frozen = true;
+    w.core.disconnect(carol, w.now);
+    w.run(Duration::from_secs(2));
+    for i in [0, 1] {
+        assert_eq!(w.status(i).members.len(), 2, "member {i}");
+    }
+    assert_eq!(w.status(0).epoch, 2);
+}
+
+#[test]
+fn when_the_first_in_line_is_frozen_the_next_member_adds_the_joiner() {
+    let mut w = World::new("@owner", &["@bob", "@carol"]);
+    w.start(0);
+    w.start(1);
+    w.run(Duration::from_secs(2));
+    assert_eq!(w.status(1).members.len(), 2);
+    // The owner (leaf 0, first in line) stops answering anything; carol arrives.
+    w.members[0].frozen = true;
+    w.start(2);
+    w.run(Duration::from_secs(4));
+    let bob = w.status(1);
+    let carol = w.status(2);
+    assert_eq!(
+        carol.members.len(),
+        3,
+        "bob added carol after the owner's turn"
+    );
+    assert_eq!((bob.epoch, &bob.code), (carol.epoch, &carol.code));
+}
+
+#[test]
+fn senders_keep_the_old_epoch_for_the_transition_then_switch() {
+    let mut w = World::new("@owner", &["@bob", "@carol"]);
+    w.start(0);
+    w.start(1);
+    w.run(Duration::from_secs(2));
+    let e = w.status(0).epoch;
+    w.start(2);
+    // Until the commit lands and for the transition after it, the owner sends in `e`.
+    let mut switched_at = None;
+    let mut committed_at = None;
+    for _ in 0..300 {
+        w.run(Duration::from_millis(10));
+        let s = w.status(0);
+        if committed_at.is_none() && s.epoch > e {
+            committed_at = Some(w.now);
+            assert_eq!(s.send_epoch, Some(e), "still sending in the old epoch");
+        }
+        if switched_at.is_none() && s.send_epoch > Some(e) {
+            switched_at = Some(w.now);
+        }
+    }
+    let (Some(c), Some(sw)) = (committed_at, switched_at) else {
+        panic!("no rotation: committed {committed_at:?} switched {switched_at:?}");
+    };
+    let took = sw - c;
+    let want = RoomOptions::new(([127, 0, 0, 1], 1).into()).send_switch;
+    assert!(
+        took >= want - Duration::from_millis(20) && took <= want + Duration::from_millis(50),
+        "switched {took:?} after the commit, expected about {want:?}"
+    );
+    assert!(w.members[0].events.contains(&RoomEvent::KeyframeNeeded));
+}
+
+#[test]
+fn deliveries_for_other_groups_are_handed_back_unacknowledged() {
+    let mut w = World::new("@owner", &["@bob"]);
+    w.start(0);
+    w.run(Duration::from_millis(100));
+    let m = &mut w.members[0];
+    let mut env = Env {
+        mls: &m.mls,
+        pins: &mut NoPins,
+    };
+    let other = Stored::Mls {
+        group: vec![1; 16],
+        kind: sotto_proto::MlsKind::Welcome,
+        epoch: 0,
+        from: DeviceAddr {
+            handle: h("@xyz"),
+            device: 1,
+        },
+        data: vec![1, 2, 3],
+    };
+    let s = m.session.as_mut().expect("s");
+    assert!(s.handle_delivery(&mut env, 77, other, w.now).is_err());
+    while let Some(o) = s.poll_output() {
+        assert!(
+            !matches!(o, Output::Ack(77)),
+            "a delivery not ours was acknowledged"
+        );
+    }
+}
+
+#[test]
+fn members_map_names_every_leaf_once() {
+    let mut w = World::new("@owner", &["@bob", "@carol"]);
+    for i in 0..3 {
+        w.start(i);
+    }
+    w.run(Duration::from_secs(2));
+    let m: BTreeMap<u32, Handle> = w.status(0).members;
+    let handles: Vec<&Handle> = m.values().collect();
+    assert_eq!(handles.len(), 3);
+    assert!(handles.contains(&&h("@owner")) && handles.contains(&&h("@carol")));
+}

@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_member_is_asked_for_then_accepted_only_with_the_directory_key() {
-        let mut dir = Directory::new(h("@me"), vec![1; 32]);
+        let mut dir = Directory::new(h("@mine"), vec![1; 32]);
         let bob = cred("@bob", &[2; 32]);
         assert_eq!(dir.check(&bob, &mut NoPins), Verdict::Ask(h("@bob")));
         dir.learn(h("@bob"), vec![2; 32]);
@@ -186,13 +186,13 @@ mod tests {
 
     #[test]
     fn our_handle_with_another_key_and_bad_handles_are_refused() {
-        let dir = Directory::new(h("@me"), vec![1; 32]);
+        let dir = Directory::new(h("@mine"), vec![1; 32]);
         assert_eq!(
-            dir.check(&cred("@me", &[1; 32]), &mut NoPins),
-            Verdict::Member(h("@me"))
+            dir.check(&cred("@mine", &[1; 32]), &mut NoPins),
+            Verdict::Member(h("@mine"))
         );
         assert!(matches!(
-            dir.check(&cred("@me", &[3; 32]), &mut NoPins),
+            dir.check(&cred("@mine", &[3; 32]), &mut NoPins),
             Verdict::Refused { .. }
         ));
         assert!(matches!(
@@ -203,14 +203,17 @@ mod tests {
 
     #[test]
     fn a_pin_that_differs_from_the_directory_refuses_even_a_directory_match() {
-        let mut dir = Directory::new(h("@me"), vec![1; 32]);
+        let mut dir = Directory::new(h("@mine"), vec![1; 32]);
         dir.learn(h("@bob"), vec![2; 32]);
         let mut pins = Pinned([(h("@bob"), vec![7; 32])].into());
         assert!(matches!(
             dir.check(&cred("@bob", &[2; 32]), &mut pins),
             Verdict::Refused { .. }
         ));
-        let all = dir.check_all(&[cred("@me", &[1; 32]), cred("@carol", &[4; 32])], &mut pins);
+        let all = dir.check_all(
+            &[cred("@mine", &[1; 32]), cred("@carol", &[4; 32])],
+            &mut pins,
+        );
         assert_eq!(all, Ok(vec![h("@carol")]));
     }
 }
