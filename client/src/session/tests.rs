@@ -37,6 +37,8 @@ struct Member {
     kept: Vec<(u64, Stored)>,
     /// Whether it stopped processing anything (a frozen device).
     frozen: bool,
+    /// Commits it sent to the delivery service.
+    commits_sent: u32,
 }
 
 struct World {
@@ -47,6 +49,8 @@ struct World {
     to_client: VecDeque<(Instant, SessionId, ServerMsg)>,
     next_id: u64,
     room: RoomId,
+    /// A server that hands out its own KeyPackage when `handle` is claimed.
+    substitute: Option<(Handle, MlsDevice)>,
 }
 
 fn h(s: &str) -> Handle {
@@ -95,6 +99,7 @@ impl World {
             to_client: VecDeque::new(),
             next_id: 1_000_000,
             room: RoomId([0; 16]),
+            substitute: None,
         };
         let sfu = w.hello();
         let registered = w.direct(
@@ -221,6 +226,7 @@ impl World {
             events: Vec::new(),
             kept: Vec::new(),
             frozen: false,
+            commits_sent: 0,
         });
     }
 
@@ -297,6 +303,7 @@ impl World {
                 moved = true;
                 match o {
                     Output::Request { id, body } => {
+                        m.commits_sent += u32::from(matches!(body, Request::Commit { .. }));
                         self.to_core
                             .push_back((now + HOP, m.sid, ClientMsg::Request { id, body }))
                     }
@@ -352,7 +359,17 @@ impl World {
             pins: &mut NoPins,
         };
         match msg {
-            ServerMsg::Response { id, result } => {
+            ServerMsg::Response { id, mut result } => {
+                if let (
+                    Some((who, fake)),
+                    Ok(Response::KeyPackage {
+                        device, package, ..
+                    }),
+                ) = (&self.substitute, &mut result)
+                    && &device.handle == who
+                {
+                    *package = fake.key_package().expect("fake kp");
+                }
                 let answer = match result {
                     Ok(r) => Answer::Ok(r),
                     Err(e) => Answer::Refused(e),
@@ -585,4 +602,41 @@ fn members_map_names_every_leaf_once() {
     let handles: Vec<&Handle> = m.values().collect();
     assert_eq!(handles.len(), 3);
     assert!(handles.contains(&&h("@owner")) && handles.contains(&&h("@carol")));
+}
+
+#[test]
+fn a_key_package_the_server_substituted_is_never_added() {
+    let mut w = World::new("@owner", &["@bob"]);
+    // The server answers claims of @bob with a package of its own: same handle, its key.
+    let fake = MlsDevice::with_identity("@bob", &seed_key("server-owned"), None).expect("mls");
+    w.substitute = Some((h("@bob"), fake));
+    w.start(0);
+    w.start(1);
+    w.run(Duration::from_secs(3));
+    let owner = w.status(0);
+    assert_eq!(
+        owner.members.len(),
+        1,
+        "the fake @bob got in: {:?}",
+        owner.members
+    );
+    assert_eq!(owner.epoch, 0);
+    // Not even offered to the delivery service (ours would refuse a package it did not
+    // hand out; a lying one would not).
+    assert_eq!(
+        w.members[0].commits_sent, 0,
+        "a commit was made with the fake package"
+    );
+    assert!(w.status(1).members.is_empty(), "bob never got a Welcome");
+    assert!(
+        !w.members[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, RoomEvent::Left(_)))
+    );
+    // Once the server stops lying, bob is added for real.
+    w.substitute = None;
+    w.run(Duration::from_secs(8));
+    assert_eq!(w.status(0).members.len(), 2);
+    w.assert_agree(2);
 }
