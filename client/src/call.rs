@@ -51,6 +51,7 @@ use crate::{
     },
     inbox::{Inbox, Owner, owner},
     mls::{CallGroup, GroupEvent, MemberCredential, MlsDevice, MlsError},
+    pipeline::recv::TimestampUnwrap,
     profile::{Profile, ProfileError},
     signaling::{ClientError, Incoming, Pin, SignalingClient},
     transport::{Transport, TransportConfig, TransportError, TransportEvent},
@@ -1885,29 +1886,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Extends 32-bit RTP timestamps to 64 bits across wraps.
-#[derive(Default)]
-struct TimestampUnwrap {
-    last: Option<u64>,
-}
-
-impl TimestampUnwrap {
-    fn unwrap(&mut self, ts: u32) -> u64 {
-        let v = match self.last {
-            None => u64::from(ts) + (1 << 32),
-            Some(last) => {
-                let base = last & !0xffff_ffff;
-                [base.wrapping_sub(1 << 32), base, base + (1 << 32)]
-                    .iter()
-                    .map(|b| b + u64::from(ts))
-                    .min_by_key(|c| c.abs_diff(last))
-                    .unwrap_or(base + u64::from(ts))
-            }
-        };
-        self.last = Some(self.last.map_or(v, |l| l.max(v)));
-        v
     }
 }

@@ -16,9 +16,7 @@ use std::{collections::HashMap, time::Duration, time::Instant};
 
 use sotto_proto::{DeviceAddr, ErrorCode, MlsKind, Request, Response, Stored};
 
-use super::{
-    Answer, Asked, CommitKind, Env, LeftReason, RoomOptions, RoomSession, Stage, trust::Verdict,
-};
+use super::{Answer, Asked, CommitKind, Env, LeftReason, RoomSession, Stage, trust::Verdict};
 use crate::mls::{CallGroup, GroupEvent, StagedMessage};
 
 /// A claim that failed is not retried for this long.
@@ -62,12 +60,9 @@ struct Claiming {
 
 impl Plan {
     /// When the session must look at the plan again.
-    pub(super) fn due(&self, _opts: &RoomOptions) -> Option<Instant> {
+    pub(super) fn due(&self) -> Option<Instant> {
         if self.busy() { None } else { self.due_at }
     }
-
-    /// The roster changed: needs are computed afresh at the next step.
-    pub(super) fn roster_changed(&mut self, _now: Instant) {}
 
     fn busy(&self) -> bool {
         self.claiming.is_some() || self.committing.is_some() || self.rejoining.is_some()

@@ -361,7 +361,7 @@ impl RoomSession {
         let link = self.link.as_ref().map(sfu_link::SfuLink::poll_timeout);
         let keys = self.keys.as_ref().and_then(CallKeys::poll_timeout);
         let held = self.held.front().map(|h| h.0 + self.opts.hold);
-        [link, keys, held, self.switch_at, self.plan.due(&self.opts)]
+        [link, keys, held, self.switch_at, self.plan.due()]
             .into_iter()
             .flatten()
             .min()
@@ -394,7 +394,6 @@ impl RoomSession {
             Event::Roster { room, roster } if *room == self.room => {
                 self.roster = roster.clone();
                 self.roster_stale_until = None;
-                self.plan.roster_changed(now);
             }
             Event::RemovedFromRoom { room } if *room == self.room => {
                 self.end(env, LeftReason::Removed);
@@ -458,14 +457,12 @@ impl RoomSession {
     }
 
     /// Leaves the room (Ctrl-C): the remaining members remove us from the group.
-    pub fn leave(&mut self, env: &mut Env<'_>, _now: Instant) {
+    pub fn leave(&mut self) {
         if matches!(self.stage, Stage::Leaving | Stage::Left) {
             return;
         }
         self.stage = Stage::Leaving;
-        if self.ask(Asked::Leave, Request::LeaveRoom { room: self.room }) == 0 {
-            self.end(env, LeftReason::Left);
-        }
+        self.ask(Asked::Leave, Request::LeaveRoom { room: self.room });
     }
 
     /// Sends a request and remembers what it was for; returns its id.

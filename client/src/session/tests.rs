@@ -460,12 +460,7 @@ fn a_leaver_is_removed_by_a_commit_and_the_rest_move_on() {
     w.run(Duration::from_secs(2));
     let before = w.status(0).epoch;
     {
-        let m = &mut w.members[1];
-        let mut env = Env {
-            mls: &m.mls,
-            pins: &mut NoPins,
-        };
-        m.session.as_mut().expect("s").leave(&mut env, w.now);
+        w.members[1].session.as_mut().expect("s").leave();
     }
     w.run(Duration::from_secs(2));
     assert!(
