@@ -85,6 +85,9 @@ pub enum CallError {
     /// A requested microphone, speaker or camera cannot be used.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A room call could not go on; the text says what happened and what to do.
+    #[error("{0}")]
+    Room(String),
     /// The peer or server broke the call protocol, or a step timed out.
     #[error(
         "the call could not be set up ({0}): check that both sides are online and can reach each other (behind a NAT, pass --stun), then try again"
@@ -318,18 +321,18 @@ pub struct Endpoint {
     pub handle: Handle,
     /// This device.
     pub device: DeviceId,
-    identity: SigningKey,
-    signaling: SignalingClient,
-    mls: MlsDevice,
+    pub(crate) identity: SigningKey,
+    pub(crate) signaling: SignalingClient,
+    pub(crate) mls: MlsDevice,
     /// Events read ahead (while checking a call was still ringing), handled first.
-    backlog: std::collections::VecDeque<Event>,
+    pub(crate) backlog: std::collections::VecDeque<Event>,
     /// Events that arrived during a call but are not the call's (a roster change, a
     /// presence update): they go back into the backlog when the call ends.
-    later: std::collections::VecDeque<Event>,
+    pub(crate) later: std::collections::VecDeque<Event>,
     /// Deliveries that arrived for a part of the client that has not handled them yet.
-    inbox: Inbox,
+    pub(crate) inbox: Inbox,
     /// Pinned contacts (and persistent MLS state); `None` for ephemeral endpoints.
-    profile: Option<Profile>,
+    pub(crate) profile: Option<Profile>,
 }
 
 /// One-use KeyPackages a device keeps on the server; the server says when claims have
@@ -347,7 +350,7 @@ enum Handshake {
 }
 
 /// What a wait in the endpoint produced.
-enum Arrival {
+pub(crate) enum Arrival {
     /// An event.
     Event(Event),
     /// A delivery the waiter asked for; acknowledge `seq` once handled.
@@ -477,7 +480,7 @@ impl Endpoint {
 
     /// Moves what has already arrived on the signaling connection into the inbox (and
     /// events into the backlog), without waiting.
-    async fn drain_arrived(&mut self) -> Result<(), CallError> {
+    pub(crate) async fn drain_arrived(&mut self) -> Result<(), CallError> {
         while let Some(i) = self.signaling.try_next() {
             match i {
                 Incoming::Event(e) => {
@@ -540,6 +543,11 @@ impl Endpoint {
         self.profile.as_ref()
     }
 
+    /// The profile, to record what it should remember (rooms, contacts).
+    pub fn profile_mut(&mut self) -> Option<&mut Profile> {
+        self.profile.as_mut()
+    }
+
     /// Trust on first use: looks the peer's identity key up and checks it against the
     /// pinned one (pinning it if new). Ephemeral endpoints pin nothing.
     async fn check_peer(&mut self, handle: &Handle) -> Result<(), CallError> {
@@ -575,7 +583,7 @@ impl Endpoint {
 
     /// Waits for the next event, or for a delivery that `want` accepts (held ones first).
     /// Deliveries it does not want are kept in the inbox for their owner.
-    async fn next_arrival(
+    pub(crate) async fn next_arrival(
         &mut self,
         deadline: tokio::time::Instant,
         what: &str,
@@ -799,16 +807,21 @@ impl Endpoint {
         loop {
             if let Arrival::Event(Event::IncomingCall { call, from }) =
                 self.next_arrival(deadline, "a call", |_| false).await?
+                && self.still_ringing(call).await?
             {
-                self.drain_arrived().await?;
-                let before = self.backlog.len();
-                self.backlog
-                    .retain(|e| !matches!(e, Event::CallEnded { call: c, .. } if *c == call));
-                if self.backlog.len() == before {
-                    return Ok((call, from));
-                }
+                return Ok((call, from));
             }
         }
+    }
+
+    /// Whether `call`, just offered, still rings: its `CallEnded` may already be queued
+    /// behind it (read ahead; it is dropped with the answer).
+    pub(crate) async fn still_ringing(&mut self, call: CallId) -> Result<bool, CallError> {
+        self.drain_arrived().await?;
+        let before = self.backlog.len();
+        self.backlog
+            .retain(|e| !matches!(e, Event::CallEnded { call: c, .. } if *c == call));
+        Ok(self.backlog.len() == before)
     }
 
     /// Declines a ringing call (it stops ringing on every device of ours).

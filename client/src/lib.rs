@@ -18,6 +18,7 @@ pub mod inbox;
 pub mod mls;
 pub mod pipeline;
 pub mod profile;
+pub mod room;
 pub mod session;
 pub mod signaling;
 pub mod transport;

@@ -5,12 +5,16 @@
 //! sotto account create @alice --server signal.example.org:4433   (a real certificate)
 //! sotto call @bob [--video] [--duration 30s] [--bind ADDR] [--stun stun:host:port]
 //! sotto listen [--auto-answer]
+//! sotto room create [--name NAME] [@bob @carol]   sotto room invite ROOM @dave
+//! sotto room join ROOM [--duration 30s]           sotto room remove ROOM @dave
+//! sotto rooms
 //! sotto devices
 //! sotto contacts            sotto contacts verify @bob
 //! ```
 //! Exit codes say how a call ended: 0 hung up, 2 declined, 3 busy, 4 no answer,
 //! 5 offline or unknown, 6 contact's key changed, 7 connection lost, 8 a device is missing
-//! or unusable, 1 any other error (a bad flag included).
+//! or unusable, 9 removed from the room by its owner, 1 any other error (a bad flag
+//! included).
 //!
 //! Errors are one line on stderr, `sotto: <what happened>: <what to do>`. Library log lines
 //! go to `<profile>/sotto.log`, never into the live status line, unless `RUST_LOG` is set
@@ -24,12 +28,15 @@ use std::{
     time::Duration,
 };
 
+mod cli;
+
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 use sotto_client::{
     call::{CallError, CallOptions, CallReport, CallStatus, Endpoint, VideoOptions},
     devices,
     profile::{Account, Profile, ProfileError},
+    room::Knock,
     signaling::{ClientError, Pin, ServerTrust, SignalingClient},
     transport::{self, Bind},
 };
@@ -67,7 +74,7 @@ enum Command {
         #[command(flatten)]
         media: MediaArgs,
     },
-    /// Wait for calls.
+    /// Wait for calls (and show room invitations as they come).
     Listen {
         /// Answer every call without asking.
         #[arg(long)]
@@ -81,6 +88,13 @@ enum Command {
         #[command(flatten)]
         media: MediaArgs,
     },
+    /// Group calls: create a room, invite people, join, remove someone.
+    Room {
+        #[command(subcommand)]
+        command: cli::rooms::RoomCommand,
+    },
+    /// The rooms you own or were invited to.
+    Rooms,
     /// Microphones, speakers and cameras this machine offers.
     Devices,
     /// Pinned contacts.
@@ -634,9 +648,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let mut ep = endpoint(profile).await?;
             eprintln!("{} listening for calls (Ctrl-C to stop)…", ep.handle);
             loop {
-                let (call, from) = tokio::select! {
-                    c = ep.next_call(Duration::from_secs(24 * 3600)) => c?,
+                let knock = tokio::select! {
+                    c = ep.next_knock(Duration::from_secs(24 * 3600)) => c?,
                     _ = tokio::signal::ctrl_c() => return Ok(0),
+                };
+                let (call, from) = match knock {
+                    Knock::Call { call, from } => (call, from),
+                    Knock::Invite { seq, room, from } => {
+                        cli::rooms::record_invite(&mut ep, seq, room, &from).await?;
+                        eprintln!(
+                            "{from} invited you to room {room}: join it with `sotto room join {room}`"
+                        );
+                        continue;
+                    }
                 };
                 let answer = if auto_answer {
                     true
@@ -672,6 +696,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
         }
+        Command::Room { command } => cli::rooms::run(profile, command).await,
+        Command::Rooms => cli::rooms::list(profile).await,
         Command::Devices => {
             print_devices();
             Ok(0)

@@ -103,6 +103,23 @@ pub struct Account {
     pub pin: String,
 }
 
+/// A room this profile knows: one it created or was invited to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownRoom {
+    /// A name given locally (`room create --name`); others never see it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whether this profile's account owns it.
+    #[serde(default)]
+    pub owned: bool,
+    /// Who invited us.
+    #[serde(default)]
+    pub invited_by: Option<String>,
+    /// When it was first known (Unix seconds).
+    #[serde(default)]
+    pub first_seen: u64,
+}
+
 /// What checking a contact's key found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContactStatus {
@@ -122,6 +139,7 @@ pub struct Profile {
     device: DeviceId,
     contacts: BTreeMap<String, Contact>,
     account: Option<Account>,
+    rooms: BTreeMap<String, KnownRoom>,
 }
 
 impl Profile {
@@ -188,6 +206,15 @@ impl Profile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io(&contacts_path)(e)),
         };
+        let rooms_path = dir.join("rooms.json");
+        let rooms = match fs::read(&rooms_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ProfileError::Corrupt {
+                path: rooms_path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io(&rooms_path)(e)),
+        };
         let account_path = dir.join("account.json");
         let account = match fs::read(&account_path) {
             Ok(bytes) => {
@@ -207,6 +234,7 @@ impl Profile {
             device,
             contacts,
             account,
+            rooms,
         })
     }
 
@@ -302,6 +330,39 @@ impl Profile {
             },
         );
         self.save_contacts()
+    }
+
+    /// Rooms this profile knows, by id (hex).
+    pub fn rooms(&self) -> &BTreeMap<String, KnownRoom> {
+        &self.rooms
+    }
+
+    /// Records a room (or what is new about it: a name, who invited us); what was known
+    /// before is kept where `room` says nothing.
+    pub fn remember_room(&mut self, id: &str, room: KnownRoom) -> Result<(), ProfileError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let entry = self
+            .rooms
+            .entry(id.to_owned())
+            .or_insert_with(|| KnownRoom {
+                first_seen: now,
+                ..KnownRoom::default()
+            });
+        if room.name.is_some() {
+            entry.name = room.name;
+        }
+        if room.invited_by.is_some() {
+            entry.invited_by = room.invited_by;
+        }
+        entry.owned |= room.owned;
+        let path = self.dir.join("rooms.json");
+        let bytes = serde_json::to_vec_pretty(&self.rooms).map_err(|e| ProfileError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &bytes, 0o600)
     }
 
     fn save_contacts(&self) -> Result<(), ProfileError> {

@@ -294,6 +294,58 @@ impl Speaker {
     }
 }
 
+/// What a device-clocked speaker asks for: fill the slice with mono samples due now.
+pub type PullAudio = Box<dyn FnMut(&mut [i16]) + Send + 'static>;
+
+/// A speaker whose callback pulls what it plays (a room's mixer), so playout follows the
+/// device's clock rather than the network's.
+pub struct PulledSpeaker {
+    _stream: cpal::Stream,
+}
+
+impl PulledSpeaker {
+    /// Opens `name` for playout, calling `pull` from the device's callback.
+    pub fn open(name: &str, pull: PullAudio) -> Result<Self, DeviceError> {
+        let kind = DeviceKind::Speaker;
+        let _quiet = quiet_alsa();
+        let (device, config, format) = configure(kind, name)?;
+        let stream = match format {
+            SampleFormat::I16 => pulled::<i16>(&device, &config, pull),
+            SampleFormat::F32 => pulled::<f32>(&device, &config, pull),
+            _ => pulled::<i32>(&device, &config, pull),
+        }
+        .map_err(|e| open_err(kind, name, e))?;
+        stream.play().map_err(|e| open_err(kind, name, e))?;
+        Ok(Self { _stream: stream })
+    }
+}
+
+fn pulled<T>(
+    device: &cpal::Device,
+    config: &StreamConfig,
+    mut pull: PullAudio,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample + FromSample<i16>,
+{
+    let channels = usize::from(config.channels.max(1));
+    let mut mono: Vec<i16> = Vec::new();
+    device.build_output_stream::<T, _, _>(
+        *config,
+        move |out: &mut [T], _| {
+            mono.resize(out.len() / channels, 0);
+            pull(&mut mono);
+            for (frame, s) in out.chunks_mut(channels).zip(&mono) {
+                for o in frame {
+                    *o = T::from_sample(*s);
+                }
+            }
+        },
+        |e| tracing::warn!(error = %e, "speaker"),
+        None,
+    )
+}
+
 /// Appends `pcm`, dropping the oldest samples beyond [`MAX_QUEUED`].
 fn push_bounded(queue: &Mutex<VecDeque<i16>>, pcm: &[i16]) {
     // A poisoned lock means the audio thread panicked; playing nothing is all that is left.

@@ -60,13 +60,18 @@ impl RoomSession {
     }
 
     /// A message from the room's SFU.
-    pub(super) fn handle_sfu_signal(&mut self, env: &mut Env<'_>, signal: &RtcSignal) {
+    pub(super) fn handle_sfu_signal(
+        &mut self,
+        env: &mut Env<'_>,
+        signal: &RtcSignal,
+        now: Instant,
+    ) {
         match signal {
             RtcSignal::Answer(sdp) => {
                 let Some(link) = self.link.as_mut() else {
                     return;
                 };
-                if let Err(e) = link.accept_answer(sdp) {
+                if let Err(e) = link.accept_answer(sdp, now) {
                     self.end(env, LeftReason::Failed(e.to_string()));
                 }
             }

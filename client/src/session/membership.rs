@@ -49,6 +49,8 @@ pub(super) struct Plan {
     last_change: Option<Instant>,
     /// A Welcome opened and waiting for its members' directory keys.
     welcome: Option<crate::mls::StagedJoin>,
+    /// The group we started for an empty room, until the server accepts it.
+    creating: Option<CallGroup>,
     failed: HashMap<DeviceAddr, Instant>,
     not_before: Option<Instant>,
 }
@@ -64,8 +66,16 @@ impl Plan {
         if self.busy() { None } else { self.due_at }
     }
 
+    /// When a refused attempt may be made again.
+    pub(super) fn not_before(&self) -> Option<Instant> {
+        self.not_before
+    }
+
     fn busy(&self) -> bool {
-        self.claiming.is_some() || self.committing.is_some() || self.rejoining.is_some()
+        self.claiming.is_some()
+            || self.committing.is_some()
+            || self.rejoining.is_some()
+            || self.creating.is_some()
     }
 }
 
@@ -510,19 +520,19 @@ impl RoomSession {
 
     /// Our copy of the group cannot follow: report it and fetch the latest GroupInfo to
     /// rejoin from. Media keys stay as they are until the rejoin lands.
-    fn start_rejoin(&mut self, env: &mut Env<'_>, epoch: u64, reason: String) {
+    pub(super) fn start_rejoin(&mut self, env: &mut Env<'_>, epoch: u64, reason: String) {
+        let group = self.room.0.to_vec();
         if let Some(mut g) = self.group.take() {
             let _ = g.delete(env.mls);
+            self.ask(
+                Asked::Other,
+                Request::ReportCommit {
+                    group: group.clone(),
+                    epoch,
+                    reason: reason.chars().take(200).collect(),
+                },
+            );
         }
-        let group = self.room.0.to_vec();
-        self.ask(
-            Asked::Other,
-            Request::ReportCommit {
-                group: group.clone(),
-                epoch,
-                reason: reason.chars().take(200).collect(),
-            },
-        );
         self.plan.rejoin_tries += 1;
         self.plan.committing = Some(CommitKind::Rejoin);
         self.ask(Asked::GroupInfo, Request::GroupInfo { group });
@@ -590,6 +600,9 @@ impl RoomSession {
                 self.group = Some(fresh);
                 self.plan.rejoin_tries = 0;
                 self.status.rejoins += 1;
+                if self.stage == Stage::AwaitingWelcome {
+                    self.stage = Stage::Member;
+                }
                 self.rejoined(env, now);
             }
             Answer::Refused(e)
@@ -609,6 +622,66 @@ impl RoomSession {
             other => {
                 let _ = fresh.delete(env.mls);
                 self.rejoin_failed(env, format!("{other:?}"));
+            }
+        }
+    }
+
+    /// Waiting to be let in while nobody present is in the group (the room was empty, or
+    /// everyone who was in it left): start the group ourselves. If another arrival wins,
+    /// the server refuses ours and the winner adds us.
+    pub(super) fn maybe_create(&mut self, env: &mut Env<'_>, now: Instant) {
+        if let Some(t) = self.plan.not_before {
+            if now < t {
+                return;
+            }
+            self.plan.not_before = None;
+        }
+        if self.plan.busy()
+            || self.plan.welcome.is_some()
+            || !self.handshakes.is_empty()
+            || self.roster.iter().any(|e| e.leaf.is_some())
+        {
+            return;
+        }
+        let made = env.mls.create_group_with_id(&self.room.0).and_then(|g| {
+            let info = g.group_info(env.mls)?;
+            Ok((g, info))
+        });
+        match made {
+            Ok((g, group_info)) => {
+                tracing::info!("nobody in the room is in its group: starting it");
+                self.plan.creating = Some(g);
+                self.ask(
+                    Asked::CreateGroup,
+                    Request::CreateGroup {
+                        group: self.room.0.to_vec(),
+                        group_info,
+                    },
+                );
+            }
+            Err(e) => self.end(
+                env,
+                LeftReason::Failed(format!("could not start the room's group: {e}")),
+            ),
+        }
+    }
+
+    /// The server answered our group creation.
+    pub(super) fn create_answered(&mut self, env: &mut Env<'_>, answer: Answer, now: Instant) {
+        let Some(mut g) = self.plan.creating.take() else {
+            return;
+        };
+        match answer {
+            Answer::Ok(_) if self.stage == Stage::AwaitingWelcome => {
+                self.group = Some(g);
+                self.stage = Stage::Member;
+                self.entered_group(env, now);
+            }
+            other => {
+                // Someone else started it first (or we left meanwhile): wait to be added.
+                tracing::debug!(answer = ?other, "our group was not the room's");
+                let _ = g.delete(env.mls);
+                self.plan.not_before = Some(now + COMMIT_BACKOFF);
             }
         }
     }

@@ -215,6 +215,7 @@ enum Asked {
     Token,
     Relay,
     GroupInfo,
+    CreateGroup,
     Leave,
     Other,
 }
@@ -361,7 +362,11 @@ impl RoomSession {
         let link = self.link.as_ref().map(sfu_link::SfuLink::poll_timeout);
         let keys = self.keys.as_ref().and_then(CallKeys::poll_timeout);
         let held = self.held.front().map(|h| h.0 + self.opts.hold);
-        [link, keys, held, self.switch_at, self.plan.due()]
+        let retry = self
+            .plan
+            .not_before()
+            .filter(|_| self.stage == Stage::AwaitingWelcome);
+        [link, keys, held, self.switch_at, self.plan.due(), retry]
             .into_iter()
             .flatten()
             .min()
@@ -399,7 +404,7 @@ impl RoomSession {
                 self.end(env, LeftReason::Removed);
             }
             Event::FromSfu { room, signal } if *room == self.room => {
-                self.handle_sfu_signal(env, signal)
+                self.handle_sfu_signal(env, signal, now)
             }
             Event::ActiveSpeaker { room, device } if *room == self.room => {
                 self.emit(RoomEvent::Speaker(device.clone()));
@@ -446,6 +451,7 @@ impl RoomSession {
             Asked::Commit(kind) => self.commit_answered(env, kind, answer, now),
             Asked::Token => self.token_answered(env, answer, now),
             Asked::GroupInfo => self.group_info_answered(env, answer, now),
+            Asked::CreateGroup => self.create_answered(env, answer, now),
             Asked::Leave => self.end(env, LeftReason::Left),
             Asked::Relay | Asked::Other => {
                 if let Answer::Refused(e) = &answer {
@@ -482,11 +488,29 @@ impl RoomSession {
         match answer {
             Answer::Ok(Response::RoomJoined { roster, .. }) => {
                 self.roster = roster;
-                if self.group.is_some() {
+                // Our copy of the group counts only if the delivery service has us at its
+                // leaf; otherwise it is left over from an earlier call.
+                let mine = self
+                    .roster
+                    .iter()
+                    .find(|e| e.device == self.me)
+                    .and_then(|e| e.leaf);
+                let kept = self
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| Some(g.own_index()) == mine);
+                if kept {
                     self.stage = Stage::Member;
                     self.entered_group(env, now);
-                } else {
-                    self.stage = Stage::AwaitingWelcome;
+                    return;
+                }
+                if let Some(mut g) = self.group.take() {
+                    let _ = g.delete(env.mls);
+                }
+                self.stage = Stage::AwaitingWelcome;
+                if mine.is_some() {
+                    // The server has us in the group but we lost our copy: rejoin.
+                    self.start_rejoin(env, 0, "our copy of the group is gone".into());
                 }
             }
             Answer::Refused(e) => self.end(env, LeftReason::Failed(e.message)),
@@ -538,6 +562,9 @@ impl RoomSession {
             return;
         }
         self.process_handshakes(env, now);
+        if self.stage == Stage::AwaitingWelcome {
+            self.maybe_create(env, now);
+        }
         if self.stage == Stage::Member {
             self.maybe_commit(env, now);
             self.maybe_connect();

@@ -167,8 +167,9 @@ impl SfuLink {
         Ok((link, offer.to_sdp_string()))
     }
 
-    /// Takes the SFU's answer.
-    pub fn accept_answer(&mut self, answer: &str) -> Result<(), LinkError> {
+    /// Takes the SFU's answer; connectivity checks start at once (not at the timeout
+    /// str0m gave before it had anyone to talk to).
+    pub fn accept_answer(&mut self, answer: &str, now: Instant) -> Result<(), LinkError> {
         let pending = self
             .pending
             .take()
@@ -188,6 +189,8 @@ impl SfuLink {
                 .map(|p| p.pt())
         };
         self.pts = (pt(Codec::Opus), pt(Codec::H264));
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        self.drain(now);
         Ok(())
     }
 

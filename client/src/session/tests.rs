@@ -66,6 +66,27 @@ impl World {
     /// A signaling core with a registered (silent) SFU, `owner` owning a fresh room whose
     /// group it created, and the others registered and invited.
     fn new(owner: &str, others: &[&str]) -> Self {
+        let mut w = Self::unprepared(owner, others);
+        let room = w.room;
+        let group = w.members[0]
+            .mls
+            .create_group_with_id(&room.0)
+            .expect("group");
+        let info = group.group_info(&w.members[0].mls).expect("info");
+        let r = w.direct(
+            w.members[0].sid,
+            Request::CreateGroup {
+                group: room.0.to_vec(),
+                group_info: info,
+            },
+        );
+        assert!(r.is_ok(), "{r:?}");
+        w
+    }
+
+    /// Like [`Self::new`], but nobody has created the room's group: the first to join
+    /// starts it.
+    fn unprepared(owner: &str, others: &[&str]) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_max_level(tracing::Level::WARN)
@@ -134,19 +155,6 @@ impl World {
             );
             assert!(r.is_ok(), "{r:?}");
         }
-        let group = w.members[0]
-            .mls
-            .create_group_with_id(&room.0)
-            .expect("group");
-        let info = group.group_info(&w.members[0].mls).expect("info");
-        let r = w.direct(
-            w.members[0].sid,
-            Request::CreateGroup {
-                group: room.0.to_vec(),
-                group_info: info,
-            },
-        );
-        assert!(r.is_ok(), "{r:?}");
         w
     }
 
@@ -634,4 +642,81 @@ fn a_key_package_the_server_substituted_is_never_added() {
     w.run(Duration::from_secs(8));
     assert_eq!(w.status(0).members.len(), 2);
     w.assert_agree(2);
+}
+
+#[test]
+fn the_first_to_arrive_starts_the_group_and_lets_the_others_in() {
+    // Nobody prepared the group; three arrive at once: one starts it (the server refuses
+    // the others' attempts) and adds the other two in one commit.
+    let mut w = World::unprepared("@owner", &["@bob", "@carol"]);
+    for i in 0..3 {
+        w.start(i);
+    }
+    w.run(Duration::from_secs(3));
+    w.assert_agree(3);
+    assert_eq!(w.status(0).epoch, 1, "one group, one commit adding two");
+    let commits: u32 = w.members.iter().map(|m| m.commits_sent).sum();
+    assert_eq!(commits, 1);
+}
+
+#[test]
+fn a_room_everyone_left_starts_afresh_with_new_keys() {
+    let mut w = World::new("@owner", &["@bob"]);
+    w.start(0);
+    w.start(1);
+    w.run(Duration::from_secs(2));
+    w.assert_agree(2);
+    let first_code = w.status(0).code;
+    for i in 0..2 {
+        w.members[i].session.as_mut().expect("s").leave();
+    }
+    w.run(Duration::from_secs(2));
+    for i in 0..2 {
+        assert!(
+            w.members[i]
+                .events
+                .contains(&RoomEvent::Left(LeftReason::Left))
+        );
+        assert!(
+            CallGroup::load(&w.members[i].mls, &w.room.0)
+                .expect("load")
+                .is_none(),
+            "member {i} forgot the group"
+        );
+    }
+    // Back later: bob first this time. He starts a new group; the owner is let in.
+    w.members[1].events.clear();
+    w.start(1);
+    w.run(Duration::from_millis(500));
+    w.start(0);
+    w.run(Duration::from_secs(2));
+    w.assert_agree(2);
+    let again = w.status(0);
+    assert_eq!(again.epoch, 1, "a fresh group: created, then one Add");
+    assert_ne!(again.code, first_code);
+    assert_eq!(w.members[1].session.as_ref().expect("s").leaf(), Some(0));
+}
+
+#[test]
+fn when_everyone_who_could_let_us_in_is_gone_a_waiting_joiner_starts_afresh() {
+    // The owner is in the group and frozen: it answers nothing, and then its connection
+    // drops. Bob, waiting to be let in, finds nobody in the room in its group and
+    // starts a fresh one; carol, arriving after, is let in by him.
+    let mut w = World::new("@owner", &["@bob", "@carol"]);
+    w.start(0);
+    w.run(Duration::from_millis(500));
+    w.members[0].frozen = true;
+    w.start(1);
+    w.run(Duration::from_secs(1));
+    assert_eq!(w.members[1].session.as_ref().expect("s").leaf(), None);
+    let owner = w.members[0].sid;
+    w.core.disconnect(owner, w.now);
+    w.run(Duration::from_secs(1));
+    w.start(2);
+    w.run(Duration::from_secs(3));
+    let bob = w.status(1);
+    let carol = w.status(2);
+    assert_eq!(bob.members.len(), 2, "{:?}", bob.members);
+    assert_eq!((bob.epoch, &bob.code), (carol.epoch, &carol.code));
+    assert_eq!(w.members[1].session.as_ref().expect("s").leaf(), Some(0));
 }

@@ -230,9 +230,52 @@ pub struct SignalingClient {
     conn: quinn::Connection,
     _endpoint: quinn::Endpoint,
     out: mpsc::Sender<ClientMsg>,
-    pending: Pending,
     incoming: mpsc::Receiver<Incoming>,
-    next_id: AtomicU64,
+    requester: Requester,
+}
+
+/// A cloneable handle that sends requests on a [`SignalingClient`]'s connection, so a task
+/// can wait for an answer while another reads events (a room's shell spawns each request
+/// its session core asks for and feeds the answer back).
+#[derive(Clone)]
+pub struct Requester {
+    out: mpsc::Sender<ClientMsg>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    conn: quinn::Connection,
+}
+
+impl Requester {
+    /// Sends a request and waits for its answer.
+    pub async fn request(&self, body: Request) -> Result<Response, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .map_err(|_| ClientError::Closed("client state poisoned".into()))?
+            .insert(id, tx);
+        self.out
+            .send(ClientMsg::Request { id, body })
+            .await
+            .map_err(|_| ClientError::Closed("connection closed".into()))?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(Ok(r))) => Ok(r),
+            Ok(Ok(Err(e))) => Err(ClientError::Server(e)),
+            Ok(Err(_)) => Err(ClientError::Closed(close_reason(&self.conn))),
+            Err(_) => {
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(&id);
+                }
+                Err(ClientError::Timeout(REQUEST_TIMEOUT))
+            }
+        }
+    }
+}
+
+/// Why `conn` closed, in words.
+fn close_reason(conn: &quinn::Connection) -> String {
+    conn.close_reason()
+        .map_or_else(|| "connection closed".to_owned(), |r| r.to_string())
 }
 
 impl SignalingClient {
@@ -343,38 +386,27 @@ impl SignalingClient {
             Err(_) => return Err(ClientError::Timeout(REQUEST_TIMEOUT)),
         }
         Ok(Self {
+            requester: Requester {
+                out: out.clone(),
+                pending,
+                next_id: Arc::new(AtomicU64::new(1)),
+                conn: conn.clone(),
+            },
             conn,
             _endpoint: endpoint,
             out,
-            pending,
             incoming,
-            next_id: AtomicU64::new(1),
         })
     }
 
     /// Sends a request and waits for its answer.
     pub async fn request(&self, body: Request) -> Result<Response, ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .map_err(|_| ClientError::Closed("client state poisoned".into()))?
-            .insert(id, tx);
-        self.out
-            .send(ClientMsg::Request { id, body })
-            .await
-            .map_err(|_| ClientError::Closed("connection closed".into()))?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(Ok(r))) => Ok(r),
-            Ok(Ok(Err(e))) => Err(ClientError::Server(e)),
-            Ok(Err(_)) => Err(ClientError::Closed(self.close_reason())),
-            Err(_) => {
-                if let Ok(mut p) = self.pending.lock() {
-                    p.remove(&id);
-                }
-                Err(ClientError::Timeout(REQUEST_TIMEOUT))
-            }
-        }
+        self.requester.request(body).await
+    }
+
+    /// A handle for sending requests from other tasks.
+    pub fn requester(&self) -> Requester {
+        self.requester.clone()
     }
 
     /// Creates the account `handle` for `identity` and logs this device in.
@@ -447,7 +479,8 @@ impl SignalingClient {
             .flatten()
     }
 
-    /// Acknowledges stored deliveries up to and including `seq`.
+    /// Acknowledges the stored delivery `seq` (one message: acknowledgements are not
+    /// cumulative).
     pub async fn ack(&self, seq: u64) -> Result<(), ClientError> {
         self.out
             .send(ClientMsg::Ack { seq })
@@ -464,12 +497,6 @@ impl SignalingClient {
     /// Closes the connection.
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"bye");
-    }
-
-    fn close_reason(&self) -> String {
-        self.conn
-            .close_reason()
-            .map_or_else(|| "connection closed".to_owned(), |r| r.to_string())
     }
 }
 

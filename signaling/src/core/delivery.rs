@@ -161,18 +161,27 @@ impl Core {
             .identity_key;
         let tracked =
             TrackedGroup::create(&self.crypto, group, group_info, &me.handle, &identity_key)?;
+        if self.orphaned_room_group(group) {
+            // Nobody in the room's call is in the stored group, so nobody could let anyone
+            // in: a participant starts it afresh.
+            self.delete_group(group);
+        }
         if !self.storage.create_group(group, me, &tracked.to_bytes()?)? {
             return Err(err(ErrorCode::InvalidState, "that group already exists"));
         }
         self.storage.set_group_info(group, 0, group_info)?;
+        self.group_changed(group);
         Ok(Response::Ok)
     }
 
-    /// A group's id is the id of the call or room it serves: only a party of that call,
-    /// or the room's owner, may create it (no one can squat another call's group id).
+    /// A group's id is the id of the call or room it serves: only a party of that call, the
+    /// room's owner, or a participant present in the room may create it (no one can squat
+    /// another call's group id). A room's group lives while someone is in the room: the
+    /// first to arrive creates it (or the owner prepares it), and it ends when the last one
+    /// leaves; one that nobody present is in is started afresh.
     fn may_create_group(&mut self, me: &DeviceAddr, group: &[u8]) -> Result<(), ErrorBody> {
         if let Ok(id) = <[u8; 16]>::try_from(group) {
-            if self.is_call_party(me, &CallId(id)) {
+            if self.is_call_party(me, &CallId(id)) || self.is_present(me, &RoomId(id)) {
                 return Ok(());
             }
             if self
@@ -185,7 +194,7 @@ impl Core {
         }
         Err(err(
             ErrorCode::GroupIdNotYours,
-            "a group's id must be that of a call you are in or a room you own",
+            "a group's id must be that of a call you are in or a room you are in",
         ))
     }
 

@@ -407,11 +407,32 @@ impl Core {
             self.timers.insert((now + GONE_RESEND, Timer::SfuGone(id)));
         }
         if empty {
+            // The last one left: the room's group ends with its call.
             self.rooms.rooms.remove(room);
+            self.delete_group(&room.0);
         } else {
             self.broadcast_roster(room, None);
         }
         true
+    }
+
+    /// Whether the room whose id is `group` has people in its call, none of whom is in its
+    /// stored group: a group left over (from before a restart, or from members who all
+    /// vanished) that nobody present can let anyone into.
+    pub(super) fn orphaned_room_group(&self, group: &[u8]) -> bool {
+        let Ok(id) = <[u8; 16]>::try_from(group) else {
+            return false;
+        };
+        let room = RoomId(id);
+        self.rooms.rooms.contains_key(&room) && self.roster(&room).iter().all(|e| e.leaf.is_none())
+    }
+
+    /// Whether `me` is in the room's call right now.
+    pub(super) fn is_present(&self, me: &DeviceAddr, room: &RoomId) -> bool {
+        self.rooms
+            .rooms
+            .get(room)
+            .is_some_and(|l| l.participants.contains_key(me))
     }
 
     fn roster(&self, room: &RoomId) -> Vec<RosterEntry> {

@@ -1,0 +1,3 @@
+//! The `sotto` subcommands that have outgrown `main.rs`.
+
+pub mod rooms;

@@ -1,0 +1,870 @@
+//! Rooms from an [`Endpoint`]: creating one, inviting and removing people, and joining
+//! one. Joining runs the thin tokio shell around the sans-IO [`RoomSession`] (DESIGN §3):
+//! the shell only moves inputs into the core and its outputs out. Signaling requests are
+//! spawned and their answers fed back, so no request (a commit, a claim) ever holds up
+//! media; datagrams go to and from one UDP socket; the microphone or a synthetic source is
+//! encoded and handed in; decrypted audio goes to one receive chain per sender, summed by
+//! the mixer that the speaker's callback pulls (with no speaker, a virtual device clock
+//! pulls it every 10 ms instead).
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sotto_media::{
+    payload::{self, Stamp, WallClock},
+    synth::{AudioSignal, AudioSource, SAMPLE_RATE},
+};
+use sotto_proto::{CallId, DeviceAddr, Event, Handle, Request, Response, RoomId, Stored};
+use sotto_wire::rtp_ext::AudioLevel;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    call::{Arrival, CallError, Endpoint, KEY_PACKAGE_TARGET},
+    codec::audio::AudioEncoder,
+    devices::audio::{Microphone, PulledSpeaker},
+    inbox::{Inbox, Owner, owner},
+    mls::{CallGroup, MlsDevice},
+    pipeline::{
+        mixer::{Mixer, PULL_SAMPLES},
+        recv::ChainStats,
+    },
+    session::{Answer, Env, LeftReason, NoPins, Output, Pins, RoomEvent, RoomOptions, RoomSession},
+    signaling::{ClientError, Incoming, Requester, SignalingClient},
+};
+
+/// How a room call is run.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Leave after this long; `None`: until told to leave.
+    pub duration: Option<Duration>,
+    /// What the synthetic microphone plays (when `microphone` is `None`).
+    pub audio: AudioSignal,
+    /// Microphone device, or `None` for the synthetic signal.
+    pub microphone: Option<String>,
+    /// Speaker device, or `None` to play nowhere (a virtual device clock still pulls).
+    pub speaker: Option<String>,
+    /// Audio frame length in ms (10 or 20).
+    pub frame_ms: u32,
+    /// The local address media is sent from; `None`: the one that routes to the server.
+    pub media_ip: Option<IpAddr>,
+    /// How long to wait to be let into the room's group before giving up.
+    pub admission_timeout: Duration,
+    /// Status lines, about once a second.
+    pub status: Option<mpsc::UnboundedSender<RoomLine>>,
+    /// Becomes `true` to leave (Ctrl-C).
+    pub leave: Option<watch::Receiver<bool>>,
+    /// Put a capture stamp (frame id and capture time) in every audio frame, for tests and
+    /// the bench to measure loss and mouth-to-ear latency. Off in production: it costs
+    /// bytes and shows the sender's clock to the room.
+    pub stamps: bool,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        Self {
+            duration: None,
+            audio: AudioSignal::Tone { hz: 440.0 },
+            microphone: None,
+            speaker: None,
+            frame_ms: 20,
+            media_ip: None,
+            admission_timeout: Duration::from_secs(30),
+            status: None,
+            leave: None,
+            stamps: false,
+        }
+    }
+}
+
+/// Where a room call stands, for the status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPhase {
+    /// Waiting for a member to add us to the room's group.
+    WaitingToBeLetIn,
+    /// In the group; media to the SFU is not up yet.
+    Connecting,
+    /// In the call.
+    InCall,
+    /// Leaving.
+    Leaving,
+}
+
+/// One status line.
+#[derive(Debug, Clone)]
+pub struct RoomLine {
+    /// Where the call stands.
+    pub phase: RoomPhase,
+    /// The group's members (credentials checked), ourselves included, by leaf.
+    pub members: Vec<Handle>,
+    /// Members whose decrypted audio is playing now (our own measure, not the SFU's).
+    pub speaking: Vec<Handle>,
+    /// Whom the SFU calls the dominant speaker (a hint: the SFU is not trusted).
+    pub dominant: Option<Handle>,
+    /// The current epoch and its verification code (every member sees the same).
+    pub epoch: u64,
+    /// The group verification code.
+    pub code: String,
+    /// Bits per second sent and received on the media connection, over the last second.
+    pub send_bps: u64,
+    /// See `send_bps`.
+    pub recv_bps: u64,
+    /// Share of incoming frames lost over the last second (0..1).
+    pub loss: f32,
+    /// Frames that failed to decrypt, in all.
+    pub rejected: u64,
+    /// The id of the last audio frame captured (sent, once connected).
+    pub last_frame_id: Option<u64>,
+}
+
+/// What one remote sender's audio came to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SenderReport {
+    /// Who (the credential's handle).
+    pub handle: Option<Handle>,
+    /// Its receive chain's counters.
+    pub stats: ChainStats,
+    /// The dominant frequency of what was played from it, over the last 2 s heard.
+    pub received_hz: Option<f64>,
+    /// From the start of the join to its first decrypted audio frame.
+    pub first_audio: Option<Duration>,
+    /// With [`JoinOptions::stamps`]: each played frame's id and its capture-to-playout
+    /// latency (mouth to ear, less the devices' own delays).
+    pub played: Vec<(u64, Duration)>,
+}
+
+/// What a room call did.
+#[derive(Debug, Clone, Default)]
+pub struct RoomReport {
+    /// The room.
+    pub room: Option<RoomId>,
+    /// How it ended.
+    pub ended: Option<LeftReason>,
+    /// Our leaf at the end.
+    pub leaf: Option<u32>,
+    /// Verification codes of the epochs we saw, in order.
+    pub codes: Vec<(u64, String)>,
+    /// From the start of the join to being in the group.
+    pub admitted: Option<Duration>,
+    /// From the start of the join to media to the SFU being up.
+    pub connected: Option<Duration>,
+    /// From the start of the join to the first decrypted audio frame from anyone.
+    pub first_audio: Option<Duration>,
+    /// Audio frames sent.
+    pub audio_sent: u64,
+    /// Per remote sender, by leaf (a sender that rejoined at another leaf appears twice).
+    pub senders: BTreeMap<u32, SenderReport>,
+    /// Frames that failed to decrypt, by the sender their KID claimed.
+    pub decrypt_failures: BTreeMap<u32, u64>,
+    /// Frames of a future epoch held and then decrypted.
+    pub held_recovered: u64,
+    /// Commits of ours the server accepted.
+    pub commits: u64,
+    /// Times we rejoined by external commit.
+    pub rejoins: u64,
+    /// Frames the media connection gave up as incomplete.
+    pub frames_lost: u64,
+    /// Datagrams that could not be sent (socket full).
+    pub send_drops: u64,
+}
+
+/// Someone wants us: a call rings, or an invitation to a room came.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Knock {
+    /// A call is ringing.
+    Call {
+        /// The call.
+        call: CallId,
+        /// Who calls.
+        from: DeviceAddr,
+    },
+    /// An invitation to a room; acknowledge `seq` once recorded.
+    Invite {
+        /// The delivery to acknowledge.
+        seq: u64,
+        /// The room.
+        room: RoomId,
+        /// Its owner, who invited us.
+        from: Handle,
+    },
+}
+
+/// After asking to leave, the session is given this long to finish.
+const LEAVE_GRACE: Duration = Duration::from_secs(3);
+
+impl Endpoint {
+    /// Creates a room we own; people we invite may join it. Its group is started by the
+    /// first to join.
+    pub async fn create_room(&mut self) -> Result<RoomId, CallError> {
+        match self.signaling.request(Request::CreateRoom).await? {
+            Response::RoomCreated { room } => Ok(room),
+            other => Err(CallError::Room(format!(
+                "the server answered a room creation with {other:?}: report this with the log"
+            ))),
+        }
+    }
+
+    /// Invites `handles` to a room we own; each of their devices gets the invitation.
+    pub async fn invite_to_room(
+        &mut self,
+        room: RoomId,
+        handles: Vec<Handle>,
+    ) -> Result<(), CallError> {
+        self.signaling
+            .request(Request::InviteToRoom { room, handles })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `handle` from a room we own: its devices leave the call at once (the
+    /// remaining members commit its removal, so it can decrypt nothing after) and it may
+    /// not join again unless invited again.
+    pub async fn remove_from_room(
+        &mut self,
+        room: RoomId,
+        handle: Handle,
+    ) -> Result<(), CallError> {
+        self.signaling
+            .request(Request::RemoveFromRoom { room, handle })
+            .await?;
+        Ok(())
+    }
+
+    /// Room invitations received and not yet handled (they stay stored on the server
+    /// until [`Endpoint::handled`] is called for each).
+    pub async fn room_invites(&mut self) -> Result<Vec<(u64, RoomId, Handle)>, CallError> {
+        Ok(self
+            .take_deliveries(|s| matches!(s, Stored::RoomInvite { .. }))
+            .await?
+            .into_iter()
+            .filter_map(|(seq, s)| match s {
+                Stored::RoomInvite { room, from } => Some((seq, room, from)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Waits for the next incoming call or room invitation. An invitation stays stored
+    /// until [`Endpoint::handled`] is called with its `seq`.
+    pub async fn next_knock(&mut self, wait: Duration) -> Result<Knock, CallError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let is_invite = |s: &Stored| matches!(s, Stored::RoomInvite { .. });
+        loop {
+            match self.next_arrival(deadline, "a call", is_invite).await? {
+                Arrival::Delivery(seq, Stored::RoomInvite { room, from }) => {
+                    return Ok(Knock::Invite { seq, room, from });
+                }
+                Arrival::Delivery(seq, other) => self.inbox.hold(seq, other),
+                Arrival::Event(Event::IncomingCall { call, from }) => {
+                    if self.still_ringing(call).await? {
+                        return Ok(Knock::Call { call, from });
+                    }
+                }
+                Arrival::Event(_) => {}
+            }
+        }
+    }
+
+    /// Joins `room` and runs the call until told to leave, the duration passes, or the
+    /// session ends; returns what happened.
+    pub async fn join_room(
+        &mut self,
+        room: RoomId,
+        opts: &JoinOptions,
+    ) -> Result<RoomReport, CallError> {
+        self.drain_arrived().await?;
+        let server = self.signaling.connection().remote_address();
+        let ip = match opts.media_ip {
+            Some(ip) => ip,
+            None => route_to(server)?,
+        };
+        let socket = tokio::net::UdpSocket::bind((ip, 0)).await.map_err(|e| {
+            CallError::Room(format!(
+                "cannot open a media socket on {ip} ({e}): check the address or the system's limits"
+            ))
+        })?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| CallError::Room(format!("the media socket has no address ({e})")))?;
+        let group = CallGroup::load(&self.mls, &room.0)?;
+        let me = DeviceAddr {
+            handle: self.handle.clone(),
+            device: self.device,
+        };
+        let key = self.identity.verifying_key().to_bytes().to_vec();
+        let session = RoomSession::new(room, me, key, group, RoomOptions::new(local));
+        let media = MediaIo::open(opts)?;
+        let mut no_pins = NoPins;
+        let Endpoint {
+            signaling,
+            mls,
+            profile,
+            inbox,
+            later,
+            backlog,
+            ..
+        } = self;
+        let pins: &mut (dyn Pins + Send) = match profile.as_mut() {
+            Some(p) => p,
+            None => &mut no_pins,
+        };
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let mut shell = Shell {
+            requester: signaling.requester(),
+            signaling,
+            mls,
+            pins,
+            inbox,
+            later,
+            session,
+            socket,
+            answers_tx,
+            answers,
+            media,
+            report: RoomReport {
+                room: Some(room),
+                ..RoomReport::default()
+            },
+            started: Instant::now(),
+            members: BTreeMap::new(),
+            leaf: None,
+            connected: false,
+            dominant: None,
+            last: LastSecond::default(),
+            leaving_since: None,
+        };
+        let result = shell.run(opts).await;
+        backlog.extend(later.drain(..));
+        result
+    }
+}
+
+/// The local address that routes to `server` (no packet is sent: a UDP socket's
+/// `connect` only picks the route).
+fn route_to(server: SocketAddr) -> Result<IpAddr, CallError> {
+    let any: IpAddr = if server.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let probe = std::net::UdpSocket::bind((any, 0))
+        .and_then(|s| s.connect(server).map(|()| s))
+        .and_then(|s| s.local_addr());
+    match probe {
+        Ok(a) => Ok(a.ip()),
+        Err(e) => Err(CallError::Room(format!(
+            "no route to the server {server} for media ({e}): check the network"
+        ))),
+    }
+}
+
+/// The microphone (or synthetic source), the encoder and the mixer's playout.
+struct MediaIo {
+    microphone: Option<Microphone>,
+    source: AudioSource,
+    encoder: AudioEncoder,
+    frame_samples: usize,
+    rtp_ts: u32,
+    mixer: Arc<Mutex<Mixer<u32>>>,
+    /// Pulls the mixer from the device's callback; `None`: the virtual clock does.
+    _speaker: Option<PulledSpeaker>,
+    pbuf: Vec<u8>,
+    pull_buf: Vec<i16>,
+    mic_frames: u64,
+    last_id: Option<u64>,
+    /// Maps capture and playout instants to stamps (with [`JoinOptions::stamps`]).
+    clock: Option<WallClock>,
+}
+
+impl MediaIo {
+    fn open(opts: &JoinOptions) -> Result<Self, CallError> {
+        let mixer = Arc::new(Mutex::new(Mixer::new()));
+        let speaker = match opts.speaker.as_deref() {
+            Some(name) => {
+                let m = mixer.clone();
+                Some(PulledSpeaker::open(
+                    name,
+                    Box::new(move |out: &mut [i16]| match m.lock() {
+                        Ok(mut mixer) => mixer.pull(Instant::now(), out),
+                        Err(_) => out.fill(0),
+                    }),
+                )?)
+            }
+            None => None,
+        };
+        let mut ts = [0u8; 4];
+        getrandom::fill(&mut ts).map_err(|e| CallError::Room(e.to_string()))?;
+        Ok(Self {
+            microphone: opts
+                .microphone
+                .as_deref()
+                .map(|m| Microphone::open(m, opts.frame_ms))
+                .transpose()?,
+            source: AudioSource::new(opts.audio, opts.frame_ms),
+            encoder: AudioEncoder::new()?,
+            frame_samples: (SAMPLE_RATE / 1000 * opts.frame_ms) as usize,
+            rtp_ts: u32::from_be_bytes(ts),
+            mixer,
+            _speaker: speaker,
+            pbuf: Vec::new(),
+            pull_buf: vec![0; PULL_SAMPLES],
+            mic_frames: 0,
+            last_id: None,
+            clock: opts.stamps.then(WallClock::new),
+        })
+    }
+
+    /// Captured frames since the last tick, with ids and capture times: the
+    /// microphone's, or one synthetic frame.
+    fn captured(&mut self, now: Instant) -> Vec<(u64, Instant, Vec<i16>)> {
+        match self.microphone.as_ref() {
+            Some(m) => m
+                .take_frames()
+                .into_iter()
+                .map(|f| {
+                    self.mic_frames += 1;
+                    (self.mic_frames, f.captured, f.samples)
+                })
+                .collect(),
+            None => {
+                let f = self.source.next_frame(now);
+                vec![(f.id, f.captured, f.samples)]
+            }
+        }
+    }
+
+    fn lock_mixer(&self) -> std::sync::MutexGuard<'_, Mixer<u32>> {
+        // A poisoned lock means the speaker's callback panicked; the mixer's state is
+        // still consistent (each pull is self-contained), so carry on with it.
+        self.mixer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counters at the last status line, for rates.
+#[derive(Default)]
+struct LastSecond {
+    at: Option<Instant>,
+    bytes_out: u64,
+    bytes_in: u64,
+    frames: u64,
+    lost: u64,
+}
+
+/// The running room call: the core, and what it is wired to.
+struct Shell<'a> {
+    signaling: &'a mut SignalingClient,
+    requester: Requester,
+    // Held mutably (though only read) so the shell's future is `Send`: the device's
+    // storage is not `Sync`.
+    mls: &'a mut MlsDevice,
+    pins: &'a mut (dyn Pins + Send),
+    inbox: &'a mut Inbox,
+    later: &'a mut VecDeque<Event>,
+    session: RoomSession,
+    socket: tokio::net::UdpSocket,
+    answers_tx: mpsc::UnboundedSender<(u64, Answer)>,
+    answers: mpsc::UnboundedReceiver<(u64, Answer)>,
+    media: MediaIo,
+    report: RoomReport,
+    started: Instant,
+    members: BTreeMap<u32, Handle>,
+    leaf: Option<u32>,
+    connected: bool,
+    dominant: Option<Handle>,
+    last: LastSecond,
+    leaving_since: Option<Instant>,
+}
+
+/// An [`Env`] from the shell's fields (a macro, so the borrow stays per field).
+macro_rules! env {
+    ($s:expr) => {
+        &mut Env {
+            mls: &*$s.mls,
+            pins: &mut *$s.pins,
+        }
+    };
+}
+
+impl Shell<'_> {
+    async fn run(&mut self, opts: &JoinOptions) -> Result<RoomReport, CallError> {
+        let room = self.session.room();
+        // Deliveries for this room held from before (a stale handshake, an invitation).
+        for (seq, item) in self.inbox.take_all(|s| for_room(s, room)) {
+            if let Err(item) = self
+                .session
+                .handle_delivery(env!(self), seq, item, Instant::now())
+            {
+                self.inbox.hold(seq, item);
+            }
+        }
+        let frame = Duration::from_millis(u64::from(opts.frame_ms));
+        let mut capture = tokio::time::interval(frame);
+        capture.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut clock = tokio::time::interval(Duration::from_millis(10));
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut status = tokio::time::interval(Duration::from_secs(1));
+        let mut leave = opts.leave.clone();
+        let end_at = opts.duration.map(|d| tokio::time::Instant::now() + d);
+        let admit_by = tokio::time::Instant::now() + opts.admission_timeout;
+        let mut buf = vec![0u8; 2048];
+        let virtual_clock = opts.speaker.is_none();
+        loop {
+            if let Some(done) = self.drain().await {
+                return Ok(done);
+            }
+            let wake = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let leave_by = self
+                .leaving_since
+                .map(|t| tokio::time::Instant::from_std(t + LEAVE_GRACE));
+            tokio::select! {
+                _ = sleep_until(wake) => {
+                    self.session.handle_timeout(env!(self), Instant::now());
+                }
+                Some((id, answer)) = self.answers.recv() => {
+                    self.session.handle_answer(env!(self), id, answer, Instant::now());
+                }
+                incoming = self.signaling.next() => {
+                    if let Some(why) = self.incoming(incoming) {
+                        return Ok(self.finish(Some(why)));
+                    }
+                }
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.session.handle_datagram(from, &buf[..n], Instant::now()),
+                    Err(e) => tracing::debug!(error = %e, "media socket"),
+                },
+                _ = capture.tick() => self.send_audio()?,
+                _ = clock.tick(), if virtual_clock => {
+                    let now = Instant::now();
+                    let media = &mut self.media;
+                    let mut mixer = media.mixer.lock().unwrap_or_else(|p| p.into_inner());
+                    mixer.pull(now, &mut media.pull_buf);
+                }
+                _ = status.tick() => self.status_line(opts),
+                _ = changed(&mut leave) => {
+                    leave = None;
+                    self.leave();
+                }
+                _ = sleep_until(end_at), if self.leaving_since.is_none() => self.leave(),
+                _ = tokio::time::sleep_until(admit_by), if self.leaf.is_none() && self.leaving_since.is_none() => {
+                    self.leave();
+                    self.finish(None);
+                    return Err(CallError::Room(format!(
+                        "nobody in the room let us in within {} s: try again, and ask the room's owner whether you are invited",
+                        opts.admission_timeout.as_secs()
+                    )));
+                }
+                _ = sleep_until(leave_by) => {
+                    // The server did not answer the leave in time: we are gone anyway.
+                    return Ok(self.finish(Some(LeftReason::Left)));
+                }
+            }
+        }
+    }
+
+    /// Carries out what the core asked for; `Some` once the session is over.
+    async fn drain(&mut self) -> Option<RoomReport> {
+        while let Some(o) = self.session.poll_output() {
+            match o {
+                Output::Request { id, body } => {
+                    let (r, tx) = (self.requester.clone(), self.answers_tx.clone());
+                    tokio::spawn(async move {
+                        let answer = match r.request(body).await {
+                            Ok(resp) => Answer::Ok(resp),
+                            Err(ClientError::Server(e)) => Answer::Refused(e),
+                            Err(e) => Answer::Failed(e.to_string()),
+                        };
+                        let _ = tx.send((id, answer));
+                    });
+                }
+                Output::Ack(seq) => {
+                    if let Err(e) = self.signaling.ack(seq).await {
+                        tracing::debug!(error = %e, "could not acknowledge a delivery");
+                    }
+                }
+                Output::Transmit { to, data } => {
+                    if self.socket.try_send_to(&data, to).is_err() {
+                        self.report.send_drops += 1;
+                    }
+                }
+                Output::Event(RoomEvent::Left(why)) => return Some(self.finish(Some(why))),
+                Output::Event(e) => self.event(e),
+            }
+        }
+        None
+    }
+
+    fn event(&mut self, e: RoomEvent) {
+        let since = self.started.elapsed();
+        match e {
+            RoomEvent::InGroup { leaf } => {
+                self.leaf = Some(leaf);
+                self.connected = false;
+                self.report.admitted.get_or_insert(since);
+            }
+            RoomEvent::Connected => {
+                self.connected = true;
+                self.report.connected.get_or_insert(since);
+            }
+            RoomEvent::Members(m) => self.members_changed(m),
+            RoomEvent::Epoch { epoch, code } => self.report.codes.push((epoch, code)),
+            RoomEvent::Audio(f) => {
+                if Some(f.sender) == self.leaf {
+                    return; // Our own frames, echoed: nothing to play.
+                }
+                self.report.first_audio.get_or_insert(since);
+                self.report
+                    .senders
+                    .entry(f.sender)
+                    .or_default()
+                    .first_audio
+                    .get_or_insert(since);
+                let mut mixer = self.media.lock_mixer();
+                match mixer.chain_mut(f.sender) {
+                    Ok(chain) => chain.push(f.timestamp, f.payload, Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "no decoder for a sender"),
+                }
+            }
+            RoomEvent::Speaker(d) => self.dominant = Some(d.handle),
+            RoomEvent::Video(_) | RoomEvent::KeyframeNeeded | RoomEvent::PausedLayers(_) => {}
+            RoomEvent::Left(_) => {}
+        }
+    }
+
+    /// The group's members changed: chains of senders who left are closed (their figures
+    /// kept for the report).
+    fn members_changed(&mut self, members: BTreeMap<u32, Handle>) {
+        self.collect_stamps();
+        let mut mixer = self.media.mixer.lock().unwrap_or_else(|p| p.into_inner());
+        for (leaf, handle) in &self.members {
+            if members.get(leaf) != Some(handle)
+                && let Some(chain) = mixer.remove(*leaf)
+            {
+                let r = self.report.senders.entry(*leaf).or_default();
+                r.handle = Some(handle.clone());
+                r.stats = chain.stats();
+                r.received_hz = chain.received_hz();
+            }
+        }
+        drop(mixer);
+        self.members = members;
+    }
+
+    /// Hands an arrival to the core; `Some` if signaling is gone, which ends the session
+    /// (no commits, no roster).
+    fn incoming(&mut self, incoming: Option<Incoming>) -> Option<LeftReason> {
+        let now = Instant::now();
+        match incoming {
+            Some(Incoming::Event(Event::KeyPackagesLow { remaining })) => {
+                self.top_up(remaining);
+            }
+            Some(Incoming::Event(e)) => {
+                if !self.session.handle_event(env!(self), &e, now) {
+                    self.later.push_back(e);
+                }
+            }
+            Some(Incoming::Delivery { seq, item }) => {
+                if let Err(item) = self.session.handle_delivery(env!(self), seq, item, now) {
+                    self.inbox.hold(seq, item);
+                }
+            }
+            Some(Incoming::Goodbye(e)) => {
+                return Some(LeftReason::Failed(format!(
+                    "the server closed the session: {}",
+                    e.message
+                )));
+            }
+            None => {
+                return Some(LeftReason::Failed(
+                    "the connection to the server was lost".into(),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Claims took our KeyPackages low: new ones go up without holding anything up.
+    fn top_up(&mut self, remaining: u32) {
+        let missing = KEY_PACKAGE_TARGET.saturating_sub(remaining as usize);
+        let packages: Result<Vec<_>, _> = (0..missing).map(|_| self.mls.key_package()).collect();
+        let packages = match packages {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => return,
+            Err(e) => return tracing::warn!(error = %e, "could not make KeyPackages"),
+        };
+        let r = self.requester.clone();
+        tokio::spawn(async move {
+            let upload = Request::UploadKeyPackages {
+                packages,
+                last_resort: None,
+                replace: false,
+            };
+            if let Err(e) = r.request(upload).await {
+                tracing::warn!(error = %e, "could not top up KeyPackages");
+            }
+        });
+    }
+
+    fn send_audio(&mut self) -> Result<(), CallError> {
+        let now = Instant::now();
+        for (id, captured, pcm) in self.media.captured(now) {
+            let m = &mut self.media;
+            m.last_id = Some(id);
+            if let Some(frame) = m.encoder.encode(&pcm)? {
+                let level = AudioLevel::of_samples(&pcm, frame.voice);
+                let stamp = m.clock.map(|c| Stamp {
+                    id,
+                    captured_us: c.micros(captured),
+                });
+                payload::encode(stamp, frame.data, &mut m.pbuf);
+                if self.connected {
+                    self.session.send_audio(&m.pbuf, m.rtp_ts, level, now);
+                    self.report.audio_sent += 1;
+                }
+            }
+            m.rtp_ts = m.rtp_ts.wrapping_add(m.frame_samples as u32);
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        if self.leaving_since.is_none() {
+            self.leaving_since = Some(Instant::now());
+            self.session.leave();
+        }
+    }
+
+    /// Moves the chains' played stamps into the report (a chain keeps a bounded number).
+    fn collect_stamps(&mut self) {
+        let Some(clock) = self.media.clock else {
+            return;
+        };
+        let mut mixer = self.media.mixer.lock().unwrap_or_else(|p| p.into_inner());
+        let leaves: Vec<u32> = mixer.chains().map(|(l, _)| l).collect();
+        for leaf in leaves {
+            let Ok(chain) = mixer.chain_mut(leaf) else {
+                continue;
+            };
+            let played = chain.take_played_stamps();
+            let r = self.report.senders.entry(leaf).or_default();
+            r.played.extend(
+                played
+                    .iter()
+                    .map(|p| (p.stamp.id, clock.since(p.stamp.captured_us, p.played_at))),
+            );
+        }
+    }
+
+    fn status_line(&mut self, opts: &JoinOptions) {
+        self.collect_stamps();
+        let Some(tx) = opts.status.as_ref() else {
+            return;
+        };
+        let now = Instant::now();
+        let st = self.session.status();
+        let (frames, speaking) = {
+            let mixer = self.media.lock_mixer();
+            let frames: u64 = mixer.chains().map(|(_, c)| c.stats().received).sum();
+            let speaking: Vec<Handle> = mixer
+                .active(now)
+                .filter_map(|l| self.members.get(&l).cloned())
+                .collect();
+            (frames, speaking)
+        };
+        let secs = self
+            .last
+            .at
+            .map_or(1.0, |t| now.duration_since(t).as_secs_f64().max(0.001));
+        let rate = |now: u64, then: u64| ((now.saturating_sub(then)) as f64 * 8.0 / secs) as u64;
+        let lost = st.link.frames_lost.saturating_sub(self.last.lost);
+        let got = frames.saturating_sub(self.last.frames);
+        let line = RoomLine {
+            phase: if self.leaving_since.is_some() {
+                RoomPhase::Leaving
+            } else if self.leaf.is_none() {
+                RoomPhase::WaitingToBeLetIn
+            } else if !self.connected {
+                RoomPhase::Connecting
+            } else {
+                RoomPhase::InCall
+            },
+            members: self.members.values().cloned().collect(),
+            speaking,
+            dominant: self.dominant.clone(),
+            epoch: st.epoch,
+            code: st.code.clone(),
+            send_bps: rate(st.link.bytes_out, self.last.bytes_out),
+            recv_bps: rate(st.link.bytes_in, self.last.bytes_in),
+            loss: if lost + got == 0 {
+                0.0
+            } else {
+                lost as f32 / (lost + got) as f32
+            },
+            rejected: st.decrypt_failures.values().sum(),
+            last_frame_id: self.media.last_id,
+        };
+        self.last = LastSecond {
+            at: Some(now),
+            bytes_out: st.link.bytes_out,
+            bytes_in: st.link.bytes_in,
+            frames,
+            lost: st.link.frames_lost,
+        };
+        let _ = tx.send(line);
+    }
+
+    /// The report, with the figures of every chain still open.
+    fn finish(&mut self, ended: Option<LeftReason>) -> RoomReport {
+        self.collect_stamps();
+        let st = self.session.status();
+        let mixer = self.media.lock_mixer();
+        for (leaf, chain) in mixer.chains() {
+            let r = self.report.senders.entry(leaf).or_default();
+            r.handle = self.members.get(&leaf).cloned().or(r.handle.take());
+            r.stats = chain.stats();
+            r.received_hz = chain.received_hz();
+        }
+        drop(mixer);
+        let mut report = std::mem::take(&mut self.report);
+        report.ended = report.ended.or(ended);
+        report.leaf = self.leaf;
+        report.decrypt_failures = st.decrypt_failures;
+        report.held_recovered = st.held_recovered;
+        report.commits = st.commits;
+        report.rejoins = st.rejoins;
+        report.frames_lost = st.link.frames_lost;
+        report
+    }
+}
+
+/// Whether a delivery belongs to the room `room` (its group's handshakes, its invite).
+fn for_room(s: &Stored, room: RoomId) -> bool {
+    match owner(s) {
+        Owner::Group(g, _) => g == room.0,
+        Owner::RoomInvite(r) => *r == room,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the flag becomes `true`; never, without a flag.
+async fn changed(flag: &mut Option<watch::Receiver<bool>>) {
+    match flag {
+        Some(rx) => {
+            if rx.wait_for(|v| *v).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
