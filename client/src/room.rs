@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// How a room call is run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct JoinOptions {
     /// Leave after this long; `None`: until told to leave.
     pub duration: Option<Duration>,
@@ -57,6 +57,10 @@ pub struct JoinOptions {
     pub status: Option<mpsc::UnboundedSender<RoomLine>>,
     /// Becomes `true` to leave (Ctrl-C).
     pub leave: Option<watch::Receiver<bool>>,
+    /// Requests made during the call (the owner inviting or removing people): each is
+    /// sent on the call's own connection (a second login of this device would end it) and
+    /// answered on its channel.
+    pub controls: Option<mpsc::UnboundedReceiver<RoomControl>>,
     /// Put a capture stamp (frame id and capture time) in every audio frame, for tests and
     /// the bench to measure loss and mouth-to-ear latency. Off in production: it costs
     /// bytes and shows the sender's clock to the room.
@@ -75,9 +79,28 @@ impl Default for JoinOptions {
             admission_timeout: Duration::from_secs(30),
             status: None,
             leave: None,
+            controls: None,
             stamps: false,
         }
     }
+}
+
+/// Something the user asks of the room during the call.
+#[derive(Debug)]
+pub struct RoomControl {
+    /// What.
+    pub ask: RoomAsk,
+    /// Where the outcome goes.
+    pub answer: tokio::sync::oneshot::Sender<Result<(), CallError>>,
+}
+
+/// What can be asked during a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAsk {
+    /// Invite these (owner only).
+    Invite(Vec<Handle>),
+    /// Remove this person (owner only).
+    Remove(Handle),
 }
 
 /// Where a room call stands, for the status line.
@@ -273,7 +296,7 @@ impl Endpoint {
     pub async fn join_room(
         &mut self,
         room: RoomId,
-        opts: &JoinOptions,
+        opts: &mut JoinOptions,
     ) -> Result<RoomReport, CallError> {
         self.drain_arrived().await?;
         let server = self.signaling.connection().remote_address();
@@ -338,7 +361,17 @@ impl Endpoint {
         };
         let result = shell.run(opts).await;
         backlog.extend(later.drain(..));
-        result
+        match result {
+            // Never in: the room refused us (not invited, no such room), so it is an error.
+            Ok(RoomReport {
+                admitted: None,
+                ended: Some(LeftReason::Failed(why)),
+                ..
+            }) => Err(CallError::Room(format!(
+                "could not join room {room}: {why}: check the room's id (`sotto rooms`) and ask its owner to invite you"
+            ))),
+            other => other,
+        }
     }
 }
 
@@ -489,7 +522,7 @@ macro_rules! env {
 }
 
 impl Shell<'_> {
-    async fn run(&mut self, opts: &JoinOptions) -> Result<RoomReport, CallError> {
+    async fn run(&mut self, opts: &mut JoinOptions) -> Result<RoomReport, CallError> {
         let room = self.session.room();
         // Deliveries for this room held from before (a stale handshake, an invitation).
         for (seq, item) in self.inbox.take_all(|s| for_room(s, room)) {
@@ -507,6 +540,7 @@ impl Shell<'_> {
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut status = tokio::time::interval(Duration::from_secs(1));
         let mut leave = opts.leave.clone();
+        let mut controls = opts.controls.take();
         let end_at = opts.duration.map(|d| tokio::time::Instant::now() + d);
         let admit_by = tokio::time::Instant::now() + opts.admission_timeout;
         let mut buf = vec![0u8; 2048];
@@ -546,6 +580,7 @@ impl Shell<'_> {
                     mixer.pull(now, &mut media.pull_buf);
                 }
                 _ = status.tick() => self.status_line(opts),
+                Some(c) = next_control(&mut controls) => self.control(c),
                 _ = changed(&mut leave) => {
                     leave = None;
                     self.leave();
@@ -686,6 +721,20 @@ impl Shell<'_> {
             }
         }
         None
+    }
+
+    /// Sends the user's request on the call's connection; its answer goes back to them.
+    fn control(&mut self, c: RoomControl) {
+        let room = self.session.room();
+        let body = match c.ask {
+            RoomAsk::Invite(handles) => Request::InviteToRoom { room, handles },
+            RoomAsk::Remove(handle) => Request::RemoveFromRoom { room, handle },
+        };
+        let r = self.requester.clone();
+        tokio::spawn(async move {
+            let outcome = r.request(body).await.map(|_| ()).map_err(CallError::from);
+            let _ = c.answer.send(outcome);
+        });
     }
 
     /// Claims took our KeyPackages low: new ones go up without holding anything up.
@@ -853,6 +902,22 @@ fn for_room(s: &Stored, room: RoomId) -> bool {
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next control; never, without a channel (or once it closed).
+async fn next_control(
+    rx: &mut Option<mpsc::UnboundedReceiver<RoomControl>>,
+) -> Option<RoomControl> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(c) => Some(c),
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
         None => std::future::pending().await,
     }
 }

@@ -50,7 +50,7 @@ async fn five_people_hear_each_other() {
     for (i, mut ep) in people.into_iter().enumerate() {
         let (tx, rx) = mpsc::unbounded_channel::<RoomLine>();
         lines.push(rx);
-        let opts = JoinOptions {
+        let mut opts = JoinOptions {
             audio: AudioSignal::Tone { hz: hz(i) },
             media_ip: Some("127.0.0.1".parse().expect("ip")),
             status: Some(tx),
@@ -59,7 +59,7 @@ async fn five_people_hear_each_other() {
             ..JoinOptions::default()
         };
         calls.push(tokio::spawn(async move {
-            let r = ep.join_room(room, &opts).await;
+            let r = ep.join_room(room, &mut opts).await;
             (ep, r)
         }));
     }

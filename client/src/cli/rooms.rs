@@ -1,7 +1,7 @@
 //! `sotto room …` and `sotto rooms`: group calls.
 
 use std::{
-    io::Write,
+    io::{IsTerminal, Write},
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -12,7 +12,7 @@ use clap::Subcommand;
 use sotto_client::{
     call::{CallError, Endpoint},
     profile::{KnownRoom, Profile},
-    room::{JoinOptions, RoomLine, RoomPhase, RoomReport},
+    room::{JoinOptions, RoomAsk, RoomControl, RoomLine, RoomPhase, RoomReport},
     session::LeftReason,
 };
 use sotto_proto::{Handle, RoomId};
@@ -220,9 +220,7 @@ fn room_refusal(e: CallError, room: RoomId) -> anyhow::Error {
     match &e {
         CallError::Signaling(ClientError::Server(b)) => match &b.code {
             ErrorCode::NotFound => anyhow!("{}: check the room and the handles", b.message),
-            ErrorCode::Forbidden => {
-                anyhow!("{}: room {room} is not yours, so ask its owner", b.message)
-            }
+            ErrorCode::Forbidden => anyhow!("{} (room {room})", b.message),
             _ => anyhow!("{}", one_line(&e)),
         },
         _ => anyhow!("{}", one_line(&e)),
@@ -290,7 +288,9 @@ async fn join(profile: Profile, word: &str, media: &RoomMediaArgs) -> anyhow::Re
     let mut opts = join_options(media)?;
     let mut ep = endpoint(profile).await?;
     let label = name.map_or_else(String::new, |n| format!(" ({n})"));
-    eprintln!("joining room {room}{label}… (Ctrl-C leaves)");
+    eprintln!(
+        "joining room {room}{label}… (Ctrl-C leaves; type `invite @someone` or `remove @someone` and Enter to manage a room you own)"
+    );
     let (status_tx, mut status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (leave_tx, leave_rx) = tokio::sync::watch::channel(false);
     opts.status = Some(status_tx);
@@ -315,7 +315,10 @@ async fn join(profile: Profile, word: &str, media: &RoomMediaArgs) -> anyhow::Re
             let _ = leave_tx.send(true);
         }
     });
-    let result = ep.join_room(room, &opts).await;
+    let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.controls = Some(control_rx);
+    read_commands(control_tx);
+    let result = ep.join_room(room, &mut opts).await;
     ctrl_c.abort();
     printer.abort();
     let _ = printer.await;
@@ -331,6 +334,59 @@ async fn join(profile: Profile, word: &str, media: &RoomMediaArgs) -> anyhow::Re
             Ok(1)
         }
     }
+}
+
+/// Reads `invite @a @b` and `remove @a` lines from stdin and sends them into the call;
+/// prints each outcome. Ends at end of input (none when stdin is not a terminal).
+fn read_commands(tx: tokio::sync::mpsc::UnboundedSender<RoomControl>) {
+    use std::io::BufRead;
+    if !std::io::stdin().is_terminal() {
+        return;
+    }
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ask = match words.as_slice() {
+                [] => continue,
+                ["invite", handles @ ..] if !handles.is_empty() => handles
+                    .iter()
+                    .map(|w| parse_handle(w))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(RoomAsk::Invite),
+                ["remove", who] => parse_handle(who).map(RoomAsk::Remove),
+                _ => Err(anyhow!(
+                    "type `invite @someone…` or `remove @someone` (Ctrl-C leaves)"
+                )),
+            };
+            let ask = match ask {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("\rsotto: {e}");
+                    continue;
+                }
+            };
+            let what = match &ask {
+                RoomAsk::Invite(h) => format!(
+                    "invited {}",
+                    h.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                RoomAsk::Remove(h) => format!("removed {h}"),
+            };
+            let (answer, rx) = tokio::sync::oneshot::channel();
+            if tx.send(RoomControl { ask, answer }).is_err() {
+                return;
+            }
+            match rx.blocking_recv() {
+                Ok(Ok(())) => eprintln!("\r{what}"),
+                Ok(Err(e)) => eprintln!("\rsotto: {}", one_line(&e)),
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 fn join_options(media: &RoomMediaArgs) -> anyhow::Result<JoinOptions> {
