@@ -3,6 +3,7 @@
 //! harness.
 
 pub mod hostile;
+pub mod room;
 pub mod sfu;
 
 use std::time::Duration;
