@@ -356,6 +356,7 @@ impl Endpoint {
             leaf: None,
             connected: false,
             dominant: None,
+            audio_in: 0,
             last: LastSecond::default(),
             leaving_since: None,
         };
@@ -368,7 +369,7 @@ impl Endpoint {
                 ended: Some(LeftReason::Failed(why)),
                 ..
             }) => Err(CallError::Room(format!(
-                "could not join room {room}: {why}: check the room's id (`sotto rooms`) and ask its owner to invite you"
+                "could not join room {room}: {why}"
             ))),
             other => other,
         }
@@ -507,6 +508,8 @@ struct Shell<'a> {
     leaf: Option<u32>,
     connected: bool,
     dominant: Option<Handle>,
+    /// Audio frames decrypted, in all (for the loss figure).
+    audio_in: u64,
     last: LastSecond,
     leaving_since: Option<Instant>,
 }
@@ -524,7 +527,7 @@ macro_rules! env {
 impl Shell<'_> {
     async fn run(&mut self, opts: &mut JoinOptions) -> Result<RoomReport, CallError> {
         let room = self.session.room();
-        // Deliveries for this room held from before (a stale handshake, an invitation).
+        // Handshakes of this room's group held from before.
         for (seq, item) in self.inbox.take_all(|s| for_room(s, room)) {
             if let Err(item) = self
                 .session
@@ -539,10 +542,17 @@ impl Shell<'_> {
         let mut clock = tokio::time::interval(Duration::from_millis(10));
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut status = tokio::time::interval(Duration::from_secs(1));
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leave = opts.leave.clone();
         let mut controls = opts.controls.take();
-        let end_at = opts.duration.map(|d| tokio::time::Instant::now() + d);
-        let admit_by = tokio::time::Instant::now() + opts.admission_timeout;
+        let later = |d: Duration| {
+            let now = tokio::time::Instant::now();
+            // A duration too long to add is as good as for ever.
+            now.checked_add(d)
+                .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
+        };
+        let end_at = opts.duration.map(later);
+        let admit_by = later(opts.admission_timeout);
         let mut buf = vec![0u8; 2048];
         let virtual_clock = opts.speaker.is_none();
         loop {
@@ -572,7 +582,7 @@ impl Shell<'_> {
                     Ok((n, from)) => self.session.handle_datagram(from, &buf[..n], Instant::now()),
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
-                _ = capture.tick() => self.send_audio()?,
+                _ = capture.tick() => self.send_audio(),
                 _ = clock.tick(), if virtual_clock => {
                     let now = Instant::now();
                     let media = &mut self.media;
@@ -587,10 +597,11 @@ impl Shell<'_> {
                 }
                 _ = sleep_until(end_at), if self.leaving_since.is_none() => self.leave(),
                 _ = tokio::time::sleep_until(admit_by), if self.leaf.is_none() && self.leaving_since.is_none() => {
-                    self.leave();
-                    self.finish(None);
+                    // Say we are gone, so nobody adds a device that is not there.
+                    let bye = self.requester.request(Request::LeaveRoom { room });
+                    let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
                     return Err(CallError::Room(format!(
-                        "nobody in the room let us in within {} s: try again, and ask the room's owner whether you are invited",
+                        "nobody in the room let us in within {} s: the members' devices may be frozen or offline; try again",
                         opts.admission_timeout.as_secs()
                     )));
                 }
@@ -652,6 +663,7 @@ impl Shell<'_> {
                 if Some(f.sender) == self.leaf {
                     return; // Our own frames, echoed: nothing to play.
                 }
+                self.audio_in += 1;
                 self.report.first_audio.get_or_insert(since);
                 self.report
                     .senders
@@ -702,6 +714,13 @@ impl Shell<'_> {
                 if !self.session.handle_event(env!(self), &e, now) {
                     self.later.push_back(e);
                 }
+            }
+            Some(Incoming::Delivery {
+                seq,
+                item: item @ Stored::RoomInvite { .. },
+            }) => {
+                // Kept for whoever records invitations (`sotto rooms`, `sotto listen`).
+                self.inbox.hold(seq, item);
             }
             Some(Incoming::Delivery { seq, item }) => {
                 if let Err(item) = self.session.handle_delivery(env!(self), seq, item, now) {
@@ -759,12 +778,21 @@ impl Shell<'_> {
         });
     }
 
-    fn send_audio(&mut self) -> Result<(), CallError> {
+    /// Encodes what was captured and sends it (once media is up). A frame the encoder
+    /// refuses is logged and skipped: one bad frame does not end the call.
+    fn send_audio(&mut self) {
         let now = Instant::now();
         for (id, captured, pcm) in self.media.captured(now) {
             let m = &mut self.media;
             m.last_id = Some(id);
-            if let Some(frame) = m.encoder.encode(&pcm)? {
+            let encoded = match m.encoder.encode(&pcm) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the audio encoder refused a frame");
+                    None
+                }
+            };
+            if let Some(frame) = encoded {
                 let level = AudioLevel::of_samples(&pcm, frame.voice);
                 let stamp = m.clock.map(|c| Stamp {
                     id,
@@ -778,7 +806,6 @@ impl Shell<'_> {
             }
             m.rtp_ts = m.rtp_ts.wrapping_add(m.frame_samples as u32);
         }
-        Ok(())
     }
 
     fn leave(&mut self) {
@@ -816,14 +843,13 @@ impl Shell<'_> {
         };
         let now = Instant::now();
         let st = self.session.status();
-        let (frames, speaking) = {
+        let frames = self.audio_in;
+        let speaking: Vec<Handle> = {
             let mixer = self.media.lock_mixer();
-            let frames: u64 = mixer.chains().map(|(_, c)| c.stats().received).sum();
-            let speaking: Vec<Handle> = mixer
+            mixer
                 .active(now)
                 .filter_map(|l| self.members.get(&l).cloned())
-                .collect();
-            (frames, speaking)
+                .collect()
         };
         let secs = self
             .last
@@ -891,12 +917,9 @@ impl Shell<'_> {
     }
 }
 
-/// Whether a delivery belongs to the room `room` (its group's handshakes, its invite).
+/// Whether a delivery is a handshake of the room `room`'s group.
 fn for_room(s: &Stored, room: RoomId) -> bool {
-    match owner(s) {
-        Owner::Group(g, _) => g == room.0,
-        Owner::RoomInvite(r) => *r == room,
-    }
+    matches!(owner(s), Owner::Group(g, _) if g == room.0)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

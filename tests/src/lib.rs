@@ -2,6 +2,7 @@
 //! real servers on loopback and talk to them over real QUIC; this library is their shared
 //! harness.
 
+pub mod bins;
 pub mod hostile;
 pub mod room;
 pub mod sfu;

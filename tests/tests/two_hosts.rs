@@ -11,12 +11,12 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Output, Stdio},
-    sync::OnceLock,
 };
 
 use serde_json::Value;
+use sotto_tests::bins::bins;
 
 /// Host A's address (signaling server and @alice) and host B's (@bob), on the veth.
 const ADDR_A: &str = "10.203.0.1";
@@ -25,65 +25,6 @@ const ADDR_B: &str = "10.203.0.2";
 const ADDR6_A: &str = "fd20:3::1";
 const ADDR6_B: &str = "fd20:3::2";
 const SERVER_PORT: u16 = 4433;
-
-/// The real binaries, built for this test run's profile into its target directory.
-struct Bins {
-    sotto: PathBuf,
-    signaling: PathBuf,
-}
-
-/// `cargo test` builds the binaries of only the package under test, so this builds the
-/// two the test runs (a no-op when they are fresh) into the target directory this test
-/// binary lives in, with its profile.
-fn bins() -> &'static Bins {
-    static BINS: OnceLock<Bins> = OnceLock::new();
-    BINS.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        // <target>/<profile dir>/deps/two_hosts-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in <target>/<profile>/deps");
-        let target = profile_dir.parent().expect("a target directory");
-        let profile = match profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a profile directory name")
-        {
-            "debug" => "dev",
-            other => other,
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace root");
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--bins",
-                "-p",
-                "sotto-client",
-                "-p",
-                "sotto-signaling",
-                "--profile",
-                profile,
-            ])
-            .arg("--target-dir")
-            .arg(target)
-            .current_dir(workspace)
-            .status()
-            .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building sotto and sotto-signaling failed"
-        );
-        Bins {
-            sotto: profile_dir.join("sotto"),
-            signaling: profile_dir.join("sotto-signaling"),
-        }
-    })
-}
 
 /// Runs a command to set the hosts up; a failure ends the test saying what failed and why.
 fn run(program: &str, args: &[&str]) {

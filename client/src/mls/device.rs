@@ -251,6 +251,11 @@ impl std::fmt::Debug for StagedJoin {
 }
 
 impl StagedJoin {
+    /// The id of the group the Welcome offers (the server's label for it proves nothing).
+    pub fn group_id(&self) -> &[u8] {
+        self.staged.group_context().group_id().as_slice()
+    }
+
     /// Every member of the group the Welcome offers, with the credential it presents.
     pub fn members(&self) -> Vec<MemberCredential> {
         self.staged

@@ -41,7 +41,10 @@ impl RoomSession {
             other => {
                 return self.end(
                     env,
-                    LeftReason::Failed(format!("the join token was not given: {other:?}")),
+                    LeftReason::Failed(format!(
+                        "the server gave no join token for the room's media: {}",
+                        other.describe()
+                    )),
                 );
             }
         };

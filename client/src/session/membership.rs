@@ -51,6 +51,8 @@ pub(super) struct Plan {
     welcome: Option<crate::mls::StagedJoin>,
     /// The group we started for an empty room, until the server accepts it.
     creating: Option<CallGroup>,
+    /// When the roster first showed us at a leaf while we wait for a Welcome.
+    leaf_seen: Option<Instant>,
     failed: HashMap<DeviceAddr, Instant>,
     not_before: Option<Instant>,
 }
@@ -64,6 +66,11 @@ impl Plan {
     /// When the session must look at the plan again.
     pub(super) fn due(&self) -> Option<Instant> {
         if self.busy() { None } else { self.due_at }
+    }
+
+    /// While waiting to be let in: when to look again at a roster that has us at a leaf.
+    pub(super) fn admission_check(&self) -> Option<Instant> {
+        self.leaf_seen.map(|t| t + ROSTER_WAIT)
     }
 
     /// When a refused attempt may be made again.
@@ -120,6 +127,8 @@ impl RoomSession {
         now: Instant,
     ) -> Handled {
         match (kind, self.stage) {
+            // Not in the room yet: whether a handshake applies depends on the join's answer.
+            (_, Stage::Entering) => Handled::Wait,
             (MlsKind::Welcome, Stage::AwaitingWelcome) => self.welcome(env, data, now),
             (MlsKind::Commit, Stage::Member | Stage::Leaving) => {
                 self.commit_in(env, epoch, data, now)
@@ -150,6 +159,11 @@ impl RoomSession {
                 }
             },
         };
+        if staged.group_id() != self.room.0 {
+            // The server labelled another group's Welcome as this room's.
+            tracing::warn!("a Welcome labelled for this room is for another group: ignored");
+            return Handled::Done;
+        }
         match self.dir.check_all(&staged.members(), env.pins) {
             Err(v) => {
                 self.refused(env, v);
@@ -260,6 +274,7 @@ impl RoomSession {
         self.members.clear();
         self.link = None;
         self.link_asked = false;
+        self.plan.due_at = None;
         if self.stage == Stage::Leaving {
             self.end(env, LeftReason::Left);
         } else {
@@ -313,9 +328,12 @@ impl RoomSession {
     /// Commits the roster's needs when it is our turn.
     pub(super) fn maybe_commit(&mut self, env: &mut Env<'_>, now: Instant) {
         if self.plan.busy() || !self.handshakes.is_empty() {
+            // What is under way moves us on when it is answered.
+            self.plan.due_at = None;
             return;
         }
-        if self.roster_stale_until.is_some_and(|t| now < t) {
+        if let Some(t) = self.roster_stale_until.filter(|t| now < *t) {
+            self.plan.due_at = Some(t);
             return;
         }
         let (add, remove) = self.needs(now);
@@ -542,7 +560,10 @@ impl RoomSession {
     /// member in it checks out (it came through the server).
     pub(super) fn group_info_answered(&mut self, env: &mut Env<'_>, answer: Answer, now: Instant) {
         let Answer::Ok(Response::GroupInfo { group_info, .. }) = answer else {
-            return self.rejoin_failed(env, format!("the GroupInfo was not given: {answer:?}"));
+            return self.rejoin_failed(
+                env,
+                format!("the GroupInfo was not given: {}", answer.describe()),
+            );
         };
         let (mut fresh, commit) = match env.mls.rejoin(&group_info) {
             Ok(x) => x,
@@ -621,7 +642,7 @@ impl RoomSession {
             }
             other => {
                 let _ = fresh.delete(env.mls);
-                self.rejoin_failed(env, format!("{other:?}"));
+                self.rejoin_failed(env, other.describe());
             }
         }
     }
@@ -636,11 +657,27 @@ impl RoomSession {
             }
             self.plan.not_before = None;
         }
-        if self.plan.busy()
-            || self.plan.welcome.is_some()
-            || !self.handshakes.is_empty()
-            || self.roster.iter().any(|e| e.leaf.is_some())
-        {
+        if self.plan.busy() || self.plan.welcome.is_some() || !self.handshakes.is_empty() {
+            self.plan.leaf_seen = None;
+            return;
+        }
+        let mine = self
+            .roster
+            .iter()
+            .any(|e| e.device == self.me && e.leaf.is_some());
+        if mine {
+            // The server has us in the group, yet no Welcome came (it did not open, or our
+            // own creation timed out although it was accepted): after a grace for a Welcome
+            // on its way, rejoin by external commit rather than wait for ever.
+            let since = *self.plan.leaf_seen.get_or_insert(now);
+            if now >= since + ROSTER_WAIT {
+                self.plan.leaf_seen = None;
+                self.start_rejoin(env, 0, "in the group without a copy of it".into());
+            }
+            return;
+        }
+        self.plan.leaf_seen = None;
+        if self.roster.iter().any(|e| e.leaf.is_some()) {
             return;
         }
         let made = env.mls.create_group_with_id(&self.room.0).and_then(|g| {

@@ -54,6 +54,17 @@ pub enum Answer {
     Failed(String),
 }
 
+impl Answer {
+    /// The answer in words, for a reason shown to a person.
+    fn describe(&self) -> String {
+        match self {
+            Answer::Ok(_) => "the server answered with something else".into(),
+            Answer::Refused(e) => e.message.clone(),
+            Answer::Failed(e) => e.clone(),
+        }
+    }
+}
+
 /// Timing of membership and epochs.
 #[derive(Debug, Clone)]
 pub struct RoomOptions {
@@ -86,7 +97,9 @@ impl RoomOptions {
                 local,
                 video: false,
                 simulcast: false,
-                slots: (8, 9),
+                // Every audio stream of a room up to the SFU's "big room" size (20) has a
+                // slot; above it the SFU forwards the loudest few only. Video: last N = 9.
+                slots: (20, 9),
             },
         }
     }
@@ -366,7 +379,12 @@ impl RoomSession {
             .plan
             .not_before()
             .filter(|_| self.stage == Stage::AwaitingWelcome);
-        [link, keys, held, self.switch_at, self.plan.due(), retry]
+        let plan = match self.stage {
+            Stage::Member => self.plan.due(),
+            Stage::AwaitingWelcome => self.plan.admission_check(),
+            _ => None,
+        };
+        [link, keys, held, self.switch_at, plan, retry]
             .into_iter()
             .flatten()
             .min()
@@ -515,10 +533,13 @@ impl RoomSession {
             }
             Answer::Refused(e) => self.end(env, LeftReason::Failed(e.message)),
             Answer::Failed(e) => self.end(env, LeftReason::Failed(e)),
-            Answer::Ok(other) => self.end(
-                env,
-                LeftReason::Failed(format!("joining the room was answered with {other:?}")),
-            ),
+            Answer::Ok(other) => {
+                tracing::warn!(answer = ?other, "joining the room was answered oddly");
+                self.end(
+                    env,
+                    LeftReason::Failed("the server answered the join oddly".into()),
+                );
+            }
         }
     }
 
