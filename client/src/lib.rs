@@ -22,5 +22,6 @@ pub mod room;
 pub mod session;
 pub mod signaling;
 pub mod transport;
+pub mod video;
 
 pub mod verify;

@@ -34,6 +34,7 @@ use crate::{
     },
     session::{Answer, Env, LeftReason, NoPins, Output, Pins, RoomEvent, RoomOptions, RoomSession},
     signaling::{ClientError, Incoming, Requester, SignalingClient},
+    video::{DecodedVideo, LayerFrame, VideoReceiver, VideoSend, VideoSender, VideoStats},
 };
 
 /// How a room call is run.
@@ -61,6 +62,8 @@ pub struct JoinOptions {
     /// sent on the call's own connection (a second login of this device would end it) and
     /// answered on its channel.
     pub controls: Option<mpsc::UnboundedReceiver<RoomControl>>,
+    /// Send and receive video: what to send (one layer, or three for simulcast).
+    pub video: Option<VideoSend>,
     /// Put a capture stamp (frame id and capture time) in every audio frame, for tests and
     /// the bench to measure loss and mouth-to-ear latency. Off in production: it costs
     /// bytes and shows the sender's clock to the room.
@@ -80,6 +83,7 @@ impl Default for JoinOptions {
             status: None,
             leave: None,
             controls: None,
+            video: None,
             stamps: false,
         }
     }
@@ -141,6 +145,10 @@ pub struct RoomLine {
     pub rejected: u64,
     /// The id of the last audio frame captured (sent, once connected).
     pub last_frame_id: Option<u64>,
+    /// The id of the last video frame captured.
+    pub last_video_id: Option<u64>,
+    /// Video frames decoded in all.
+    pub video_decoded: u64,
 }
 
 /// What one remote sender's audio came to.
@@ -157,6 +165,14 @@ pub struct SenderReport {
     /// With [`JoinOptions::stamps`]: each played frame's id and its capture-to-playout
     /// latency (mouth to ear, less the devices' own delays).
     pub played: Vec<(u64, Duration)>,
+    /// Video frames decoded.
+    pub video_decoded: u64,
+    /// The synthetic pattern ids of the decoded video frames, in decoding order.
+    pub video_ids: Vec<u64>,
+    /// With stamps: capture-to-decode latency of each decoded video frame.
+    pub video_latency: Vec<Duration>,
+    /// Its video receive figures (skipped while waiting for a keyframe, overruns).
+    pub video: VideoStats,
 }
 
 /// What a room call did.
@@ -178,6 +194,10 @@ pub struct RoomReport {
     pub first_audio: Option<Duration>,
     /// Audio frames sent.
     pub audio_sent: u64,
+    /// Video frames sent (every layer counted).
+    pub video_sent: u64,
+    /// Keyframes asked of the SFU for others' video.
+    pub keyframe_requests_sent: u64,
     /// Per remote sender, by leaf (a sender that rejoined at another leaf appears twice).
     pub senders: BTreeMap<u32, SenderReport>,
     /// Frames that failed to decrypt, by the sender their KID claimed.
@@ -214,6 +234,9 @@ pub enum Knock {
         from: Handle,
     },
 }
+
+/// Keyframes are asked for others' video at most this often.
+const PLI_EVERY: Duration = Duration::from_millis(200);
 
 /// After asking to leave, the session is given this long to finish.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);
@@ -318,7 +341,17 @@ impl Endpoint {
             device: self.device,
         };
         let key = self.identity.verifying_key().to_bytes().to_vec();
-        let session = RoomSession::new(room, me, key, group, RoomOptions::new(local));
+        let mut room_opts = RoomOptions::new(local);
+        if let Some(v) = opts.video.as_ref() {
+            if !matches!(v.layers.len(), 1 | 3) {
+                return Err(CallError::Room(
+                    "video goes out in one layer or three (simulcast)".into(),
+                ));
+            }
+            room_opts.link.video = true;
+            room_opts.link.simulcast = v.layers.len() == 3;
+        }
+        let session = RoomSession::new(room, me, key, group, room_opts);
         let media = MediaIo::open(opts)?;
         let mut no_pins = NoPins;
         let Endpoint {
@@ -409,6 +442,14 @@ struct MediaIo {
     pull_buf: Vec<i16>,
     mic_frames: u64,
     last_id: Option<u64>,
+    video_out: Option<VideoSender>,
+    video_in: VideoReceiver,
+    last_video_id: Option<u64>,
+    /// Origin of the video RTP clock (90 kHz), and its random start.
+    video_t0: Instant,
+    video_ts0: u32,
+    vbuf: Vec<u8>,
+    last_pli: Option<Instant>,
     /// Maps capture and playout instants to stamps (with [`JoinOptions::stamps`]).
     clock: Option<WallClock>,
 }
@@ -447,6 +488,18 @@ impl MediaIo {
             pull_buf: vec![0; PULL_SAMPLES],
             mic_frames: 0,
             last_id: None,
+            video_out: opts
+                .video
+                .as_ref()
+                .map(VideoSender::start)
+                .transpose()
+                .map_err(|e| CallError::Room(format!("video: {e}")))?,
+            video_in: VideoReceiver::new(),
+            last_video_id: None,
+            video_t0: Instant::now(),
+            video_ts0: u32::from_be_bytes(ts).rotate_left(16),
+            vbuf: Vec::new(),
+            last_pli: None,
             clock: opts.stamps.then(WallClock::new),
         })
     }
@@ -583,6 +636,8 @@ impl Shell<'_> {
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
                 _ = capture.tick() => self.send_audio(),
+                Some(f) = next_video(&mut self.media.video_out) => self.send_video(f),
+                Some(d) = self.media.video_in.decoded.recv() => self.decoded(d),
                 _ = clock.tick(), if virtual_clock => {
                     let now = Instant::now();
                     let media = &mut self.media;
@@ -678,8 +733,72 @@ impl Shell<'_> {
                 }
             }
             RoomEvent::Speaker(d) => self.dominant = Some(d.handle),
-            RoomEvent::Video(_) | RoomEvent::KeyframeNeeded | RoomEvent::PausedLayers(_) => {}
+            RoomEvent::Video(f) => self.video_in(f),
+            RoomEvent::KeyframeNeeded => {
+                if let Some(v) = self.media.video_out.as_ref() {
+                    v.request_keyframe();
+                }
+            }
+            RoomEvent::PausedLayers(layers) => {
+                if let Some(v) = self.media.video_out.as_ref() {
+                    v.pause(&layers);
+                }
+            }
             RoomEvent::Left(_) => {}
+        }
+    }
+
+    /// Sends one encoded layer frame (once media is up), stamped for tests and the bench.
+    fn send_video(&mut self, f: LayerFrame) {
+        let now = Instant::now();
+        let m = &mut self.media;
+        m.last_video_id = Some(f.id);
+        if !self.connected {
+            return;
+        }
+        let stamp = m.clock.map(|c| Stamp {
+            id: f.id,
+            captured_us: c.micros(f.captured),
+        });
+        payload::encode(stamp, &f.data, &mut m.vbuf);
+        let since = f.captured.saturating_duration_since(m.video_t0);
+        let ts = m
+            .video_ts0
+            .wrapping_add((since.as_micros() * 90 / 1000) as u32);
+        self.session
+            .send_video(&m.vbuf, ts, f.layer, f.keyframe, now);
+        self.report.video_sent += 1;
+    }
+
+    /// A decrypted video frame of another member: to its decoder, or (until its next
+    /// keyframe) skipped, with a keyframe asked for at most every 200 ms.
+    fn video_in(&mut self, f: crate::session::Frame) {
+        if Some(f.sender) == self.leaf {
+            return;
+        }
+        let Ok((stamp, h264)) = payload::decode(&f.payload) else {
+            return;
+        };
+        let now = Instant::now();
+        let m = &mut self.media;
+        if m.video_in.push(f.sender, h264, stamp)
+            && m.last_pli
+                .is_none_or(|t| now.duration_since(t) >= PLI_EVERY)
+        {
+            m.last_pli = Some(now);
+            self.report.keyframe_requests_sent += 1;
+            self.session.request_keyframe(now);
+        }
+    }
+
+    fn decoded(&mut self, d: DecodedVideo) {
+        let r = self.report.senders.entry(d.sender).or_default();
+        r.video_decoded += 1;
+        if let Some(id) = d.pattern_id {
+            r.video_ids.push(id);
+        }
+        if let (Some(c), Some(s)) = (self.media.clock, d.stamp) {
+            r.video_latency.push(c.since(s.captured_us, d.decoded_at));
         }
     }
 
@@ -689,6 +808,11 @@ impl Shell<'_> {
         self.collect_stamps();
         let mut mixer = self.media.mixer.lock().unwrap_or_else(|p| p.into_inner());
         for (leaf, handle) in &self.members {
+            if members.get(leaf) != Some(handle)
+                && let Some(v) = self.media.video_in.remove(*leaf)
+            {
+                self.report.senders.entry(*leaf).or_default().video = v;
+            }
             if members.get(leaf) != Some(handle)
                 && let Some(chain) = mixer.remove(*leaf)
             {
@@ -882,6 +1006,8 @@ impl Shell<'_> {
             },
             rejected: st.decrypt_failures.values().sum(),
             last_frame_id: self.media.last_id,
+            last_video_id: self.media.last_video_id,
+            video_decoded: self.report.senders.values().map(|s| s.video_decoded).sum(),
         };
         self.last = LastSecond {
             at: Some(now),
@@ -905,6 +1031,9 @@ impl Shell<'_> {
             r.received_hz = chain.received_hz();
         }
         drop(mixer);
+        for (leaf, v) in self.media.video_in.stats() {
+            self.report.senders.entry(*leaf).or_default().video = *v;
+        }
         let mut report = std::mem::take(&mut self.report);
         report.ended = report.ended.or(ended);
         report.leaf = self.leaf;
@@ -925,6 +1054,20 @@ fn for_room(s: &Stored, room: RoomId) -> bool {
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next encoded video frame; never, without video (or once the encoder stopped).
+async fn next_video(v: &mut Option<VideoSender>) -> Option<LayerFrame> {
+    match v {
+        Some(s) => match s.next().await {
+            Some(f) => Some(f),
+            None => {
+                *v = None;
+                std::future::pending().await
+            }
+        },
         None => std::future::pending().await,
     }
 }

@@ -1,7 +1,9 @@
-//! Five people in a room through a real SFU on loopback: everyone hears everyone. Each
-//! participant sends its own tone; once all five are in the call, every receiver must
-//! play at least 95 % of every other participant's frames sent in the next 10 s, at that
-//! sender's frequency, and everyone sees the same verification code.
+//! Five people in a room through a real SFU on loopback: everyone hears and sees
+//! everyone. Each participant sends its own tone and the synthetic video pattern in three
+//! small simulcast layers; once all five are in the call, every receiver must play at
+//! least 95 % of every other participant's audio frames sent in the next 10 s, at that
+//! sender's frequency, and decode at least 95 % of its video frames, in order; everyone
+//! sees the same verification code.
 
 use std::time::Duration;
 
@@ -11,7 +13,9 @@ use sotto_client::{
 };
 use sotto_tests::{
     h,
-    room::{heard, join, latest_when, leave, person, played_share},
+    room::{
+        heard, join_with, latest_when, leave, person, played_share, small_simulcast, video_share,
+    },
     sfu::start_sfu,
 };
 
@@ -39,7 +43,7 @@ async fn five_people_hear_each_other() {
     let mut people: Vec<_> = eps
         .into_iter()
         .enumerate()
-        .map(|(i, ep)| join(ep, room, hz(i)))
+        .map(|(i, ep)| join_with(ep, room, hz(i), Some(small_simulcast())))
         .collect();
 
     // Everyone in the call with everyone, and the senders' switch to the last epoch over
@@ -93,6 +97,25 @@ async fn five_people_hear_each_other() {
                 "person{ri} played {:.1} % of {name}'s frames {ids:?}",
                 share * 100.0
             );
+            let vids =
+                start[si].last_video_id.expect("video") + 1..=end[si].last_video_id.expect("video");
+            assert!(
+                vids.clone().count() >= 80,
+                "the window holds {vids:?} of {name}'s video"
+            );
+            let (vshare, in_order) = video_share(s, vids.clone());
+            assert!(
+                vshare >= 0.95,
+                "person{ri} decoded {:.1} % of {name}'s video frames {vids:?} ({:?}, {} asked keyframes; ids {:?})",
+                vshare * 100.0,
+                s.video,
+                r.keyframe_requests_sent,
+                s.video_ids
+                    .iter()
+                    .filter(|i| vids.contains(i))
+                    .collect::<Vec<_>>()
+            );
+            assert!(in_order, "person{ri} decoded {name}'s video out of order");
             let heard = s.received_hz.expect("a frequency");
             assert!(
                 (heard - hz(si)).abs() < hz(si) * 0.05,
@@ -111,6 +134,21 @@ async fn five_people_hear_each_other() {
         .collect();
     latencies.sort_unstable();
     let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let mut video: Vec<Duration> = reports
+        .iter()
+        .flat_map(|r| {
+            r.senders
+                .values()
+                .flat_map(|s| s.video_latency.iter().copied())
+        })
+        .collect();
+    video.sort_unstable();
+    let vq = |p: f64| video[((video.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    eprintln!(
+        "video capture→decode p50 {:.1} ms, p99 {:.1} ms",
+        vq(0.5),
+        vq(0.99)
+    );
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
     let admitted: Vec<f64> = reports.iter().map(|r| ms(r.admitted)).collect();
     let connected: Vec<f64> = reports.iter().map(|r| ms(r.connected)).collect();

@@ -14,10 +14,13 @@ use sotto_client::{
     profile::{KnownRoom, Profile},
     room::{JoinOptions, RoomAsk, RoomControl, RoomLine, RoomPhase, RoomReport},
     session::LeftReason,
+    video::VideoSend,
 };
 use sotto_proto::{Handle, RoomId};
 
-use crate::{audio_signal, endpoint, one_line, parse_duration, parse_frame_ms, parse_handle};
+use crate::{
+    NO_ACCOUNT, audio_signal, endpoint, one_line, parse_duration, parse_frame_ms, parse_handle,
+};
 
 #[derive(Subcommand)]
 pub enum RoomCommand {
@@ -63,6 +66,13 @@ pub struct RoomMediaArgs {
     /// play nowhere).
     #[arg(long, default_value = "default")]
     audio_out: String,
+    /// Send and receive video too (three simulcast layers: 320x180, 640x360, 1280x720).
+    #[arg(long)]
+    video: bool,
+    /// Camera (with --video): `default`, a device from `sotto devices`, or `synth` (moving
+    /// test pattern).
+    #[arg(long, default_value = "default")]
+    video_in: String,
     /// Leave after this long (e.g. 30s, 2m); default: until Ctrl-C.
     #[arg(long)]
     duration: Option<String>,
@@ -135,6 +145,9 @@ pub async fn run(profile: Profile, command: RoomCommand) -> anyhow::Result<u8> {
 /// `sotto rooms`: the rooms this profile knows, after collecting invitations waiting on
 /// the server.
 pub async fn list(profile: Profile) -> anyhow::Result<u8> {
+    if profile.account().is_none() {
+        bail!("{NO_ACCOUNT}");
+    }
     let known = profile.rooms().clone();
     let rooms = match endpoint(profile).await {
         Ok(mut ep) => {
@@ -398,6 +411,9 @@ fn join_options(media: &RoomMediaArgs) -> anyhow::Result<JoinOptions> {
         frame_ms: media.frame_ms,
         media_ip: media.bind,
         admission_timeout: parse_duration(&media.admission_timeout)?,
+        video: media.video.then(|| {
+            VideoSend::simulcast((media.video_in != "synth").then(|| media.video_in.clone()))
+        }),
         ..JoinOptions::default()
     };
     if let Some(ip) = media.bind
@@ -428,13 +444,18 @@ fn status_text(l: &RoomLine) -> String {
         RoomPhase::InCall => "● in room",
         RoomPhase::Leaving => "○ leaving",
     };
+    let video = if l.video_decoded > 0 {
+        format!("  video {}", l.video_decoded)
+    } else {
+        String::new()
+    };
     let speaking = if l.speaking.is_empty() {
         String::new()
     } else {
         format!("  speaking {}", names(&l.speaking))
     };
     format!(
-        "{phase}  {}{speaking}  code {}  ↑ {} kb/s ↓ {} kb/s  loss {:.0}%{}",
+        "{phase}  {}{speaking}  code {}  ↑ {} kb/s ↓ {} kb/s  loss {:.0}%{video}{}",
         names(&l.members),
         l.code,
         l.send_bps / 1000,
@@ -473,15 +494,15 @@ fn print_report(r: &RoomReport) {
     if let Some((_, code)) = r.codes.last() {
         println!("last verification code  {code}");
     }
-    println!("audio sent {}", r.audio_sent);
+    println!("audio sent {}, video sent {}", r.audio_sent, r.video_sent);
     for (leaf, s) in &r.senders {
         let who = s
             .handle
             .as_ref()
             .map_or_else(|| format!("leaf {leaf}"), ToString::to_string);
         println!(
-            "  from {who}: played {}, concealed {}",
-            s.stats.played, s.stats.concealed
+            "  from {who}: played {}, concealed {}; video decoded {}",
+            s.stats.played, s.stats.concealed, s.video_decoded
         );
     }
 }
@@ -502,6 +523,8 @@ fn report_json(r: &RoomReport) -> serde_json::Value {
                 "late": s.stats.late,
                 "received_hz": s.received_hz,
                 "first_audio_ms": ms(s.first_audio),
+                "video_decoded": s.video_decoded,
+                "video_skipped": s.video.skipped,
             })
         })
         .collect();
@@ -515,6 +538,7 @@ fn report_json(r: &RoomReport) -> serde_json::Value {
         "connected_ms": ms(r.connected),
         "first_audio_ms": ms(r.first_audio),
         "audio_sent": r.audio_sent,
+        "video_sent": r.video_sent,
         "senders": senders,
         "decrypt_failures": r.decrypt_failures.values().sum::<u64>(),
         "held_recovered": r.held_recovered,

@@ -127,7 +127,8 @@ impl Core {
             if p.layer_ssrc.iter().flatten().count() < 2 {
                 continue;
             }
-            if let Some(paused) = p.rates.pause_change(now) {
+            let could_watch = self.rooms.get(&p.room).is_some_and(|r| r.members.len() > 1);
+            if let Some(paused) = p.rates.pause_change(now, could_watch) {
                 self.events.push_back(Event::PauseLayers {
                     room: p.room,
                     device: p.device.clone(),

@@ -74,18 +74,29 @@ impl LayerRates {
         }
     }
 
-    /// The layers to pause: nobody chose them for [`PAUSE_AFTER`] (the lowest stays on
-    /// while anyone watches this publisher at all). `None` when that did not change.
-    pub fn pause_change(&mut self, now: Instant) -> Option<[bool; MAX_LAYERS]> {
-        let watched = self
-            .last_wanted
-            .iter()
-            .any(|t| t.is_some_and(|t| now.saturating_duration_since(t) < PAUSE_AFTER));
+    /// The layers to pause: nobody chose them for [`PAUSE_AFTER`]. The lowest stays on
+    /// while anyone watches this publisher, or `could_watch` (someone else is in its
+    /// room): a subscriber gets a slot for a publisher only when its packets arrive, so a
+    /// publisher paused entirely would never be seen by anyone who joins later. `None`
+    /// when nothing changed.
+    pub fn pause_change(&mut self, now: Instant, could_watch: bool) -> Option<[bool; MAX_LAYERS]> {
+        let watched = could_watch
+            || self
+                .last_wanted
+                .iter()
+                .any(|t| t.is_some_and(|t| now.saturating_duration_since(t) < PAUSE_AFTER));
         let mut paused = self
             .last_wanted
             .map(|t| t.is_none_or(|t| now.saturating_duration_since(t) >= PAUSE_AFTER));
         if watched {
             paused[0] = false;
+        }
+        // A layer whose rate was never measured stays on until it is: paused first, it
+        // would never be chosen (an unmeasured layer does not fit any budget), so a
+        // publisher that joined an empty room would never be seen above its lowest
+        // layer, or at all.
+        for (p, bps) in paused.iter_mut().zip(self.bps) {
+            *p &= bps > 0.0;
         }
         (paused != self.paused).then(|| {
             self.paused = paused;
@@ -203,19 +214,24 @@ mod tests {
     fn unwatched_layers_pause_and_resume() {
         let t0 = Instant::now();
         let mut r = LayerRates::default();
+        // Nothing measured yet: nothing pauses, watched or not.
+        assert_eq!(r.pause_change(t0, false), None);
+        r.bps = [100e3, 300e3, 900e3];
         r.want(0, t0);
         r.want(2, t0);
-        assert_eq!(r.pause_change(t0), Some([false, true, false]));
-        assert_eq!(r.pause_change(t0), None, "no change, no message");
+        assert_eq!(r.pause_change(t0, false), Some([false, true, false]));
+        assert_eq!(r.pause_change(t0, false), None, "no change, no message");
         // Nobody wants layer 2 any more: after PAUSE_AFTER it pauses; 0 stays while 0 is
         // watched.
         let t1 = t0 + Duration::from_secs(1);
         r.want(0, t1);
         let t2 = t0 + PAUSE_AFTER + Duration::from_millis(10);
-        assert_eq!(r.pause_change(t2), Some([false, true, true]));
+        assert_eq!(r.pause_change(t2, false), Some([false, true, true]));
         // Nobody watches at all: everything pauses.
         let t3 = t2 + PAUSE_AFTER;
-        assert_eq!(r.pause_change(t3), Some([true, true, true]));
+        assert_eq!(r.pause_change(t3, false), Some([true, true, true]));
+        // Someone joins the room: the lowest layer resumes so they get a slot for it.
+        assert_eq!(r.pause_change(t3, true), Some([false, true, true]));
     }
 
     #[test]
