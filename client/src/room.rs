@@ -167,8 +167,11 @@ pub struct SenderReport {
     pub played: Vec<(u64, Duration)>,
     /// Video frames decoded.
     pub video_decoded: u64,
-    /// The synthetic pattern ids of the decoded video frames, in decoding order.
+    /// The ids of the decoded video frames (capture stamp, else the synthetic
+    /// pattern's), in decoding order.
     pub video_ids: Vec<u64>,
+    /// Decoded frames whose picture carries another id than their stamp.
+    pub video_mismatches: u64,
     /// With stamps: capture-to-decode latency of each decoded video frame.
     pub video_latency: Vec<Duration>,
     /// Its video receive figures (skipped while waiting for a keyframe, overruns).
@@ -794,8 +797,16 @@ impl Shell<'_> {
     fn decoded(&mut self, d: DecodedVideo) {
         let r = self.report.senders.entry(d.sender).or_default();
         r.video_decoded += 1;
-        if let Some(id) = d.pattern_id {
+        // The frame's id: its capture stamp's (exact), else the one drawn in the picture
+        // (unreadable in a picture coded too coarsely).
+        if let Some(id) = d.stamp.map(|s| s.id).or(d.pattern_id) {
             r.video_ids.push(id);
+        }
+        if let (Some(s), Some(p)) = (d.stamp, d.pattern_id)
+            && s.id != p
+        {
+            // The picture is not the frame it says it is.
+            r.video_mismatches += 1;
         }
         if let (Some(c), Some(s)) = (self.media.clock, d.stamp) {
             r.video_latency.push(c.since(s.captured_us, d.decoded_at));

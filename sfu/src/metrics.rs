@@ -60,6 +60,11 @@ const COUNTERS: &[(&str, &str, Read)] = &[
         |c| c.audio_not_loudest,
     ),
     (
+        "sotto_sfu_video_other_layers_total",
+        "Video packets of a layer other than the one a subscriber's slot is on or waits for.",
+        |c| c.other_layers,
+    ),
+    (
         "sotto_sfu_video_not_selected_total",
         "Video packets not sent to a subscriber: sender outside its last-N.",
         |c| c.video_not_selected,

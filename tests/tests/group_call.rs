@@ -116,6 +116,10 @@ async fn five_people_hear_each_other() {
                     .collect::<Vec<_>>()
             );
             assert!(in_order, "person{ri} decoded {name}'s video out of order");
+            assert_eq!(
+                s.video_mismatches, 0,
+                "person{ri} saw pictures of {name} under the wrong id"
+            );
             let heard = s.received_hz.expect("a frequency");
             assert!(
                 (heard - hz(si)).abs() < hz(si) * 0.05,

@@ -136,7 +136,7 @@ impl Core {
                     MediaKind::Video => {
                         let (budget, max) = (sub.video_budget(), sub.max_layer);
                         let p = self.participants.get(&a.source.0)?;
-                        layers::choose(&p.rates, budget, max, now)
+                        layers::choose_arriving(&p.rates, budget, max, now)
                     }
                 };
                 if a.layer != target {

@@ -67,6 +67,12 @@ impl LayerRates {
         out
     }
 
+    /// The layers whose packets are arriving now.
+    pub fn sending(&self, now: Instant) -> [bool; MAX_LAYERS] {
+        self.last_packet
+            .map(|t| t.is_some_and(|t| now.saturating_duration_since(t) < INACTIVE_AFTER))
+    }
+
     /// Someone chose `layer` now.
     pub fn want(&mut self, layer: u8, now: Instant) {
         if let Some(w) = self.last_wanted.get_mut(usize::from(layer)) {
@@ -116,7 +122,18 @@ pub const UP_BACKOFF: Duration = Duration::from_secs(3);
 /// active one if none fits (a picture, however small, beats none). A layer whose rate is
 /// not measured yet does not fit.
 pub fn choose(rates: &LayerRates, budget: f64, max_layer: u8, now: Instant) -> u8 {
-    let active = rates.active(now);
+    choose_among(rates.active(now), rates, budget, max_layer)
+}
+
+/// [`choose`] among the layers arriving now only: for a slot that starts carrying this
+/// publisher, which must start on a layer it can take a keyframe of. A paused layer
+/// counts as available elsewhere (resuming it is a request away), but a free slot aimed
+/// at one would wait for ever: the layer resumes only once a slot wants it.
+pub fn choose_arriving(rates: &LayerRates, budget: f64, max_layer: u8, now: Instant) -> u8 {
+    choose_among(rates.sending(now), rates, budget, max_layer)
+}
+
+fn choose_among(active: [bool; MAX_LAYERS], rates: &LayerRates, budget: f64, max_layer: u8) -> u8 {
     let lowest = active.iter().position(|a| *a).unwrap_or(0);
     let top = MAX_LAYERS.min(usize::from(max_layer) + 1);
     let best = (lowest..top)
@@ -208,6 +225,26 @@ mod tests {
         let mut unknown = r.clone();
         unknown.bps = [150e3, 0.0, 0.0];
         assert_eq!(choose(&unknown, 5e6, 2, now), 0);
+    }
+
+    #[test]
+    fn a_new_slot_starts_on_a_layer_that_is_arriving() {
+        // A publisher that was alone: its upper layers are paused (measured before), only
+        // the lowest arrives. A free slot must start on the lowest; the allocation then
+        // raises it (and so unpauses the layer it wants).
+        let now = Instant::now();
+        let mut r = LayerRates {
+            bps: [150e3, 500e3, 1.5e6],
+            paused: [false, true, true],
+            ..LayerRates::default()
+        };
+        r.observe(0, 1000, now);
+        assert_eq!(choose(&r, 5e6, 2, now), 2, "available once resumed");
+        assert_eq!(
+            choose_arriving(&r, 5e6, 2, now),
+            0,
+            "but only the lowest arrives"
+        );
     }
 
     #[test]
