@@ -99,6 +99,26 @@ impl Hosts {
             );
             run("ip", &["-n", ns, "link", "set", "veth0", "up"]);
         }
+        // A veth pair's carrier comes up a moment after `link set up`. A client started
+        // before that finds no interface up and offers only loopback (the call then
+        // cannot connect): wait for both ends, as a machine's network would be up.
+        for ns in [&hosts.a, &hosts.b] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let out = Command::new("ip")
+                    .args(["-n", ns, "link", "show", "veth0"])
+                    .output()
+                    .expect("ip runs");
+                if String::from_utf8_lossy(&out.stdout).contains("state UP") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "veth0 in {ns} did not come up within 10 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         hosts
     }
 
