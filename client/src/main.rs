@@ -788,7 +788,21 @@ fn usage_error(e: &clap::Error) -> String {
     format!("{first}; see `{} --help`", command.join(" "))
 }
 
+/// A closed stdout (`sotto rooms | head -1`) ends the process quietly, as it does any
+/// command-line tool, instead of a panic on the next `println!`.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // unsafe: `signal` is a C call. Restoring SIGPIPE's default (the Rust runtime sets it
+    // to "ignore") is sound here, first thing in `main`, before any other thread exists;
+    // the client writes to no pipe or TCP socket but stdout and stderr.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
