@@ -389,9 +389,10 @@ fn report_json(r: &CallReport) -> serde_json::Value {
     })
 }
 
-fn write_report(path: Option<&Path>, r: &CallReport) -> anyhow::Result<()> {
+/// Writes a report (`--report-json FILE`) for scripts, if a file was given.
+fn write_json(path: Option<&Path>, report: &serde_json::Value) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
-    let text = serde_json::to_string_pretty(&report_json(r))?;
+    let text = serde_json::to_string_pretty(report)?;
     std::fs::write(path, text + "\n").map_err(|e| {
         anyhow!(
             "cannot write the report to {} ({e}): give --report-json a file you can write",
@@ -628,7 +629,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             match with_status(opts, |o| async move { ep.call(&to, &o).await }).await {
                 Ok(r) => {
                     print_report(&r);
-                    write_report(media.report_json.as_deref(), &r)?;
+                    write_json(media.report_json.as_deref(), &report_json(&r))?;
                     Ok(exit_for_end(&r))
                 }
                 Err(e) => Ok(print_call_error(&e)),
@@ -686,7 +687,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 let code = match result {
                     Ok(r) => {
                         print_report(&r);
-                        write_report(media.report_json.as_deref(), &r)?;
+                        write_json(media.report_json.as_deref(), &report_json(&r))?;
                         exit_for_end(&r)
                     }
                     Err(e) => print_call_error(&e),

@@ -3,7 +3,7 @@
 use std::{
     io::{IsTerminal, Write},
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -20,6 +20,7 @@ use sotto_proto::{Handle, RoomId};
 
 use crate::{
     NO_ACCOUNT, audio_signal, endpoint, one_line, parse_duration, parse_frame_ms, parse_handle,
+    write_json,
 };
 
 #[derive(Subcommand)]
@@ -339,7 +340,7 @@ async fn join(profile: Profile, word: &str, media: &RoomMediaArgs) -> anyhow::Re
     match result {
         Ok(r) => {
             print_report(&r);
-            write_report(media.report_json.as_deref(), &r)?;
+            write_json(media.report_json.as_deref(), &report_json(&r))?;
             Ok(exit_for(&r))
         }
         Err(e) => {
@@ -545,16 +546,5 @@ fn report_json(r: &RoomReport) -> serde_json::Value {
         "commits": r.commits,
         "rejoins": r.rejoins,
         "frames_lost": r.frames_lost,
-    })
-}
-
-fn write_report(path: Option<&Path>, r: &RoomReport) -> anyhow::Result<()> {
-    let Some(path) = path else { return Ok(()) };
-    let text = serde_json::to_string_pretty(&report_json(r))?;
-    std::fs::write(path, text + "\n").map_err(|e| {
-        anyhow!(
-            "cannot write the report to {} ({e}): give --report-json a file you can write",
-            path.display()
-        )
     })
 }
