@@ -143,6 +143,14 @@ pub enum RtcSignal {
         /// The highest layer wanted (0 = lowest).
         layer: u8,
     },
+    /// From the signaling service to a party of a call the other party asked to relay
+    /// ([`Request::RelayCall`]): the call goes on through an SFU in this room of two, so
+    /// neither side learns the other's address. Only the service sends it; a party
+    /// relaying it is refused.
+    UseRoom {
+        /// The call's room, which exists while the call lasts.
+        room: RoomId,
+    },
 }
 
 /// An MLS handshake message kind, as the delivery service routes it.
@@ -235,6 +243,14 @@ pub enum Request {
         call: CallId,
         /// The payload.
         signal: RtcSignal,
+    },
+    /// Carry an answered call through an SFU instead of peer to peer: the service makes a
+    /// room that only the two parties may join, for as long as the call lasts, answers
+    /// [`Response::RoomCreated`], and tells the other party with [`RtcSignal::UseRoom`].
+    /// Asking again gives the same room.
+    RelayCall {
+        /// Which call.
+        call: CallId,
     },
 
     /// Store KeyPackages for this device; `last_resort` replaces the previous one. Each

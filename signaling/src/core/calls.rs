@@ -7,9 +7,12 @@ use std::{
     time::Instant,
 };
 
-use sotto_proto::{CallId, DeviceAddr, EndReason, ErrorCode, Event, Handle, Response, RtcSignal};
+use sotto_proto::{
+    CallId, DeviceAddr, EndReason, ErrorCode, Event, Handle, Response, RoomId, RtcSignal,
+};
 
-use super::{Core, Reply, SessionId, Timer, err};
+use super::{Core, Reply, SessionId, Timer, err, room_id};
+use crate::storage::Room;
 
 struct Call {
     caller: (DeviceAddr, SessionId),
@@ -17,6 +20,8 @@ struct Call {
     ringing: BTreeMap<DeviceAddr, SessionId>,
     /// The callee device that answered.
     answered: Option<(DeviceAddr, SessionId)>,
+    /// The room of two the call goes through, once a party asked for the relay.
+    relay: Option<RoomId>,
 }
 
 /// Live calls, and which call each device is in.
@@ -24,6 +29,9 @@ struct Call {
 pub(super) struct Calls {
     calls: HashMap<CallId, Call>,
     busy: HashMap<DeviceAddr, CallId>,
+    /// Rooms that carry a relayed call, and the call: they live in memory only, as long
+    /// as the call.
+    relay_rooms: HashMap<RoomId, CallId>,
 }
 
 impl Core {
@@ -78,6 +86,7 @@ impl Core {
                 caller: (me.clone(), sid),
                 ringing: devices.iter().cloned().collect(),
                 answered: None,
+                relay: None,
             },
         );
         self.timers
@@ -188,6 +197,12 @@ impl Core {
     }
 
     pub(super) fn relay(&mut self, me: &DeviceAddr, call: CallId, signal: RtcSignal) -> Reply {
+        if matches!(signal, RtcSignal::UseRoom { .. }) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the service moves a call to a room (ask with RelayCall)",
+            ));
+        }
         let c = self
             .calls
             .calls
@@ -217,6 +232,63 @@ impl Core {
             );
         }
         Ok(Response::Ok)
+    }
+
+    /// Moves an answered call onto an SFU: a room of two, the parties' only (see
+    /// [`sotto_proto::Request::RelayCall`]).
+    pub(super) fn relay_call(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+        let c = self
+            .calls
+            .calls
+            .get(&call)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such call"))?;
+        let (caller, answered) = (&c.caller, c.answered.as_ref());
+        let other = match answered {
+            Some(a) if &caller.0 == me => a.1,
+            Some(a) if &a.0 == me => caller.1,
+            _ => {
+                return Err(err(
+                    ErrorCode::Forbidden,
+                    "only the two parties of an answered call move it to a relay",
+                ));
+            }
+        };
+        let room = match c.relay {
+            Some(room) => room,
+            None => {
+                if !self.has_sfu() {
+                    return Err(err(
+                        ErrorCode::LimitReached { what: "sfu".into() },
+                        "no SFU is available to relay the call",
+                    ));
+                }
+                let room = room_id(self.random::<16>());
+                self.calls.relay_rooms.insert(room, call);
+                if let Some(c) = self.calls.calls.get_mut(&call) {
+                    c.relay = Some(room);
+                }
+                room
+            }
+        };
+        self.event(
+            other,
+            Event::Relayed {
+                call,
+                from: me.clone(),
+                signal: RtcSignal::UseRoom { room },
+            },
+        );
+        Ok(Response::RoomCreated { room })
+    }
+
+    /// Who may join the room of a relayed call: the caller (its owner) and the callee.
+    pub(super) fn relay_room(&self, room: &RoomId) -> Option<Room> {
+        let c = self.calls.calls.get(self.calls.relay_rooms.get(room)?)?;
+        let callee = c.answered.as_ref()?;
+        Some(Room {
+            owner: c.caller.0.handle.clone(),
+            invited: vec![callee.0.handle.clone()],
+        })
     }
 
     pub(super) fn ring_timeout(&mut self, call: CallId, _now: Instant) {
@@ -281,6 +353,10 @@ impl Core {
             return;
         };
         self.delete_group(&call.0);
+        if let Some(room) = c.relay {
+            // Nobody joins it any more; those in it leave when they hear the call ended.
+            self.calls.relay_rooms.remove(&room);
+        }
         let mut parties: Vec<(DeviceAddr, SessionId)> = vec![c.caller];
         parties.extend(c.ringing);
         parties.extend(c.answered);

@@ -185,8 +185,7 @@ impl Core {
                 return Ok(());
             }
             if self
-                .storage
-                .room(&RoomId(id))?
+                .room_record(&RoomId(id))?
                 .is_some_and(|room| room.owner == me.handle)
             {
                 return Ok(());

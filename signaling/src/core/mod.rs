@@ -442,6 +442,7 @@ impl Core {
             Request::Cancel { call } => self.cancel(me, call),
             Request::Hangup { call } => self.hangup(me, call),
             Request::Relay { call, signal } => self.relay(me, call, signal),
+            Request::RelayCall { call } => self.relay_call(me, call),
             Request::UploadKeyPackages {
                 packages,
                 last_resort,

@@ -65,10 +65,7 @@ impl Core {
         room: RoomId,
         handles: Vec<Handle>,
     ) -> Reply {
-        let r = self
-            .storage
-            .room(&room)?
-            .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))?;
+        let r = self.stored_room(&room)?;
         if r.owner != me.handle {
             return Err(err(ErrorCode::Forbidden, "only the owner invites"));
         }
@@ -118,8 +115,7 @@ impl Core {
 
     pub(super) fn join_room(&mut self, sid: SessionId, me: &DeviceAddr, room: RoomId) -> Reply {
         let r = self
-            .storage
-            .room(&room)?
+            .room_record(&room)?
             .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))?;
         if r.owner != me.handle && !r.invited.contains(&me.handle) {
             return Err(err(ErrorCode::Forbidden, "not invited to that room"));
@@ -153,10 +149,7 @@ impl Core {
         who: &Handle,
         now: Instant,
     ) -> Reply {
-        let r = self
-            .storage
-            .room(&room)?
-            .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))?;
+        let r = self.stored_room(&room)?;
         if r.owner != me.handle {
             return Err(err(
                 ErrorCode::Forbidden,
@@ -527,6 +520,37 @@ impl Core {
                     "not a member of the room's MLS group yet",
                 )
             })
+    }
+
+    /// Who may join `room`: a relayed call's room (in memory, the call's two parties), or
+    /// a stored one.
+    pub(super) fn room_record(
+        &self,
+        room: &RoomId,
+    ) -> Result<Option<crate::storage::Room>, sotto_proto::ErrorBody> {
+        match self.relay_room(room) {
+            Some(r) => Ok(Some(r)),
+            None => Ok(self.storage.room(room)?),
+        }
+    }
+
+    /// A stored room, for what only stored rooms allow (invitations, removals): a relayed
+    /// call's room is the two parties' and nobody else's.
+    fn stored_room(&self, room: &RoomId) -> Result<crate::storage::Room, sotto_proto::ErrorBody> {
+        if self.relay_room(room).is_some() {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "a relayed call's room is the two parties' only: nobody is invited or removed",
+            ));
+        }
+        self.storage
+            .room(room)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))
+    }
+
+    /// Whether any SFU node is registered.
+    pub(super) fn has_sfu(&self) -> bool {
+        !self.rooms.sfus.is_empty()
     }
 
     fn least_loaded_sfu(&self) -> Option<SessionId> {

@@ -706,17 +706,7 @@ impl World {
 #[test]
 fn a_removal_is_sent_to_the_sfu_until_it_is_acknowledged() {
     let mut w = World::new();
-    let sfu = w.connect();
-    let r = w.req(
-        sfu,
-        Request::RegisterSfu {
-            node: "sfu-1".into(),
-            secret: "sfu-secret".into(),
-            media_addr: "127.0.0.1:5000".into(),
-            capacity: 10,
-        },
-    );
-    assert!(matches!(r, Ok(Response::SfuRegistered { .. })), "{r:?}");
+    let sfu = register_sfu(&mut w);
     let (alice, _) = w.member("@alice", 1);
     let (bob, _) = w.member("@bob", 1);
     let room = w.room(alice);
@@ -756,4 +746,102 @@ fn a_removal_is_sent_to_the_sfu_until_it_is_acknowledged() {
     assert_eq!(w.req(sfu, ack), Ok(Response::Ok));
     w.advance(Duration::from_secs(5));
     assert_eq!(w.events(sfu), vec![]);
+}
+
+/// An SFU registered with the world's secret.
+fn register_sfu(w: &mut World) -> SessionId {
+    let sfu = w.connect();
+    let r = w.req(
+        sfu,
+        Request::RegisterSfu {
+            node: "sfu-1".into(),
+            secret: "sfu-secret".into(),
+            media_addr: "127.0.0.1:5000".into(),
+            capacity: 10,
+        },
+    );
+    assert!(matches!(r, Ok(Response::SfuRegistered { .. })), "{r:?}");
+    sfu
+}
+
+#[test]
+fn a_relayed_call_gets_a_room_of_its_two_parties_for_as_long_as_it_lasts() {
+    let mut w = World::new();
+    let (alice, _) = w.member("@alice", 1);
+    let (bob, _) = w.member("@bob", 1);
+    let (carol, _) = w.member("@carol", 1);
+    let call = CallId([9; 16]);
+    let invite = Request::Invite {
+        call,
+        to: h("@bob"),
+    };
+    assert!(w.req(alice, invite).is_ok());
+    // Not before an answer, and not without an SFU.
+    assert_eq!(
+        code(w.req(alice, Request::RelayCall { call })),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(w.req(bob, Request::Accept { call }), Ok(Response::Ok));
+    assert!(matches!(
+        code(w.req(alice, Request::RelayCall { call })),
+        ErrorCode::LimitReached { .. }
+    ));
+    register_sfu(&mut w);
+    w.events(bob);
+    let Ok(Response::RoomCreated { room }) = w.req(alice, Request::RelayCall { call }) else {
+        panic!("the caller's relay request gives a room");
+    };
+    assert!(w.events(bob).contains(&Event::Relayed {
+        call,
+        from: DeviceAddr {
+            handle: h("@alice"),
+            device: 1
+        },
+        signal: RtcSignal::UseRoom { room },
+    }));
+    // Asking again (either party) gives the same room.
+    assert_eq!(
+        w.req(bob, Request::RelayCall { call }),
+        Ok(Response::RoomCreated { room })
+    );
+    // A party cannot forge the move, and a third party can neither ask for it nor join.
+    let forged = Request::Relay {
+        call,
+        signal: RtcSignal::UseRoom { room },
+    };
+    assert_eq!(code(w.req(alice, forged)), ErrorCode::Forbidden);
+    assert_eq!(
+        code(w.req(carol, Request::RelayCall { call })),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(w.req(carol, Request::JoinRoom { room })),
+        ErrorCode::Forbidden
+    );
+    // Nobody is invited to it or removed from it, not even by the caller who owns it.
+    let inv = Request::InviteToRoom {
+        room,
+        handles: vec![h("@carol")],
+    };
+    assert_eq!(code(w.req(alice, inv)), ErrorCode::Forbidden);
+    let rm = Request::RemoveFromRoom {
+        room,
+        handle: h("@bob"),
+    };
+    assert_eq!(code(w.req(alice, rm)), ErrorCode::Forbidden);
+    assert!(matches!(
+        w.req(alice, Request::JoinRoom { room }),
+        Ok(Response::RoomJoined { .. })
+    ));
+    assert!(matches!(
+        w.req(bob, Request::JoinRoom { room }),
+        Ok(Response::RoomJoined { .. })
+    ));
+    // The call ends: the room is gone with it.
+    assert_eq!(w.req(alice, Request::Hangup { call }), Ok(Response::Ok));
+    assert_eq!(w.req(bob, Request::LeaveRoom { room }), Ok(Response::Ok));
+    assert_eq!(
+        code(w.req(bob, Request::JoinRoom { room })),
+        ErrorCode::NotFound
+    );
 }
