@@ -28,7 +28,7 @@ use sotto_media::{
 };
 use sotto_proto::{
     CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, MlsKind, Request, Response,
-    RtcSignal, Stored,
+    RoomId, RtcSignal, Stored,
 };
 use sotto_wire::{
     rtp_ext::AudioLevel,
@@ -164,7 +164,25 @@ pub struct CallOptions {
     /// the receiver can measure capture-to-playout latency. For benches and tests only:
     /// it costs 17 bytes a frame and shows the peer our clock, so calls go without it.
     pub stamps: bool,
+    /// When the call goes through the SFU instead of peer to peer.
+    pub relay: RelayPolicy,
 }
+
+/// When a one-to-one call goes through the SFU (a room of its two parties) instead of peer
+/// to peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayPolicy {
+    /// Peer to peer only: a call whose direct path fails ends.
+    Never,
+    /// Peer to peer first; if media has not connected this long after the answer, the
+    /// caller moves the call to the SFU (the callee follows).
+    Fallback(Duration),
+    /// Through the SFU from the start: neither side learns the other's address.
+    Always,
+}
+
+/// How long a direct path may take to connect before the call falls back to the relay.
+pub const RELAY_FALLBACK_AFTER: Duration = Duration::from_secs(4);
 
 impl Default for CallOptions {
     fn default() -> Self {
@@ -184,8 +202,17 @@ impl Default for CallOptions {
             status: None,
             hangup: None,
             stamps: false,
+            relay: RelayPolicy::Fallback(RELAY_FALLBACK_AFTER),
         }
     }
+}
+
+/// How the peer-to-peer media phase of a call ended.
+enum Media {
+    /// The call is over.
+    Done(CallReport),
+    /// The call moves to this relay room: the direct path did not connect.
+    Relay(RoomId, CallReport),
 }
 
 /// A live snapshot of a call.
@@ -219,6 +246,8 @@ pub struct CallStatus {
     pub estimate_bps: Option<u64>,
     /// The MLS epoch whose keys protect the media.
     pub epoch: u64,
+    /// The call goes through the SFU (neither side sees the other's address).
+    pub relayed: bool,
 }
 
 /// Video settings of a call.
@@ -313,6 +342,13 @@ pub struct CallReport {
     pub rejoins: u64,
     /// The video encoder's target bitrate at the end.
     pub video_bitrate: u32,
+    /// The call went through the SFU (`--relay`, or the fallback when the direct path
+    /// did not connect).
+    pub relayed: bool,
+    /// Relayed: the addresses the SFU's answer named, the only ones media went to.
+    pub remote_addrs: Vec<std::net::IpAddr>,
+    /// Relayed: the addresses media came from.
+    pub media_from: Vec<std::net::IpAddr>,
 }
 
 /// A logged-in device able to place and take calls.
@@ -712,6 +748,17 @@ impl Endpoint {
             }
         };
         report.peer = Some(peer.clone());
+        if opts.relay == RelayPolicy::Always {
+            drop(devices);
+            let room = match self.request_relay(call).await {
+                Ok(room) => room,
+                Err(e) => {
+                    let _ = self.signaling.request(Request::Hangup { call }).await;
+                    return Err(e);
+                }
+            };
+            return self.relayed(call, peer, room, opts, report, started).await;
+        }
         // Start the transport now so ICE runs while MLS is set up.
         let (transport, mut events) = Transport::new(
             &opts.transport,
@@ -785,18 +832,40 @@ impl Endpoint {
                 return Err(e.into());
             }
         }
-        self.run(
-            call,
-            group,
-            transport,
-            &mut events,
-            peer,
-            opts,
-            devices,
-            report,
-            started,
-        )
-        .await
+        let fallback = match opts.relay {
+            RelayPolicy::Fallback(after) => Some(after),
+            RelayPolicy::Never | RelayPolicy::Always => None,
+        };
+        let media = self
+            .run(
+                call,
+                group,
+                transport,
+                &mut events,
+                peer.clone(),
+                opts,
+                devices,
+                report,
+                started,
+                fallback,
+            )
+            .await?;
+        self.after_media(call, peer, media, opts, started).await
+    }
+
+    /// A call's peer-to-peer phase is over: done, or on to the relay.
+    async fn after_media(
+        &mut self,
+        call: CallId,
+        peer: DeviceAddr,
+        media: Media,
+        opts: &CallOptions,
+        started: Instant,
+    ) -> Result<CallReport, CallError> {
+        match media {
+            Media::Done(r) => Ok(r),
+            Media::Relay(room, r) => self.relayed(call, peer, room, opts, r, started).await,
+        }
     }
 
     /// Waits up to `wait` for an incoming call that is still ringing; returns it without
@@ -907,6 +976,13 @@ impl Endpoint {
                     RtcSignal::Candidate { candidate, mid } => {
                         transport.add_remote_candidate(candidate, mid).await?
                     }
+                    RtcSignal::UseRoom { room } => {
+                        // The caller carries the call through the SFU from the start.
+                        transport.close().await;
+                        self.forget_group(group, &call.0).await;
+                        drop(devices);
+                        return self.relayed(call, from, room, opts, report, started).await;
+                    }
                     _ => {}
                 },
                 Arrival::Event(Event::CallEnded { call: c, reason }) if c == call => {
@@ -922,18 +998,22 @@ impl Endpoint {
             }
         }
         let group = group.ok_or_else(|| CallError::Setup("no Welcome".into()))?;
-        self.run(
-            call,
-            group,
-            transport,
-            &mut events,
-            from,
-            opts,
-            devices,
-            report,
-            started,
-        )
-        .await
+        // The caller decides on a fallback to the relay; we follow when told.
+        let media = self
+            .run(
+                call,
+                group,
+                transport,
+                &mut events,
+                from.clone(),
+                opts,
+                devices,
+                report,
+                started,
+                None,
+            )
+            .await?;
+        self.after_media(call, from, media, opts, started).await
     }
 
     /// Joins a call's group from its Welcome only if the group is exactly the two of us:
@@ -967,6 +1047,8 @@ impl Endpoint {
     }
 
     /// The media phase, shared by both sides; the call's group is forgotten when it ends.
+    /// With `fallback`, a direct path that has not connected that long after the answer
+    /// moves the call to the relay.
     #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
@@ -979,10 +1061,11 @@ impl Endpoint {
         devices: MediaDevices,
         report: CallReport,
         started: Instant,
-    ) -> Result<CallReport, CallError> {
+        fallback: Option<Duration>,
+    ) -> Result<Media, CallError> {
         let result = self
             .run_media(
-                call, &mut group, transport, events, peer, opts, devices, report, started,
+                call, &mut group, transport, events, peer, opts, devices, report, started, fallback,
             )
             .await;
         self.forget_group(Some(group), &call.0).await;
@@ -1183,7 +1266,8 @@ impl Endpoint {
         mut devices: MediaDevices,
         mut report: CallReport,
         started: Instant,
-    ) -> Result<CallReport, CallError> {
+        fallback: Option<Duration>,
+    ) -> Result<Media, CallError> {
         report.safety_number = self.safety_number(group, &peer)?;
         report.verification_code = verify::group_code(&group.epoch_authenticator());
         let mut keys =
@@ -1228,6 +1312,7 @@ impl Endpoint {
         let (mut sent_bytes, mut recv_bytes) = (0u64, 0u64);
         let mut external_hangup = opts.hangup.clone();
         let setup_deadline = tokio::time::Instant::now() + opts.setup_timeout;
+        let mut fallback_at = fallback.map(|d| tokio::time::Instant::now() + d);
         let mut hung_up = false;
         let mut rekey_at: Option<tokio::time::Instant> = None;
         let mut video_packets = 0u64;
@@ -1251,6 +1336,17 @@ impl Endpoint {
                             let _ = self.signaling.request(Request::Hangup { call }).await;
                             transport.close().await;
                             return Err(CallError::Setup("media did not connect in time".into()));
+                        }
+                        if fallback_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                            fallback_at = None;
+                            match self.request_relay(call).await {
+                                Ok(room) => {
+                                    tracing::info!(%call, "the direct path did not connect: falling back to the relay");
+                                    transport.close().await;
+                                    return Ok(Media::Relay(room, report));
+                                }
+                                Err(e) => tracing::warn!(%call, error = %e, "the direct path is slow and the relay is not available"),
+                            }
                         }
                         continue;
                     }
@@ -1470,6 +1566,11 @@ impl Endpoint {
                         Some(Incoming::Event(Event::Relayed { call: c, signal, .. })) if c == call => match signal {
                             RtcSignal::Answer(sdp) => transport.accept_answer(sdp).await?,
                             RtcSignal::Candidate { candidate, mid } => transport.add_remote_candidate(candidate, mid).await?,
+                            RtcSignal::UseRoom { room } => {
+                                tracing::info!(%call, "the caller moved the call to the relay");
+                                transport.close().await;
+                                return Ok(Media::Relay(room, report));
+                            }
                             _ => {}
                         },
                         Some(Incoming::Event(Event::CallEnded { call: c, reason })) if c == call => {
@@ -1536,6 +1637,7 @@ impl Endpoint {
                             loss: transport.feedback().remote_loss(),
                             estimate_bps: transport.feedback().target_bitrate(),
                             epoch: keys.epoch(),
+                            relayed: false,
                         });
                     }
                 }
@@ -1593,7 +1695,7 @@ impl Endpoint {
             report.video_keyframes_forced = v.control.forced.load(Ordering::Relaxed);
         }
         transport.close().await;
-        Ok(report)
+        Ok(Media::Done(report))
     }
 
     /// The SFrame keys of the group's current epoch.

@@ -3,7 +3,7 @@
 //! ```text
 //! sotto account create @alice --server 127.0.0.1:4433 --pin <sha256>
 //! sotto account create @alice --server signal.example.org:4433   (a real certificate)
-//! sotto call @bob [--video] [--duration 30s] [--bind ADDR] [--stun stun:host:port]
+//! sotto call @bob [--video] [--relay] [--duration 30s] [--bind ADDR] [--stun stun:host:port]
 //! sotto listen [--auto-answer]
 //! sotto room create [--name NAME] [@bob @carol]   sotto room invite ROOM @dave
 //! sotto room join ROOM [--duration 30s]           sotto room remove ROOM @dave
@@ -33,7 +33,7 @@ mod cli;
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 use sotto_client::{
-    call::{CallError, CallOptions, CallReport, CallStatus, Endpoint, VideoOptions},
+    call::{CallError, CallOptions, CallReport, CallStatus, Endpoint, RelayPolicy, VideoOptions},
     devices,
     profile::{Account, Profile, ProfileError},
     room::Knock,
@@ -71,6 +71,11 @@ enum Command {
         /// Send and receive video too.
         #[arg(long)]
         video: bool,
+        /// Go through the SFU from the start, so neither side learns the other's address.
+        /// Without it, a call whose direct path has not connected 4 s after the answer
+        /// moves to the SFU by itself.
+        #[arg(long)]
+        relay: bool,
         #[command(flatten)]
         media: MediaArgs,
     },
@@ -331,10 +336,10 @@ fn print_status(s: &CallStatus) {
         .map_or_else(String::new, |e| format!(" (est {} kb/s)", e / 1000));
     eprint!(
         "\r{} {peer}  code {}  ↑ {} kb/s{estimate} ↓ {} kb/s  rtt {rtt}  loss {:.0}%  played {} concealed {} rejected {}{}   ",
-        if s.connected {
-            "● in call"
-        } else {
-            "○ connecting"
+        match (s.connected, s.relayed) {
+            (true, false) => "● in call",
+            (true, true) => "● in call via the SFU",
+            (false, _) => "○ connecting",
         },
         s.verification_code,
         s.send_bps / 1000,
@@ -386,6 +391,9 @@ fn report_json(r: &CallReport) -> serde_json::Value {
         "rtt_ms": ms(r.rtt),
         "setup_ms": ms(r.setup_time),
         "estimate_bps": r.estimate_bps,
+        "relayed": r.relayed,
+        "remote_addrs": r.remote_addrs,
+        "media_from": r.media_from,
     })
 }
 
@@ -403,7 +411,15 @@ fn write_json(path: Option<&Path>, report: &serde_json::Value) -> anyhow::Result
 
 fn print_report(r: &CallReport) {
     eprintln!();
-    println!("call ended: {}", ended_text(r.ended));
+    println!(
+        "call ended: {}{}",
+        ended_text(r.ended),
+        if r.relayed {
+            " (it went through the SFU)"
+        } else {
+            ""
+        }
+    );
     if !r.safety_number.is_empty() {
         println!("safety number      {}", r.safety_number);
         println!("verification code  {}", r.verification_code);
@@ -620,9 +636,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Call {
             handle,
             video,
+            relay,
             media,
         } => {
-            let opts = options(&media, video)?;
+            let mut opts = options(&media, video)?;
+            if relay {
+                opts.relay = RelayPolicy::Always;
+            }
             let to = parse_handle(&handle)?;
             let mut ep = endpoint(profile).await?;
             eprintln!("calling {to}…");

@@ -8,7 +8,7 @@
 //! pulls it every 10 ms instead).
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -18,7 +18,9 @@ use sotto_media::{
     payload::{self, Stamp, WallClock},
     synth::{AudioSignal, AudioSource, SAMPLE_RATE},
 };
-use sotto_proto::{CallId, DeviceAddr, Event, Handle, Request, Response, RoomId, Stored};
+use sotto_proto::{
+    CallId, DeviceAddr, EndReason, Event, Handle, Request, Response, RoomId, Stored,
+};
 use sotto_wire::rtp_ext::AudioLevel;
 use tokio::sync::{mpsc, watch};
 
@@ -68,6 +70,21 @@ pub struct JoinOptions {
     /// the bench to measure loss and mouth-to-ear latency. Off in production: it costs
     /// bytes and shows the sender's clock to the room.
     pub stamps: bool,
+    /// This room carries a relayed one-to-one call: only its two parties may be in the
+    /// group, and the room is left when the other party leaves or the call ends.
+    pub pair: Option<PairCall>,
+}
+
+/// A one-to-one call carried by a room of two (`sotto call --relay`, or the fallback when
+/// the direct path fails).
+#[derive(Debug, Clone)]
+pub struct PairCall {
+    /// The call.
+    pub call: CallId,
+    /// The other party.
+    pub peer: Handle,
+    /// How long the other party has to come into the group once we are in it.
+    pub arrive_within: Duration,
 }
 
 impl Default for JoinOptions {
@@ -85,6 +102,7 @@ impl Default for JoinOptions {
             controls: None,
             video: None,
             stamps: false,
+            pair: None,
         }
     }
 }
@@ -149,6 +167,10 @@ pub struct RoomLine {
     pub last_video_id: Option<u64>,
     /// Video frames decoded in all.
     pub video_decoded: u64,
+    /// Audio frames played, from everyone.
+    pub played: u64,
+    /// Audio slots concealed, everyone's.
+    pub concealed: u64,
 }
 
 /// What one remote sender's audio came to.
@@ -207,6 +229,8 @@ pub struct RoomReport {
     pub decrypt_failures: BTreeMap<u32, u64>,
     /// Frames of a future epoch held and then decrypted.
     pub held_recovered: u64,
+    /// Frames of an epoch whose keys never came (sent before we joined), given up.
+    pub held_expired: u64,
     /// Commits of ours the server accepted.
     pub commits: u64,
     /// Times we rejoined by external commit.
@@ -215,6 +239,15 @@ pub struct RoomReport {
     pub frames_lost: u64,
     /// Datagrams that could not be sent (socket full).
     pub send_drops: u64,
+    /// For a room carrying a one-to-one call: how the call ended, as the server said.
+    pub call_ended: Option<EndReason>,
+    /// The addresses the SFU's answer named.
+    pub sfu_addrs: Vec<IpAddr>,
+    /// The addresses media datagrams came from.
+    pub media_from: BTreeSet<IpAddr>,
+    /// For a room carrying a one-to-one call: the other party's identity key, from its
+    /// credential in the group (checked against the directory and the pins).
+    pub peer_key: Option<Vec<u8>>,
 }
 
 /// Someone wants us: a call rings, or an invitation to a room came.
@@ -345,6 +378,7 @@ impl Endpoint {
         };
         let key = self.identity.verifying_key().to_bytes().to_vec();
         let mut room_opts = RoomOptions::new(local);
+        room_opts.only = opts.pair.as_ref().map(|p| vec![p.peer.clone()]);
         if let Some(v) = opts.video.as_ref() {
             if !matches!(v.layers.len(), 1 | 3) {
                 return Err(CallError::Room(
@@ -395,6 +429,12 @@ impl Endpoint {
             audio_in: 0,
             last: LastSecond::default(),
             leaving_since: None,
+            pair: opts.pair.clone().map(|call| Pair {
+                call,
+                seen: false,
+                due: None,
+            }),
+            last_from: None,
         };
         let result = shell.run(opts).await;
         backlog.extend(later.drain(..));
@@ -568,6 +608,19 @@ struct Shell<'a> {
     audio_in: u64,
     last: LastSecond,
     leaving_since: Option<Instant>,
+    pair: Option<Pair>,
+    /// Where the last datagram came from (so the set of sources is touched only when it
+    /// changes).
+    last_from: Option<SocketAddr>,
+}
+
+/// A one-to-one call the room carries, as it goes.
+struct Pair {
+    call: PairCall,
+    /// The other party has been in the group.
+    seen: bool,
+    /// When it must have come by (set once we are in).
+    due: Option<tokio::time::Instant>,
 }
 
 /// An [`Env`] from the shell's fields (a macro, so the borrow stays per field).
@@ -635,7 +688,13 @@ impl Shell<'_> {
                     }
                 }
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.session.handle_datagram(from, &buf[..n], Instant::now()),
+                    Ok((n, from)) => {
+                        if self.last_from != Some(from) {
+                            self.last_from = Some(from);
+                            self.report.media_from.insert(from.ip());
+                        }
+                        self.session.handle_datagram(from, &buf[..n], Instant::now());
+                    }
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
                 _ = capture.tick() => self.send_audio(),
@@ -662,6 +721,17 @@ impl Shell<'_> {
                         "nobody in the room let us in within {} s: the members' devices may be frozen or offline; try again",
                         opts.admission_timeout.as_secs()
                     )));
+                }
+                _ = sleep_until(self.pair.as_ref().and_then(|p| p.due)), if self.leaving_since.is_none() => {
+                    let peer = self.pair.as_ref().map(|p| p.call.peer.clone());
+                    if let Some(p) = self.pair.as_mut() {
+                        p.due = None;
+                    }
+                    self.report.ended = Some(LeftReason::Failed(format!(
+                        "{} did not come into the relayed call",
+                        peer.map_or_else(String::new, |p| p.to_string())
+                    )));
+                    self.leave();
                 }
                 _ = sleep_until(leave_by) => {
                     // The server did not answer the leave in time: we are gone anyway.
@@ -710,10 +780,14 @@ impl Shell<'_> {
                 self.leaf = Some(leaf);
                 self.connected = false;
                 self.report.admitted.get_or_insert(since);
+                if let Some(p) = self.pair.as_mut().filter(|p| !p.seen) {
+                    p.due = Some(tokio::time::Instant::now() + p.call.arrive_within);
+                }
             }
             RoomEvent::Connected => {
                 self.connected = true;
                 self.report.connected.get_or_insert(since);
+                self.note_sfu_addrs();
             }
             RoomEvent::Members(m) => self.members_changed(m),
             RoomEvent::Epoch { epoch, code } => self.report.codes.push((epoch, code)),
@@ -835,6 +909,29 @@ impl Shell<'_> {
         }
         drop(mixer);
         self.members = members;
+        self.pair_members();
+    }
+
+    /// A relayed one-to-one call ends when the other party, once there, is gone.
+    fn pair_members(&mut self) {
+        let Some(p) = self.pair.as_mut() else {
+            return;
+        };
+        let present = self.members.values().any(|h| *h == p.call.peer);
+        if present {
+            p.seen = true;
+            p.due = None;
+            let peer = p.call.peer.as_str().as_bytes();
+            self.report.peer_key = self.session.group().and_then(|g| {
+                g.members()
+                    .into_iter()
+                    .find(|m| m.identity == peer)
+                    .map(|m| m.signature_key)
+            });
+        } else if p.seen {
+            tracing::info!(peer = %p.call.peer, "the other party left the relayed call");
+            self.leave();
+        }
     }
 
     /// Hands an arrival to the core; `Some` if signaling is gone, which ends the session
@@ -844,6 +941,12 @@ impl Shell<'_> {
         match incoming {
             Some(Incoming::Event(Event::KeyPackagesLow { remaining })) => {
                 self.top_up(remaining);
+            }
+            Some(Incoming::Event(Event::CallEnded { call, reason }))
+                if self.pair.as_ref().is_some_and(|p| p.call.call == call) =>
+            {
+                self.report.call_ended = Some(reason);
+                self.leave();
             }
             Some(Incoming::Event(e)) => {
                 if !self.session.handle_event(env!(self), &e, now) {
@@ -979,12 +1082,19 @@ impl Shell<'_> {
         let now = Instant::now();
         let st = self.session.status();
         let frames = self.audio_in;
-        let speaking: Vec<Handle> = {
+        let (speaking, played, concealed) = {
             let mixer = self.media.lock_mixer();
-            mixer
+            let speaking: Vec<Handle> = mixer
                 .active(now)
                 .filter_map(|l| self.members.get(&l).cloned())
-                .collect()
+                .collect();
+            let (mut played, mut concealed) = (0, 0);
+            for (_, chain) in mixer.chains() {
+                let st = chain.stats();
+                played += st.played;
+                concealed += st.concealed;
+            }
+            (speaking, played, concealed)
         };
         let secs = self
             .last
@@ -1019,6 +1129,8 @@ impl Shell<'_> {
             last_frame_id: self.media.last_id,
             last_video_id: self.media.last_video_id,
             video_decoded: self.report.senders.values().map(|s| s.video_decoded).sum(),
+            played,
+            concealed,
         };
         self.last = LastSecond {
             at: Some(now),
@@ -1050,10 +1162,20 @@ impl Shell<'_> {
         report.leaf = self.leaf;
         report.decrypt_failures = st.decrypt_failures;
         report.held_recovered = st.held_recovered;
+        report.held_expired = st.held_expired;
         report.commits = st.commits;
         report.rejoins = st.rejoins;
         report.frames_lost = st.link.frames_lost;
         report
+    }
+
+    /// Where the SFU's answer says our media goes (kept across reconnections).
+    fn note_sfu_addrs(&mut self) {
+        for ip in self.session.status().sfu_addrs {
+            if !self.report.sfu_addrs.contains(&ip) {
+                self.report.sfu_addrs.push(ip);
+            }
+        }
     }
 }
 

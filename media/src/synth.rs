@@ -227,6 +227,11 @@ impl ArrivalLog {
         });
     }
 
+    /// Records frame `id` played `latency` after its capture.
+    pub fn push(&mut self, id: u64, latency: std::time::Duration) {
+        self.arrivals.push(Arrival { id, latency });
+    }
+
     /// Everything recorded, in arrival order.
     pub fn arrivals(&self) -> &[Arrival] {
         &self.arrivals

@@ -285,7 +285,7 @@ impl Control {
                         });
                         return;
                     }
-                    RtcSignal::PauseLayers { .. } => return,
+                    RtcSignal::PauseLayers { .. } | RtcSignal::UseRoom { .. } => return,
                     // Candidates: as an ICE-lite server we learn addresses from checks.
                     RtcSignal::Candidate { .. } | RtcSignal::EndOfCandidates => return,
                     RtcSignal::Offer(offer) => (None, offer),

@@ -223,6 +223,9 @@ impl RoomSession {
                 {
                     self.held.push_back((at, video, ts, data));
                 }
+                Some(Err(e)) if e.reason == RejectReason::UnknownKid => {
+                    self.status.held_expired += 1;
+                }
                 Some(Err(e)) => self.count_failure(e.sender),
                 None => self.held.push_back((at, video, ts, data)),
             }

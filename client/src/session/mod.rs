@@ -82,6 +82,10 @@ pub struct RoomOptions {
     pub keys: KeyConfig,
     /// What the media connection publishes and receives.
     pub link: LinkConfig,
+    /// Members may have these handles only (besides ours): a relayed one-to-one call's
+    /// group is its two parties, and a third member ends it. `None`: anyone the room
+    /// admits.
+    pub only: Option<Vec<Handle>>,
 }
 
 impl RoomOptions {
@@ -101,6 +105,7 @@ impl RoomOptions {
                 // slot; above it the SFU forwards the loudest few only. Video: last N = 9.
                 slots: (20, 9),
             },
+            only: None,
         }
     }
 }
@@ -210,12 +215,18 @@ pub struct RoomStatus {
     pub decrypt_failures: BTreeMap<u32, u64>,
     /// Frames of a future epoch that were held and then decrypted.
     pub held_recovered: u64,
+    /// Held frames whose epoch's keys never came: sent before we joined (the sender was
+    /// still on the epoch before our Add), or in an epoch we never reached. Not counted
+    /// as decrypt failures: nothing was wrong with them but their timing.
+    pub held_expired: u64,
     /// Commits we made that the server accepted.
     pub commits: u64,
     /// Times we rejoined by external commit.
     pub rejoins: u64,
     /// Bytes and losses on the media connection.
     pub link: LinkStats,
+    /// The addresses the SFU's answer named (where our media goes).
+    pub sfu_addrs: Vec<std::net::IpAddr>,
 }
 
 /// What a request we sent was for.
@@ -297,7 +308,10 @@ impl RoomSession {
     ) -> Self {
         let mut s = Self {
             room,
-            dir: trust::Directory::new(me.handle.clone(), my_key),
+            dir: match opts.only.clone() {
+                Some(only) => trust::Directory::new(me.handle.clone(), my_key).only(only),
+                None => trust::Directory::new(me.handle.clone(), my_key),
+            },
             me,
             opts,
             stage: Stage::Entering,
@@ -343,6 +357,11 @@ impl RoomSession {
             .as_ref()
             .is_some_and(sfu_link::SfuLink::is_connected);
         s.link = self.link.as_ref().map(|l| l.stats()).unwrap_or_default();
+        s.sfu_addrs = self
+            .link
+            .as_ref()
+            .map(|l| l.remote_addrs().to_vec())
+            .unwrap_or_default();
         s
     }
 
@@ -406,7 +425,7 @@ impl RoomSession {
             .is_some_and(|h| h.0 + self.opts.hold <= now)
         {
             self.held.pop_front();
-            *self.status.decrypt_failures.entry(u32::MAX).or_default() += 1;
+            self.status.held_expired += 1;
         }
         self.progress(env, now);
     }

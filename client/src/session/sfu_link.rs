@@ -11,7 +11,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -108,6 +108,8 @@ pub struct SfuLink {
     events: VecDeque<LinkEvent>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     stats: LinkStats,
+    /// The addresses the SFU's answer named: all a relayed call may ever talk to.
+    remote_addrs: Vec<IpAddr>,
 }
 
 /// The extension map both ends use: str0m's standard one with RFC 9626 frame marking.
@@ -163,6 +165,7 @@ impl SfuLink {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             stats: LinkStats::default(),
+            remote_addrs: Vec::new(),
         };
         Ok((link, offer.to_sdp_string()))
     }
@@ -174,6 +177,7 @@ impl SfuLink {
             .pending
             .take()
             .ok_or_else(|| LinkError::BadAnswer("a second answer".into()))?;
+        self.remote_addrs = crate::sdp::addresses(answer);
         let answer =
             SdpAnswer::from_sdp_string(answer).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
         self.rtc
@@ -192,6 +196,11 @@ impl SfuLink {
         let _ = self.rtc.handle_input(Input::Timeout(now));
         self.drain(now);
         Ok(())
+    }
+
+    /// The addresses the SFU's answer named (its candidates and connection lines).
+    pub fn remote_addrs(&self) -> &[IpAddr] {
+        &self.remote_addrs
     }
 
     /// Whether ICE and DTLS are up.

@@ -59,6 +59,9 @@ pub struct Directory {
     me: Handle,
     my_key: Vec<u8>,
     keys: HashMap<Handle, Vec<u8>>,
+    /// The only handles (besides ours) a member may have, if the group is limited (a
+    /// relayed one-to-one call: the two parties).
+    only: Option<Vec<Handle>>,
 }
 
 impl Directory {
@@ -68,7 +71,15 @@ impl Directory {
             me,
             my_key,
             keys: HashMap::new(),
+            only: None,
         }
+    }
+
+    /// Accepts members with these handles only (and ours): anyone else is refused,
+    /// whatever their keys.
+    pub fn only(mut self, handles: Vec<Handle>) -> Self {
+        self.only = Some(handles);
+        self
     }
 
     /// The directory answered a lookup of `handle` with `key`.
@@ -99,6 +110,13 @@ impl Directory {
                 return refused("a member claims to be us with another key".into());
             }
             return Verdict::Member(handle);
+        }
+        if self
+            .only
+            .as_ref()
+            .is_some_and(|only| !only.contains(&handle))
+        {
+            return refused(format!("{handle} is not a party to this call"));
         }
         let Some(directory) = self.keys.get(&handle) else {
             return Verdict::Ask(handle);
@@ -197,6 +215,21 @@ mod tests {
         ));
         assert!(matches!(
             dir.check(&cred("not a handle", &[3; 32]), &mut NoPins),
+            Verdict::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_limited_group_refuses_anyone_else_even_with_good_keys() {
+        let mut dir = Directory::new(h("@mine"), vec![1; 32]).only(vec![h("@bob")]);
+        dir.learn(h("@bob"), vec![2; 32]);
+        dir.learn(h("@carol"), vec![4; 32]);
+        assert_eq!(
+            dir.check(&cred("@bob", &[2; 32]), &mut NoPins),
+            Verdict::Member(h("@bob"))
+        );
+        assert!(matches!(
+            dir.check(&cred("@carol", &[4; 32]), &mut NoPins),
             Verdict::Refused { .. }
         ));
     }

@@ -1,0 +1,186 @@
+//! One-to-one calls through the SFU (`sotto call --relay`, or the fallback when the direct
+//! path does not connect): the call runs as a room of its two parties, on the same
+//! session core and media pipeline as group calls, so neither side learns the other's
+//! address. The room is the signaling service's (it exists while the call lasts); only the
+//! two parties may be in its MLS group, checked against the directory and the pins like
+//! any member.
+
+use std::time::{Duration, Instant};
+
+use sotto_proto::{CallId, DeviceAddr, EndReason, ErrorCode, Request, Response, RoomId};
+use tokio::sync::mpsc;
+
+use crate::{
+    call::{CallError, CallOptions, CallReport, CallStatus, Endpoint},
+    room::{JoinOptions, PairCall, RoomLine, RoomPhase, RoomReport},
+    session::LeftReason,
+    signaling::ClientError,
+    transport::Bind,
+    verify,
+    video::{Layer, VideoSend},
+};
+
+impl Endpoint {
+    /// Asks the service to carry `call` through an SFU; the other party hears of it.
+    pub(crate) async fn request_relay(&mut self, call: CallId) -> Result<RoomId, CallError> {
+        match self.signaling.request(Request::RelayCall { call }).await? {
+            Response::RoomCreated { room } => Ok(room),
+            other => Err(CallError::Setup(format!(
+                "the server answered a relay request with {other:?}: report this with the log"
+            ))),
+        }
+    }
+
+    /// Runs `call` with `peer` in its relay room until either side hangs up, and reports it
+    /// as a call (`report` holds what setup already recorded).
+    pub(crate) async fn relayed(
+        &mut self,
+        call: CallId,
+        peer: DeviceAddr,
+        room: RoomId,
+        opts: &CallOptions,
+        mut report: CallReport,
+        started: Instant,
+    ) -> Result<CallReport, CallError> {
+        tracing::info!(%call, %room, "the call goes through the SFU");
+        let mut join = join_options(call, &peer, opts);
+        let status = opts
+            .status
+            .clone()
+            .map(|tx| forward_status(tx, peer.clone()));
+        join.status = status.as_ref().map(|(tx, _)| tx.clone());
+        let joined_at = started.elapsed();
+        let result = self.join_room(room, &mut join).await;
+        drop(join);
+        if let Some((_, task)) = status {
+            task.abort();
+        }
+        // The call ends with the room, whoever left first; a call already over is fine.
+        match self.signaling.request(Request::Hangup { call }).await {
+            Ok(_) => {}
+            Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => {}
+            Err(e) => tracing::debug!(%call, error = %e, "hanging up after the relayed call"),
+        }
+        let r = result?;
+        if let Some(LeftReason::KeyMismatch { handle, reason }) = &r.ended {
+            return Err(CallError::KeyMismatch {
+                handle: handle.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some(LeftReason::Failed(why)) = &r.ended {
+            return Err(CallError::Setup(format!("the relayed call failed: {why}")));
+        }
+        fill_report(&mut report, &r, joined_at);
+        if let Some(key) = &r.peer_key {
+            report.safety_number = verify::safety_number(
+                self.handle.as_str(),
+                &self.identity.verifying_key().to_bytes(),
+                peer.handle.as_str(),
+                key,
+            );
+        }
+        Ok(report)
+    }
+}
+
+/// The room options of a relayed call, from the call's.
+fn join_options(call: CallId, peer: &DeviceAddr, opts: &CallOptions) -> JoinOptions {
+    JoinOptions {
+        duration: opts.duration,
+        audio: opts.audio,
+        microphone: opts.microphone.clone(),
+        speaker: opts.speaker.clone(),
+        frame_ms: opts.frame_ms,
+        media_ip: match &opts.transport.bind {
+            Bind::Addrs(a) => a.first().copied(),
+            Bind::AllInterfaces => None,
+        },
+        admission_timeout: opts.setup_timeout,
+        status: None,
+        leave: opts.hangup.clone(),
+        controls: None,
+        video: opts.video.map(|v| VideoSend {
+            layers: vec![Layer {
+                width: v.width,
+                height: v.height,
+                bitrate: v.bitrate,
+            }],
+            fps: v.fps,
+            camera: opts.camera.clone(),
+        }),
+        stamps: opts.stamps,
+        pair: Some(PairCall {
+            call,
+            peer: peer.handle.clone(),
+            arrive_within: opts.setup_timeout,
+        }),
+    }
+}
+
+/// Room status lines turned into call status lines, for the caller's channel.
+fn forward_status(
+    to: mpsc::UnboundedSender<CallStatus>,
+    peer: DeviceAddr,
+) -> (mpsc::UnboundedSender<RoomLine>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<RoomLine>();
+    let task = tokio::spawn(async move {
+        while let Some(l) = rx.recv().await {
+            let s = CallStatus {
+                connected: l.phase == RoomPhase::InCall,
+                peer: Some(peer.clone()),
+                verification_code: l.code,
+                send_bps: l.send_bps,
+                recv_bps: l.recv_bps,
+                decrypt_failures: l.rejected,
+                video_decoded: l.video_decoded,
+                audio_played: l.played,
+                concealed: l.concealed,
+                loss: l.loss,
+                epoch: l.epoch,
+                relayed: true,
+                ..CallStatus::default()
+            };
+            if to.send(s).is_err() {
+                break;
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// What the room's report says about the other party's media, in the call report's terms
+/// (the room was joined `joined_at` into the call).
+fn fill_report(report: &mut CallReport, r: &RoomReport, joined_at: Duration) {
+    report.relayed = true;
+    // The server's word if it ended the call; else we hung up (we left, or the other
+    // party did and we followed).
+    report.ended = report.ended.or(r.call_ended).or(Some(EndReason::HungUp));
+    report.verification_code = r.codes.last().map(|(_, c)| c.clone()).unwrap_or_default();
+    report.epoch_changes = r.codes.len().saturating_sub(1) as u64;
+    report.audio_sent = r.audio_sent;
+    report.video_sent = r.video_sent;
+    report.keyframe_requests_sent = r.keyframe_requests_sent;
+    report.decrypt_failures = r.decrypt_failures.clone();
+    report.rejoins = r.rejoins;
+    report.remote_addrs = r.sfu_addrs.clone();
+    report.media_from = r.media_from.iter().copied().collect();
+    // Setup: from the call's start to the first audio from the other party.
+    report.setup_time = r.first_audio.map(|t| joined_at + t);
+    let Some(peer) = r.senders.values().next() else {
+        return;
+    };
+    report.audio_played = peer.stats.played;
+    report.audio_concealed = peer.stats.concealed;
+    report.audio_fec = peer.stats.fec_recovered;
+    report.received_hz = peer.received_hz;
+    for (id, latency) in &peer.played {
+        report.latency.push(*id, *latency);
+    }
+    report.video_decoded = peer.video_decoded;
+    report.video_mismatches = peer.video_mismatches;
+    report.video_skipped = peer.video.skipped;
+    for (id, latency) in peer.video_ids.iter().zip(&peer.video_latency) {
+        report.video.push(*id, *latency);
+    }
+}
