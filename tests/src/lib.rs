@@ -4,6 +4,8 @@
 
 pub mod bins;
 pub mod hostile;
+pub mod netns;
+pub mod report;
 pub mod room;
 pub mod sfu;
 

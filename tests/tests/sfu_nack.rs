@@ -59,8 +59,11 @@ async fn lost_video_packets_are_repaired() {
         .filter_map(|d| rtp_id(&d.head))
         .filter(|(ssrc, _)| video_ssrcs.contains(ssrc))
         .collect();
+    // About 34 drops are expected (5 % of ~90 packets a second for ~7.5 s); a slow run
+    // sends fewer packets (19 drops were seen once on a loaded machine). Ten is enough for
+    // the 90 % check below to mean something: a broken repair fails it either way.
     assert!(
-        dropped.len() >= 20,
+        dropped.len() >= 10,
         "the proxy dropped {} video packets",
         dropped.len()
     );
