@@ -115,6 +115,7 @@ fn join_options(call: CallId, peer: &DeviceAddr, opts: &CallOptions) -> JoinOpti
             peer: peer.handle.clone(),
             arrive_within: opts.setup_timeout,
         }),
+        max_layer: None,
     }
 }
 

@@ -73,6 +73,9 @@ pub struct JoinOptions {
     /// This room carries a relayed one-to-one call: only its two parties may be in the
     /// group, and the room is left when the other party leaves or the call ends.
     pub pair: Option<PairCall>,
+    /// Receive at most this simulcast layer of anyone's video (0 = lowest): less
+    /// bandwidth and decoding; `None`: what the bandwidth allows.
+    pub max_layer: Option<u8>,
 }
 
 /// A one-to-one call carried by a room of two (`sotto call --relay`, or the fallback when
@@ -103,6 +106,7 @@ impl Default for JoinOptions {
             video: None,
             stamps: false,
             pair: None,
+            max_layer: None,
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct SenderReport {
     pub video_ids: Vec<u64>,
     /// Decoded frames whose picture carries another id than their stamp.
     pub video_mismatches: u64,
+    /// The picture widths decoded (which simulcast layers arrived).
+    pub video_widths: BTreeSet<usize>,
     /// With stamps: capture-to-decode latency of each decoded video frame.
     pub video_latency: Vec<Duration>,
     /// Its video receive figures (skipped while waiting for a keyframe, overruns).
@@ -379,6 +385,7 @@ impl Endpoint {
         let key = self.identity.verifying_key().to_bytes().to_vec();
         let mut room_opts = RoomOptions::new(local);
         room_opts.only = opts.pair.as_ref().map(|p| vec![p.peer.clone()]);
+        room_opts.max_layer = opts.max_layer;
         if let Some(v) = opts.video.as_ref() {
             if !matches!(v.layers.len(), 1 | 3) {
                 return Err(CallError::Room(
@@ -871,6 +878,7 @@ impl Shell<'_> {
     fn decoded(&mut self, d: DecodedVideo) {
         let r = self.report.senders.entry(d.sender).or_default();
         r.video_decoded += 1;
+        r.video_widths.insert(d.width);
         // The frame's id: its capture stamp's (exact), else the one drawn in the picture
         // (unreadable in a picture coded too coarsely).
         if let Some(id) = d.stamp.map(|s| s.id).or(d.pattern_id) {

@@ -67,18 +67,27 @@ pub fn small_simulcast() -> VideoSend {
 }
 
 /// [`join`], sending `video` too.
-pub fn join_with(mut ep: Endpoint, room: RoomId, hz: f64, video: Option<VideoSend>) -> InRoom {
+pub fn join_with(ep: Endpoint, room: RoomId, hz: f64, video: Option<VideoSend>) -> InRoom {
+    join_opts(
+        ep,
+        room,
+        JoinOptions {
+            audio: AudioSignal::Tone { hz },
+            video,
+            ..JoinOptions::default()
+        },
+    )
+}
+
+/// Joins `room` with `opts`, but always with media on 127.0.0.1, capture stamps on, and
+/// the status lines and leave switch of the returned [`InRoom`].
+pub fn join_opts(mut ep: Endpoint, room: RoomId, mut opts: JoinOptions) -> InRoom {
     let (tx, lines) = mpsc::unbounded_channel();
     let (leave, leave_rx) = watch::channel(false);
-    let mut opts = JoinOptions {
-        audio: AudioSignal::Tone { hz },
-        media_ip: Some("127.0.0.1".parse().expect("ip")),
-        status: Some(tx),
-        leave: Some(leave_rx),
-        stamps: true,
-        video,
-        ..JoinOptions::default()
-    };
+    opts.media_ip = Some("127.0.0.1".parse().expect("ip"));
+    opts.status = Some(tx);
+    opts.leave = Some(leave_rx);
+    opts.stamps = true;
     let call = tokio::spawn(async move {
         let r = ep.join_room(room, &mut opts).await;
         (ep, r)

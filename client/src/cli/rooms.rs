@@ -74,6 +74,11 @@ pub struct RoomMediaArgs {
     /// test pattern).
     #[arg(long, default_value = "default")]
     video_in: String,
+    /// Receive at most this layer of others' video: 0 (320x180), 1 (640x360) or 2
+    /// (1280x720, the default: whatever the bandwidth allows). Lower saves bandwidth and
+    /// CPU.
+    #[arg(long, value_name = "LAYER", value_parser = clap::value_parser!(u8).range(0..=2))]
+    max_layer: Option<u8>,
     /// Leave after this long (e.g. 30s, 2m); default: until Ctrl-C.
     #[arg(long)]
     duration: Option<String>,
@@ -415,6 +420,7 @@ fn join_options(media: &RoomMediaArgs) -> anyhow::Result<JoinOptions> {
         video: media.video.then(|| {
             VideoSend::simulcast((media.video_in != "synth").then(|| media.video_in.clone()))
         }),
+        max_layer: media.max_layer,
         ..JoinOptions::default()
     };
     if let Some(ip) = media.bind

@@ -75,7 +75,10 @@ impl RoomSession {
                     return;
                 };
                 if let Err(e) = link.accept_answer(sdp, now) {
-                    self.end(env, LeftReason::Failed(e.to_string()));
+                    return self.end(env, LeftReason::Failed(e.to_string()));
+                }
+                if let Some(layer) = self.opts.max_layer {
+                    self.tell_max_layer(layer);
                 }
             }
             RtcSignal::PauseLayers { paused } => {
@@ -83,6 +86,25 @@ impl RoomSession {
             }
             _ => {}
         }
+    }
+
+    /// Receive at most `layer` of anyone's simulcast video from now on (the SFU is told
+    /// at once if media is set up, else once it is).
+    pub fn set_max_layer(&mut self, layer: u8) {
+        self.opts.max_layer = Some(layer);
+        if self.link.is_some() {
+            self.tell_max_layer(layer);
+        }
+    }
+
+    fn tell_max_layer(&mut self, layer: u8) {
+        self.ask(
+            Asked::Relay,
+            Request::RelayToSfu {
+                room: self.room,
+                signal: RtcSignal::MaxLayer { layer },
+            },
+        );
     }
 
     /// A datagram arrived on the media socket.

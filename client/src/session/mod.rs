@@ -86,6 +86,9 @@ pub struct RoomOptions {
     /// group is its two parties, and a third member ends it. `None`: anyone the room
     /// admits.
     pub only: Option<Vec<Handle>>,
+    /// The highest simulcast layer we want of anyone (0 = lowest), told to the SFU once
+    /// media is set up; `None`: whatever our bandwidth allows.
+    pub max_layer: Option<u8>,
 }
 
 impl RoomOptions {
@@ -106,6 +109,7 @@ impl RoomOptions {
                 slots: (20, 9),
             },
             only: None,
+            max_layer: None,
         }
     }
 }
