@@ -1,7 +1,8 @@
-//! A storm of joins: nine people arrive within a second at a room where one is waiting.
-//! They are let in by a few commits (one per batch, not one each), nobody is left out,
-//! and every member soon hears every other. Prints how long each joiner took from its
-//! join to a decrypted frame from everyone.
+//! A storm of joins: nineteen people arrive within a second at a room where one is
+//! waiting. They are let in by a few commits (one per batch, not one each), nobody is
+//! left out (no fork: everyone ends in one epoch with all twenty), and within 3 s of the
+//! last join every member has decrypted audio from every other. Prints how long each
+//! joiner took from its join to a decrypted frame from everyone.
 
 use std::time::Duration;
 
@@ -15,14 +16,16 @@ use sotto_tests::{
     sfu::start_sfu,
 };
 
-const PEOPLE: usize = 10;
+const PEOPLE: usize = 20;
+/// Between two joins of the storm: nineteen within a second.
+const APART: Duration = Duration::from_millis(50);
 
 fn hz(i: usize) -> f64 {
     250.0 + 60.0 * i as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nine_joining_at_once_are_let_in_by_a_few_commits() {
+async fn nineteen_joining_within_a_second_are_let_in_by_a_few_commits() {
     let net = start_sfu(1).await;
     let mut eps = Vec::new();
     for i in 0..PEOPLE {
@@ -32,23 +35,26 @@ async fn nine_joining_at_once_are_let_in_by_a_few_commits() {
     let invited = (1..PEOPLE).map(|i| h(&format!("@storm{i}"))).collect();
     eps[0].invite_to_room(room, invited).await.expect("invited");
     let mut eps = eps.into_iter();
+    let owner_joined = tokio::time::Instant::now();
     let mut people = vec![join(eps.next().expect("owner"), room, hz(0))];
     latest_when(&mut [&mut people[0]], Duration::from_secs(10), |l| {
         l.phase == RoomPhase::InCall
     })
     .await
     .expect("the first is in");
-    // The storm: one every 100 ms.
+    let mut joined = vec![owner_joined];
     for (i, ep) in eps.enumerate() {
+        joined.push(tokio::time::Instant::now());
         people.push(join(ep, room, hz(i + 1)));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(APART).await;
     }
+    let last_join = joined[PEOPLE - 1];
     let mut all: Vec<&mut _> = people.iter_mut().collect();
     latest_when(&mut all, Duration::from_secs(30), |l| {
         l.phase == RoomPhase::InCall && l.members.len() == PEOPLE
     })
     .await
-    .expect("all ten in the call with each other within 30 s");
+    .expect("all twenty in the call with each other within 30 s");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let start = latest_when(&mut all, Duration::from_secs(3), |_| true)
         .await
@@ -65,12 +71,22 @@ async fn nine_joining_at_once_are_let_in_by_a_few_commits() {
     for (i, r) in reports.iter().enumerate() {
         assert_eq!(r.ended, Some(LeftReason::Left), "storm{i}");
     }
+    // No fork: one epoch and one verification code for all twenty.
+    let epochs: Vec<(u64, &str)> = start.iter().map(|l| (l.epoch, l.code.as_str())).collect();
+    assert!(
+        epochs.iter().all(|e| *e == epochs[0]),
+        "everyone in one epoch with one code: {epochs:?}"
+    );
     let commits: u64 = reports.iter().map(|r| r.commits).sum();
     let epoch = start[0].epoch;
     assert!(
         commits <= 5 && epoch <= 5,
-        "nine joins took {commits} commits (epoch {epoch})"
+        "nineteen joins took {commits} commits (epoch {epoch})"
     );
+    // Twenty full clients (Opus in and out, SFrame, str0m) share this test's two cores
+    // with the servers, so playout is what a loaded machine manages: the lowest share of
+    // any sender's frames any member played over 4 s is printed and must be most.
+    let mut lowest = (1.0f64, String::new());
     for (ri, r) in reports.iter().enumerate() {
         for si in (0..PEOPLE).filter(|s| *s != ri) {
             let name = format!("@storm{si}");
@@ -79,29 +95,45 @@ async fn nine_joining_at_once_are_let_in_by_a_few_commits() {
             let ids =
                 start[si].last_frame_id.expect("sent") + 1..=end[si].last_frame_id.expect("sent");
             let share = played_share(s, ids.clone());
-            assert!(
-                share >= 0.9,
-                "storm{ri} played {:.1} % of {name}'s frames {ids:?}",
-                share * 100.0
-            );
+            if share < lowest.0 {
+                lowest = (
+                    share,
+                    format!(
+                        "storm{ri} played {:.1} % of {name}'s frames {ids:?}",
+                        share * 100.0
+                    ),
+                );
+            }
         }
     }
-    // Per joiner: from its join to a decrypted frame from every other member.
-    let mut everyone: Vec<f64> = reports[1..]
-        .iter()
-        .map(|r| {
-            r.senders
-                .values()
-                .filter_map(|s| s.first_audio)
-                .max()
-                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-        })
-        .collect();
-    everyone.sort_by(f64::total_cmp);
+    eprintln!("lowest share played: {}", lowest.1);
+    assert!(lowest.0 >= 0.8, "{}", lowest.1);
+    // Per member: when it had decrypted a frame from every other member, against the
+    // last join; and, per joiner, from its own join.
+    let mut after_last = Vec::new();
+    let mut from_own = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        let firsts: Vec<Duration> = r.senders.values().filter_map(|s| s.first_audio).collect();
+        assert_eq!(firsts.len(), PEOPLE - 1, "storm{i} heard from everyone");
+        let all = *firsts.iter().max().expect("senders");
+        let at = joined[i] + all;
+        after_last.push(at.saturating_duration_since(last_join).as_secs_f64() * 1e3);
+        if i > 0 {
+            from_own.push(all.as_secs_f64() * 1e3);
+        }
+    }
+    after_last.sort_by(f64::total_cmp);
+    from_own.sort_by(f64::total_cmp);
     eprintln!(
-        "join storm of {}: {commits} commits, epoch {epoch}; join → audio from everyone: p50 {:.0} ms, max {:.0} ms",
+        "join storm of {}: {commits} commits, epoch {epoch}; join → audio from everyone: p50 {:.0} ms, max {:.0} ms; everyone heard everyone {:.0} ms after the last join",
         PEOPLE - 1,
-        everyone[everyone.len() / 2],
-        everyone[everyone.len() - 1],
+        from_own[from_own.len() / 2],
+        from_own[from_own.len() - 1],
+        after_last[after_last.len() - 1],
+    );
+    assert!(
+        after_last[after_last.len() - 1] <= 3000.0,
+        "everyone had decrypted everyone {:.0} ms after the last join (at most 3 s)",
+        after_last[after_last.len() - 1]
     );
 }
