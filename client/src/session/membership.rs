@@ -19,6 +19,9 @@ use sotto_proto::{DeviceAddr, ErrorCode, MlsKind, Request, Response, Stored};
 use super::{Answer, Asked, CommitKind, Env, LeftReason, RoomSession, Stage, trust::Verdict};
 use crate::mls::{CallGroup, GroupEvent, StagedMessage};
 
+/// Devices one commit adds at most: a bigger storm lands in a few commits, each within
+/// the server's request rates and its Welcome within the frame size.
+const MAX_ADDS: usize = 50;
 /// A claim that failed is not retried for this long.
 const CLAIM_BACKOFF: Duration = Duration::from_secs(5);
 /// After a commit the server refused for a reason other than a lost race.
@@ -392,8 +395,11 @@ impl RoomSession {
     }
 
     /// Claims a KeyPackage of every device to add (after their directory keys are known,
-    /// so each package is checked as it arrives).
-    fn claim(&mut self, devices: Vec<DeviceAddr>) {
+    /// so each package is checked as it arrives), at most [`MAX_ADDS`] at a time: the
+    /// rest of a storm goes in the next commit, so one commit's claims, lookups and
+    /// Welcome stay within the server's rates and frame size.
+    fn claim(&mut self, mut devices: Vec<DeviceAddr>) {
+        devices.truncate(MAX_ADDS);
         let unknown: Vec<_> = devices
             .iter()
             .map(|d| d.handle.clone())

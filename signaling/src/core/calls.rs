@@ -43,7 +43,7 @@ impl Core {
         to: Handle,
         now: Instant,
     ) -> Reply {
-        self.account_rate(&me.handle, now)?;
+        self.account_rate(&me.handle, super::AccountRate::Invites, now)?;
         if self.calls.calls.contains_key(&call) {
             return Err(err(ErrorCode::InvalidState, "call id already in use"));
         }

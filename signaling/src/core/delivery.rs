@@ -109,7 +109,7 @@ impl Core {
         device: Option<DeviceId>,
         now: Instant,
     ) -> Reply {
-        self.account_rate(&me.handle, now)?;
+        self.account_rate(&me.handle, super::AccountRate::Claims, now)?;
         let Some(c) = self.storage.claim_key_package(handle, device, me)? else {
             return Err(err(
                 ErrorCode::NotFound,

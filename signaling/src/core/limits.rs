@@ -22,10 +22,17 @@ pub struct Limits {
     pub max_watch: usize,
     /// Handles in one room invitation.
     pub max_invite: usize,
-    /// Requests per second per session (sustained), and burst.
+    /// Requests per second per session (sustained), and burst. A member letting 50
+    /// joiners in makes about 100 requests at once (a lookup and a claim each); a room of
+    /// 500 filling at once is ten such batches.
     pub session_rate: (f64, f64),
-    /// KeyPackage claims and call invites per second per account, and burst.
+    /// Call invites per second per account, and burst.
     pub account_rate: (f64, f64),
+    /// KeyPackage claims per second per account, and burst. A member letting a join
+    /// storm in claims one per joiner (at most 50 per commit), so a room of 500 filling
+    /// at once must not be throttled; draining someone's one-use packages only makes
+    /// their last-resort package be used.
+    pub claim_rate: (f64, f64),
     /// How long a new connection may take to log in.
     pub login_timeout: Duration,
 }
@@ -41,8 +48,9 @@ impl Default for Limits {
             max_pending: 1_000,
             max_watch: 500,
             max_invite: 100,
-            session_rate: (50.0, 100.0),
+            session_rate: (200.0, 500.0),
             account_rate: (10.0, 20.0),
+            claim_rate: (100.0, 500.0),
             login_timeout: Duration::from_secs(30),
         }
     }

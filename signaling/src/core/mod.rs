@@ -116,6 +116,15 @@ enum Timer {
 /// Randomness, passed in so tests are deterministic.
 pub type Rng = Box<dyn FnMut(&mut [u8]) + Send>;
 
+/// Which per-account rate a request counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum AccountRate {
+    /// Call invites ([`Limits::account_rate`]).
+    Invites,
+    /// KeyPackage claims ([`Limits::claim_rate`]).
+    Claims,
+}
+
 /// The signaling service's state machine.
 pub struct Core {
     cfg: CoreConfig,
@@ -131,7 +140,7 @@ pub struct Core {
     online: HashMap<Handle, BTreeMap<DeviceId, SessionId>>,
     /// Sessions watching a handle's presence.
     watchers: HashMap<Handle, BTreeSet<SessionId>>,
-    account_buckets: HashMap<Handle, TokenBucket>,
+    account_buckets: HashMap<(Handle, AccountRate), TokenBucket>,
     calls: calls::Calls,
     rooms: rooms::LiveRooms,
     timers: BTreeSet<(Instant, Timer)>,
@@ -497,11 +506,19 @@ impl Core {
     }
 
     /// Takes a per-account token (claims and invites), or answers RateLimited.
-    fn account_rate(&mut self, who: &Handle, now: Instant) -> Result<(), ErrorBody> {
-        let rate = self.cfg.limits.account_rate;
+    fn account_rate(
+        &mut self,
+        who: &Handle,
+        kind: AccountRate,
+        now: Instant,
+    ) -> Result<(), ErrorBody> {
+        let rate = match kind {
+            AccountRate::Invites => self.cfg.limits.account_rate,
+            AccountRate::Claims => self.cfg.limits.claim_rate,
+        };
         let bucket = self
             .account_buckets
-            .entry(who.clone())
+            .entry((who.clone(), kind))
             .or_insert_with(|| TokenBucket::new(rate, now));
         bucket.take(now).map_err(|wait| {
             tracing::info!("account rate limit hit");
