@@ -182,6 +182,9 @@ fn refusal(e: &ErrorBody) -> String {
             "the server is limiting how fast this device may ask ({m}): wait {} s and try again",
             retry_after_ms.div_ceil(1000).max(1)
         ),
+        ErrorCode::LimitReached { what } if what == "sfu" => format!(
+            "{m}: the server has no SFU running, which group calls and relayed calls need; ask its operator to start sotto-sfu (a one-to-one call without --relay goes peer to peer)"
+        ),
         ErrorCode::LimitReached { .. } => {
             format!("the server's limit is reached ({m}): try again later, or ask its operator")
         }
