@@ -111,7 +111,11 @@ fn tests_demo_and_bench_pin_loopback() {
     let mut found = Vec::new();
     for f in &files {
         let name = f.strip_prefix(&root).unwrap_or(f).display().to_string();
-        if name.ends_with("two_hosts.rs") || name.ends_with("loopback_only.rs") {
+        // Those run `sotto` only inside network namespaces they made themselves (the
+        // machine's own addresses are not there), and this file names what it looks for.
+        let in_own_namespaces = ["two_hosts.rs", "relayed_one_to_one.rs", "netns.rs"];
+        if in_own_namespaces.iter().any(|n| name.ends_with(n)) || name.ends_with("loopback_only.rs")
+        {
             continue;
         }
         let src = std::fs::read_to_string(f).expect("readable source");
