@@ -554,8 +554,58 @@ async fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
 
 const NO_ACCOUNT: &str = "this profile has no account yet: run `sotto account create @you --server HOST:PORT` (with `--pin FINGERPRINT` for a development server) first, or pass --profile DIR";
 
+/// Held while this process is connected as the profile's device. The server keeps one
+/// connection per device, so a second `sotto` logging in with the same profile would end
+/// the first one's connection (a `sotto rooms` would stop a `sotto listen`).
+static SESSION_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// Another `sotto` is connected with this profile.
+#[derive(Debug)]
+pub struct ProfileBusy;
+
+impl std::fmt::Display for ProfileBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "another sotto is connected with this profile (sotto listen, a call or a room call): the server keeps one connection per device, so stop that one first, or use another profile",
+        )
+    }
+}
+
+impl std::error::Error for ProfileBusy {}
+
+/// Takes the profile's session lock for the rest of this process, or says who has it.
+fn hold_profile(dir: &Path) -> anyhow::Result<()> {
+    if SESSION_LOCK.get().is_some() {
+        return Ok(());
+    }
+    let path = dir.join("session.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            anyhow!(
+                "cannot open {} ({e}): check the profile directory's permissions",
+                path.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = SESSION_LOCK.set(file);
+            Ok(())
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(ProfileBusy.into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow!(
+            "cannot lock {} ({e}): check the profile directory's permissions",
+            path.display()
+        )),
+    }
+}
+
 async fn endpoint(profile: Profile) -> anyhow::Result<Endpoint> {
     let account = profile.account().cloned().context(NO_ACCOUNT)?;
+    hold_profile(profile.dir())?;
     let pin = (!account.pin.is_empty()).then_some(account.pin.as_str());
     let trust = trust_for(&account.server, pin)?;
     let server = resolve(&account.server).await?;

@@ -143,6 +143,11 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The profile's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Opens the profile in `dir`, creating it (mode 0700) with a fresh identity key and
     /// device id on first use.
     pub fn open(dir: &Path) -> Result<Self, ProfileError> {

@@ -5,58 +5,17 @@
 //! runs out: restarts replace it, claims that run it low make the listener top it up, and
 //! the last-resort package is never needed.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::atomic::Ordering,
-};
+mod common;
+
+use std::{process::Child, sync::atomic::Ordering};
+
+use common::{listener, sotto};
 
 use sotto_signaling::server::{ServerConfig, start};
 
 const CALLS: usize = 30;
 /// Calls before which the listener is (re)started.
 const RESTART_BEFORE: [usize; 4] = [0, 4, 8, 12];
-
-/// `sotto --profile <profile> args…`; media on loopback only.
-fn sotto(profile: &std::path::Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.arg("--profile").arg(profile).args(args);
-    if matches!(args.first(), Some(&"call" | &"listen")) {
-        c.args([
-            "--bind",
-            "127.0.0.1",
-            "--audio-in",
-            "synth",
-            "--audio-out",
-            "none",
-        ]);
-    }
-    c.env("RUST_LOG", "error");
-    c
-}
-
-/// Starts `sotto listen --auto-answer` and waits until it is logged in and listening.
-fn listener(profile: &std::path::Path) -> Child {
-    let mut child = sotto(profile, &["listen", "--auto-answer"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("listener starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the listener says it is listening")
-            .expect("utf-8");
-        if line.contains("listening for calls") {
-            break;
-        }
-    }
-    // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
 
 /// One-use KeyPackages the server holds for `handle`, read from its database.
 fn one_use_packages(data: &std::path::Path, handle: &str) -> i64 {

@@ -160,6 +160,12 @@ pub async fn list(profile: Profile) -> anyhow::Result<u8> {
             collect_invites(&mut ep).await?;
             ep.profile().map(|p| p.rooms().clone()).unwrap_or(known)
         }
+        Err(e) if e.downcast_ref::<crate::ProfileBusy>().is_some() => {
+            eprintln!(
+                "(another sotto with this profile is connected and records invitations as they come; these are the rooms recorded so far)"
+            );
+            known
+        }
         Err(e) => {
             eprintln!(
                 "sotto: warning: could not reach the server ({}), so invitations that are waiting there are not shown",
