@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use sotto_proto::{CallId, DeviceAddr, EndReason, ErrorCode, Request, Response, RoomId};
+use sotto_proto::{CallId, DeviceAddr, EndReason, ErrorCode, Event, Request, Response, RoomId};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -56,12 +56,40 @@ impl Endpoint {
             task.abort();
         }
         // The call ends with the room, whoever left first; a call already over is fine.
-        match self.signaling.request(Request::Hangup { call }).await {
+        // A credential that did not check out ends it as a key mismatch, so the other
+        // side hears why.
+        let mismatch = matches!(
+            &result,
+            Ok(RoomReport {
+                ended: Some(LeftReason::KeyMismatch { .. }),
+                ..
+            })
+        );
+        let end = if mismatch {
+            Request::KeyMismatch { call }
+        } else {
+            Request::Hangup { call }
+        };
+        match self.signaling.request(end).await {
             Ok(_) => {}
             Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => {}
-            Err(e) => tracing::debug!(%call, error = %e, "hanging up after the relayed call"),
+            Err(e) => tracing::debug!(%call, error = %e, "ending the relayed call"),
         }
-        let r = result?;
+        let ended_meanwhile = self.take_call_ended(call);
+        let r = match result {
+            Ok(r) => r,
+            // The other side hung up while we moved to the relay: its room is gone.
+            Err(e) => match ended_meanwhile {
+                Some(reason) => {
+                    report.ended = Some(reason);
+                    return Ok(report);
+                }
+                None => return Err(e),
+            },
+        };
+        if r.call_ended.or(ended_meanwhile) == Some(EndReason::KeyMismatch) {
+            return Err(CallError::PeerSawKeyMismatch { peer });
+        }
         if let Some(LeftReason::KeyMismatch { handle, reason }) = &r.ended {
             return Err(CallError::KeyMismatch {
                 handle: handle.clone(),
@@ -81,6 +109,20 @@ impl Endpoint {
             );
         }
         Ok(report)
+    }
+}
+
+impl Endpoint {
+    /// Takes the `CallEnded` of `call` out of the events read ahead, if it came.
+    fn take_call_ended(&mut self, call: CallId) -> Option<EndReason> {
+        let at = self
+            .backlog
+            .iter()
+            .position(|e| matches!(e, Event::CallEnded { call: c, .. } if *c == call))?;
+        match self.backlog.remove(at) {
+            Some(Event::CallEnded { reason, .. }) => Some(reason),
+            _ => None,
+        }
     }
 }
 
@@ -112,7 +154,7 @@ fn join_options(call: CallId, peer: &DeviceAddr, opts: &CallOptions) -> JoinOpti
         stamps: opts.stamps,
         pair: Some(PairCall {
             call,
-            peer: peer.handle.clone(),
+            peer: peer.clone(),
             arrive_within: opts.setup_timeout,
         }),
         max_layer: None,

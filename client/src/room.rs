@@ -84,8 +84,8 @@ pub struct JoinOptions {
 pub struct PairCall {
     /// The call.
     pub call: CallId,
-    /// The other party.
-    pub peer: Handle,
+    /// The other party's device.
+    pub peer: DeviceAddr,
     /// How long the other party has to come into the group once we are in it.
     pub arrive_within: Duration,
 }
@@ -696,7 +696,8 @@ impl Shell<'_> {
                 }
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
-                        if self.last_from != Some(from) {
+                        // Bounded: anyone can send datagrams from any address.
+                        if self.last_from != Some(from) && self.report.media_from.len() < 16 {
                             self.last_from = Some(from);
                             self.report.media_from.insert(from.ip());
                         }
@@ -925,11 +926,22 @@ impl Shell<'_> {
         let Some(p) = self.pair.as_mut() else {
             return;
         };
-        let present = self.members.values().any(|h| *h == p.call.peer);
+        if self.members.len() > 2 {
+            // Only the two devices are ever added; a group that holds more came from
+            // someone else's commit.
+            let n = self.members.len();
+            self.report.ended = Some(LeftReason::KeyMismatch {
+                handle: p.call.peer.handle.to_string(),
+                reason: format!("the relayed call's group holds {n} members, not 2"),
+            });
+            self.leave();
+            return;
+        }
+        let present = self.members.values().any(|h| *h == p.call.peer.handle);
         if present {
             p.seen = true;
             p.due = None;
-            let peer = p.call.peer.as_str().as_bytes();
+            let peer = p.call.peer.handle.as_str().as_bytes();
             self.report.peer_key = self.session.group().and_then(|g| {
                 g.members()
                     .into_iter()
@@ -956,6 +968,9 @@ impl Shell<'_> {
                 self.report.call_ended = Some(reason);
                 self.leave();
             }
+            // The relayed call's own negotiation has no use here (and must not pile up).
+            Some(Incoming::Event(Event::Relayed { call, .. }))
+                if self.pair.as_ref().is_some_and(|p| p.call.call == call) => {}
             Some(Incoming::Event(e)) => {
                 if !self.session.handle_event(env!(self), &e, now) {
                     self.later.push_back(e);

@@ -371,13 +371,13 @@ pub fn call_by_cli(
     if connected.recv_timeout(Duration::from_secs(30)).is_ok() {
         on_connected(net);
     }
-    let alice = alice.wait_with_output().expect("alice ends");
+    let alice = wait_or_kill(alice, c.seconds + 60, "alice");
     let alice_text = format!(
         "{}{}",
         String::from_utf8_lossy(&alice.stdout),
         alice_err.join().expect("alice's stderr")
     );
-    let bob = net.take_last().expect("bob").wait().expect("bob ends");
+    let bob = wait_or_kill(net.take_last().expect("bob"), 30, "bob").status;
     let mut bob_stdout = String::new();
     let _ = BufReader::new(bob_out).read_to_string(&mut bob_stdout);
     let bob_text = format!(
@@ -390,4 +390,20 @@ pub fn call_by_cli(
         read_report(&alice_report, "alice", alice_text),
         read_report(&bob_report, "bob", bob_text),
     )
+}
+
+/// Waits for `child` at most `secs` seconds; one that hangs is killed and fails the test.
+fn wait_or_kill(mut child: Child, secs: u32, who: &str) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
+    loop {
+        match child.try_wait().expect("try_wait") {
+            Some(_) => return child.wait_with_output().expect("output"),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{who} did not end within {secs} s");
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }

@@ -131,6 +131,12 @@ fn check_relayed_media(me: &Side, peer: &Side, expect_hz: f64) {
     assert_eq!(me.report["relayed"], true, "{side} went through the SFU");
     assert_eq!(me.report["ended"], "hung up", "{side}: {}", me.output);
     assert_eq!(me.n("decrypt_failures"), 0, "{side}: nothing rejected");
+    assert!(
+        me.report["safety_number"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{side} has a safety number"
+    );
     assert_eq!(me.report["safety_number"], peer.report["safety_number"]);
     assert_eq!(
         me.report["verification_code"],

@@ -27,6 +27,7 @@ impl RoomSession {
             Ok(k) => self.keys = Some(k),
             Err(e) => return self.end(env, LeftReason::Failed(format!("media keys: {e}"))),
         }
+        self.entered_at = Some(now);
         self.switch_at = None;
         self.emit(RoomEvent::InGroup { leaf: own });
         self.epoch_shown();
@@ -76,6 +77,7 @@ impl RoomSession {
         if let Err(e) = moved {
             return self.end(env, LeftReason::Failed(format!("media keys: {e}")));
         }
+        self.entered_at = Some(now);
         self.switch_at = None;
         self.link = None;
         self.link_asked = false;

@@ -231,6 +231,17 @@ impl RoomSession {
             .or_default() += 1;
     }
 
+    /// A held frame's epoch never came: timing if it arrived around our join, a decrypt
+    /// failure if later.
+    pub(super) fn held_gave_up(&mut self, arrived: Instant) {
+        let around_join = self.entered_at.is_none_or(|t| arrived < t + self.opts.hold);
+        if around_join {
+            self.status.held_expired += 1;
+        } else {
+            self.count_failure(None);
+        }
+    }
+
     /// New keys: frames held for them are tried again; the rest wait on.
     pub(super) fn retry_held(&mut self, now: Instant) {
         let held = std::mem::take(&mut self.held);
@@ -245,9 +256,7 @@ impl RoomSession {
                 {
                     self.held.push_back((at, video, ts, data));
                 }
-                Some(Err(e)) if e.reason == RejectReason::UnknownKid => {
-                    self.status.held_expired += 1;
-                }
+                Some(Err(e)) if e.reason == RejectReason::UnknownKid => self.held_gave_up(at),
                 Some(Err(e)) => self.count_failure(e.sender),
                 None => self.held.push_back((at, video, ts, data)),
             }

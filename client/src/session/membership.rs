@@ -293,6 +293,12 @@ impl RoomSession {
             .roster
             .iter()
             .filter(|e| e.leaf.is_none() && e.device != self.me)
+            .filter(|e| {
+                self.opts
+                    .only
+                    .as_ref()
+                    .is_none_or(|o| o.contains(&e.device))
+            })
             .filter(|e| self.plan.failed.get(&e.device).is_none_or(|t| *t <= now))
             .map(|e| e.device.clone())
             .collect();

@@ -82,10 +82,10 @@ pub struct RoomOptions {
     pub keys: KeyConfig,
     /// What the media connection publishes and receives.
     pub link: LinkConfig,
-    /// Members may have these handles only (besides ours): a relayed one-to-one call's
-    /// group is its two parties, and a third member ends it. `None`: anyone the room
-    /// admits.
-    pub only: Option<Vec<Handle>>,
+    /// The only devices (besides ours) that may be members: a relayed one-to-one call's
+    /// group is its two devices. Nobody else is added, whatever the roster says, and a
+    /// credential of another account ends the call. `None`: anyone the room admits.
+    pub only: Option<Vec<DeviceAddr>>,
     /// The highest simulcast layer we want of anyone (0 = lowest), told to the SFU once
     /// media is set up; `None`: whatever our bandwidth allows.
     pub max_layer: Option<u8>,
@@ -219,9 +219,11 @@ pub struct RoomStatus {
     pub decrypt_failures: BTreeMap<u32, u64>,
     /// Frames of a future epoch that were held and then decrypted.
     pub held_recovered: u64,
-    /// Held frames whose epoch's keys never came: sent before we joined (the sender was
-    /// still on the epoch before our Add), or in an epoch we never reached. Not counted
-    /// as decrypt failures: nothing was wrong with them but their timing.
+    /// Held frames that arrived around our join (before it, or within the hold time
+    /// after it) whose epoch's keys never came: the sender was still on the epoch before
+    /// our Add. Not decrypt failures: nothing was wrong with them but their timing. Held
+    /// frames that arrive later and never decrypt (an epoch we should have reached, a
+    /// fork, a forged KID) are decrypt failures.
     pub held_expired: u64,
     /// Commits we made that the server accepted.
     pub commits: u64,
@@ -279,6 +281,8 @@ pub struct RoomSession {
     stage: Stage,
     group: Option<CallGroup>,
     keys: Option<CallKeys>,
+    /// When we last came into the group (a Welcome, our own group, a rejoin).
+    entered_at: Option<Instant>,
     /// When our frames move to the current epoch.
     switch_at: Option<Instant>,
     members: BTreeMap<u32, Handle>,
@@ -312,8 +316,9 @@ impl RoomSession {
     ) -> Self {
         let mut s = Self {
             room,
-            dir: match opts.only.clone() {
-                Some(only) => trust::Directory::new(me.handle.clone(), my_key).only(only),
+            dir: match &opts.only {
+                Some(only) => trust::Directory::new(me.handle.clone(), my_key)
+                    .only(only.iter().map(|d| d.handle.clone()).collect()),
                 None => trust::Directory::new(me.handle.clone(), my_key),
             },
             me,
@@ -321,6 +326,7 @@ impl RoomSession {
             stage: Stage::Entering,
             group,
             keys: None,
+            entered_at: None,
             switch_at: None,
             members: BTreeMap::new(),
             roster: Vec::new(),
@@ -428,8 +434,9 @@ impl RoomSession {
             .front()
             .is_some_and(|h| h.0 + self.opts.hold <= now)
         {
-            self.held.pop_front();
-            self.status.held_expired += 1;
+            if let Some((at, ..)) = self.held.pop_front() {
+                self.held_gave_up(at);
+            }
         }
         self.progress(env, now);
     }

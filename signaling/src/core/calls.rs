@@ -197,6 +197,7 @@ impl Core {
     }
 
     pub(super) fn relay(&mut self, me: &DeviceAddr, call: CallId, signal: RtcSignal) -> Reply {
+        check_signal_size(&signal)?;
         if matches!(signal, RtcSignal::UseRoom { .. }) {
             return Err(err(
                 ErrorCode::Forbidden,
@@ -279,6 +280,13 @@ impl Core {
             },
         );
         Ok(Response::RoomCreated { room })
+    }
+
+    /// The two devices of a relayed call's room: only they may join it (another device
+    /// of either account is not in the call).
+    pub(super) fn relay_devices(&self, room: &RoomId) -> Option<[&DeviceAddr; 2]> {
+        let c = self.calls.calls.get(self.calls.relay_rooms.get(room)?)?;
+        Some([&c.caller.0, &c.answered.as_ref()?.0])
     }
 
     /// Who may join the room of a relayed call: the caller (its owner) and the callee.
@@ -368,4 +376,33 @@ impl Core {
         }
         self.metrics.call_ended(reason);
     }
+}
+
+/// The largest SDP a party may relay: an offer with many candidates is a few KiB. Frames
+/// may be 1 MiB for MLS messages; negotiation has no use for that much.
+pub(super) const MAX_SDP: usize = 64 * 1024;
+/// The largest trickled candidate line.
+const MAX_CANDIDATE: usize = 1024;
+
+/// Refuses negotiation payloads beyond what negotiation needs, so nobody can push
+/// megabyte "offers" through the service to a device.
+pub(super) fn check_signal_size(signal: &RtcSignal) -> Result<(), sotto_proto::ErrorBody> {
+    let too_big = match signal {
+        RtcSignal::Offer(s) | RtcSignal::Answer(s) => s.len() > MAX_SDP,
+        RtcSignal::JoinSfu { offer, .. } => offer.len() > MAX_SDP,
+        RtcSignal::Candidate { candidate, mid } => {
+            candidate.len() + mid.as_ref().map_or(0, String::len) > MAX_CANDIDATE
+        }
+        RtcSignal::PauseLayers { paused } => paused.len() > 8,
+        RtcSignal::EndOfCandidates | RtcSignal::MaxLayer { .. } | RtcSignal::UseRoom { .. } => {
+            false
+        }
+    };
+    if too_big {
+        return Err(err(
+            ErrorCode::TooLarge,
+            "a negotiation message is larger than negotiation needs",
+        ));
+    }
+    Ok(())
 }

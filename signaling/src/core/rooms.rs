@@ -120,6 +120,15 @@ impl Core {
         if r.owner != me.handle && !r.invited.contains(&me.handle) {
             return Err(err(ErrorCode::Forbidden, "not invited to that room"));
         }
+        if self
+            .relay_devices(&room)
+            .is_some_and(|devices| !devices.contains(&me))
+        {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the two devices in the call join its room",
+            ));
+        }
         let least_loaded = self.least_loaded_sfu();
         let live = self.rooms.rooms.entry(room).or_insert_with(|| LiveRoom {
             owner: r.owner.clone(),
@@ -211,6 +220,7 @@ impl Core {
         room: RoomId,
         signal: RtcSignal,
     ) -> Reply {
+        super::calls::check_signal_size(&signal)?;
         let sfu = self.participant_sfu(me, &room)?;
         let leaf = self.leaf_of(me, &room)?;
         self.event(

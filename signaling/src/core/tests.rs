@@ -820,6 +820,18 @@ fn a_relayed_call_gets_a_room_of_its_two_parties_for_as_long_as_it_lasts() {
         code(w.req(carol, Request::JoinRoom { room })),
         ErrorCode::Forbidden
     );
+    // Nor another device of a party's account: it is not in the call.
+    let bob_laptop = w.login("@bob", 2);
+    assert_eq!(
+        code(w.req(bob_laptop, Request::JoinRoom { room })),
+        ErrorCode::Forbidden
+    );
+    // Negotiation is negotiation-sized: a megabyte "offer" is refused.
+    let huge = Request::Relay {
+        call,
+        signal: RtcSignal::Offer("v".repeat(200_000)),
+    };
+    assert_eq!(code(w.req(alice, huge)), ErrorCode::TooLarge);
     // Nobody is invited to it or removed from it, not even by the caller who owns it.
     let inv = Request::InviteToRoom {
         room,
