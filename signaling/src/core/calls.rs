@@ -142,7 +142,7 @@ impl Core {
         Ok(Response::Ok)
     }
 
-    pub(super) fn decline(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+    pub(super) fn decline(&mut self, me: &DeviceAddr, call: CallId, now: Instant) -> Reply {
         let c = self
             .calls
             .calls
@@ -154,11 +154,11 @@ impl Core {
                 "this device is not ringing for that call",
             ));
         }
-        self.end_call(call, EndReason::Declined, Some(me));
+        self.end_call(call, EndReason::Declined, now);
         Ok(Response::Ok)
     }
 
-    pub(super) fn cancel(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+    pub(super) fn cancel(&mut self, me: &DeviceAddr, call: CallId, now: Instant) -> Reply {
         let c = self
             .calls
             .calls
@@ -173,11 +173,11 @@ impl Core {
                 "the call was answered: hang up instead",
             ));
         }
-        self.end_call(call, EndReason::Cancelled, Some(me));
+        self.end_call(call, EndReason::Cancelled, now);
         Ok(Response::Ok)
     }
 
-    pub(super) fn hangup(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+    pub(super) fn hangup(&mut self, me: &DeviceAddr, call: CallId, now: Instant) -> Reply {
         let c = self
             .calls
             .calls
@@ -192,7 +192,7 @@ impl Core {
             (false, _, _, true) => EndReason::Declined,
             _ => return Err(err(ErrorCode::Forbidden, "not a party to that call")),
         };
-        self.end_call(call, reason, Some(me));
+        self.end_call(call, reason, now);
         Ok(Response::Ok)
     }
 
@@ -299,18 +299,18 @@ impl Core {
         })
     }
 
-    pub(super) fn ring_timeout(&mut self, call: CallId, _now: Instant) {
+    pub(super) fn ring_timeout(&mut self, call: CallId, now: Instant) {
         if self
             .calls
             .calls
             .get(&call)
             .is_some_and(|c| c.answered.is_none())
         {
-            self.end_call(call, EndReason::Timeout, None);
+            self.end_call(call, EndReason::Timeout, now);
         }
     }
 
-    pub(super) fn calls_on_disconnect(&mut self, me: &DeviceAddr, sid: SessionId, _now: Instant) {
+    pub(super) fn calls_on_disconnect(&mut self, me: &DeviceAddr, sid: SessionId, now: Instant) {
         let Some(&call) = self.calls.busy.get(me) else {
             return;
         };
@@ -318,19 +318,19 @@ impl Core {
             return;
         };
         if c.caller.1 == sid || c.answered.as_ref().is_some_and(|(_, s)| *s == sid) {
-            self.end_call(call, EndReason::PeerDisconnected, Some(me));
+            self.end_call(call, EndReason::PeerDisconnected, now);
         } else if c.ringing.get(me) == Some(&sid) {
             // One ringing device went away; the call goes on while others ring.
             c.ringing.remove(me);
             self.calls.busy.remove(me);
             if c.ringing.is_empty() && c.answered.is_none() {
-                self.end_call(call, EndReason::PeerDisconnected, None);
+                self.end_call(call, EndReason::PeerDisconnected, now);
             }
         }
     }
 
     /// A party refuses the call because a member's credential did not check out.
-    pub(super) fn key_mismatch(&mut self, me: &DeviceAddr, call: CallId) -> Reply {
+    pub(super) fn key_mismatch(&mut self, me: &DeviceAddr, call: CallId, now: Instant) -> Reply {
         if !self.is_call_party(me, &call)
             && !self
                 .calls
@@ -341,7 +341,7 @@ impl Core {
             return Err(err(ErrorCode::Forbidden, "not a party to that call"));
         }
         tracing::warn!("a call was refused for a key mismatch");
-        self.end_call(call, EndReason::KeyMismatch, Some(me));
+        self.end_call(call, EndReason::KeyMismatch, now);
         Ok(Response::Ok)
     }
 
@@ -356,15 +356,11 @@ impl Core {
     /// Ends a call: every party, the one who ended it included, hears `reason`, so each
     /// side's call ends the same way whatever ended it. The call's MLS group (whose id is
     /// the call id) is deleted with whatever is still queued for it.
-    fn end_call(&mut self, call: CallId, reason: EndReason, _by: Option<&DeviceAddr>) {
+    fn end_call(&mut self, call: CallId, reason: EndReason, now: Instant) {
         let Some(c) = self.calls.calls.remove(&call) else {
             return;
         };
         self.delete_group(&call.0);
-        if let Some(room) = c.relay {
-            // Nobody joins it any more; those in it leave when they hear the call ended.
-            self.calls.relay_rooms.remove(&room);
-        }
         let mut parties: Vec<(DeviceAddr, SessionId)> = vec![c.caller];
         parties.extend(c.ringing);
         parties.extend(c.answered);
@@ -375,6 +371,13 @@ impl Core {
             }
         }
         self.metrics.call_ended(reason);
+        if let Some(room) = c.relay {
+            // The call's room ends with it: nobody joins it any more, and whoever is
+            // still in it (after hearing the call ended) is taken out, so its SFU
+            // forwards nothing more for a call that is over.
+            self.calls.relay_rooms.remove(&room);
+            self.close_room(room, now);
+        }
     }
 }
 

@@ -447,9 +447,9 @@ impl Core {
             Request::WatchPresence { handles } => self.watch(sid, handles),
             Request::Invite { call, to } => self.invite(sid, me, call, to, now),
             Request::Accept { call } => self.accept(sid, me, call),
-            Request::Decline { call } => self.decline(me, call),
-            Request::Cancel { call } => self.cancel(me, call),
-            Request::Hangup { call } => self.hangup(me, call),
+            Request::Decline { call } => self.decline(me, call, now),
+            Request::Cancel { call } => self.cancel(me, call, now),
+            Request::Hangup { call } => self.hangup(me, call, now),
             Request::Relay { call, signal } => self.relay(me, call, signal),
             Request::RelayCall { call } => self.relay_call(me, call),
             Request::UploadKeyPackages {
@@ -480,7 +480,7 @@ impl Core {
                 reason,
             } => self.report_commit(me, &group, epoch, &reason),
             Request::GroupInfo { group } => self.group_info(me, &group),
-            Request::KeyMismatch { call } => self.key_mismatch(me, call),
+            Request::KeyMismatch { call } => self.key_mismatch(me, call, now),
             Request::Proposal {
                 group,
                 epoch,

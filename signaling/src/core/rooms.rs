@@ -558,6 +558,25 @@ impl Core {
             .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))
     }
 
+    /// Takes everyone out of `room`'s call (each is told it was removed).
+    pub(super) fn close_room(&mut self, room: RoomId, now: Instant) {
+        let inside: Vec<(DeviceAddr, SessionId)> = self
+            .rooms
+            .rooms
+            .get(&room)
+            .map(|l| {
+                l.participants
+                    .iter()
+                    .map(|(d, s)| (d.clone(), *s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (d, s) in inside {
+            self.event(s, Event::RemovedFromRoom { room });
+            self.drop_participant(&room, &d, now);
+        }
+    }
+
     /// Whether any SFU node is registered.
     pub(super) fn has_sfu(&self) -> bool {
         !self.rooms.sfus.is_empty()

@@ -851,9 +851,14 @@ fn a_relayed_call_gets_a_room_of_its_two_parties_for_as_long_as_it_lasts() {
         w.req(bob, Request::JoinRoom { room }),
         Ok(Response::RoomJoined { .. })
     ));
-    // The call ends: the room is gone with it.
+    // The call ends: the room is gone with it, and whoever was still in it is out.
+    w.events(bob);
     assert_eq!(w.req(alice, Request::Hangup { call }), Ok(Response::Ok));
-    assert_eq!(w.req(bob, Request::LeaveRoom { room }), Ok(Response::Ok));
+    assert!(w.events(bob).contains(&Event::RemovedFromRoom { room }));
+    assert_eq!(
+        code(w.req(bob, Request::LeaveRoom { room })),
+        ErrorCode::NotFound
+    );
     assert_eq!(
         code(w.req(bob, Request::JoinRoom { room })),
         ErrorCode::NotFound
