@@ -177,7 +177,8 @@ pub enum RelayPolicy {
     /// Peer to peer first; if media has not connected this long after the answer, the
     /// caller moves the call to the SFU (the callee follows).
     Fallback(Duration),
-    /// Through the SFU from the start: neither side learns the other's address.
+    /// Through the SFU from the start: neither side learns the other's address. A callee
+    /// with this policy asks for the relay as it answers.
     Always,
 }
 
@@ -937,6 +938,18 @@ impl Endpoint {
             }
         };
         self.signaling.request(Request::Accept { call }).await?;
+        if opts.relay == RelayPolicy::Always {
+            // We show nobody our address: the call goes through the SFU from the start.
+            drop(devices);
+            let room = match self.request_relay(call).await {
+                Ok(room) => room,
+                Err(e) => {
+                    let _ = self.signaling.request(Request::Hangup { call }).await;
+                    return Err(e);
+                }
+            };
+            return self.relayed(call, from, room, opts, report, started).await;
+        }
         let (transport, mut events) = Transport::new(
             &opts.transport,
             opts.video.is_some(),

@@ -90,6 +90,10 @@ enum Command {
         /// Stop after one call.
         #[arg(long)]
         once: bool,
+        /// Take every call through the SFU, so callers never learn this machine's
+        /// address (without it, a caller may call peer to peer).
+        #[arg(long)]
+        relay: bool,
         #[command(flatten)]
         media: MediaArgs,
     },
@@ -709,9 +713,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             auto_answer,
             video,
             once,
+            relay,
             media,
         } => {
-            let opts = options(&media, video)?;
+            let mut opts = options(&media, video)?;
+            if relay {
+                opts.relay = RelayPolicy::Always;
+            }
             // Find out now, not when someone calls, that a device is missing.
             if let Err(e) = sotto_client::call::check_devices(&opts) {
                 return Ok(print_call_error(&e));

@@ -275,6 +275,8 @@ pub struct CliCall<'a> {
     pub seconds: u32,
     /// More arguments for @alice's `sotto call` (`--relay`).
     pub alice_args: &'a [&'a str],
+    /// More arguments for @bob's `sotto listen` (`--relay`).
+    pub bob_args: &'a [&'a str],
 }
 
 /// Creates both accounts, has @bob listen and @alice call him, both with synthetic audio
@@ -310,6 +312,7 @@ pub fn call_by_cli(
     let bob_report = net.dir.path().join("bob.json");
     let mut bob = net
         .sotto(c.bob, "bob", &["listen", "--auto-answer", "--once"])
+        .args(c.bob_args)
         .args(synth)
         .args(["--audio-in", "synth:660", "--report-json"])
         .arg(&bob_report)

@@ -7,6 +7,7 @@
 //! - `sotto call @bob --relay`: the call works, and neither side's SDP, candidates or
 //!   received packets carry the other's address (the SDP from the client's own report;
 //!   the packets counted by the kernel, nftables in each client's host).
+//! - `sotto listen --relay`: a callee that asks for the relay gets it from a plain caller.
 //! - A plain call whose direct path the kernel drops (the servers' host forwards nothing
 //!   between the clients) falls back to the relay by itself within a few seconds.
 //!
@@ -108,7 +109,7 @@ impl Hosts {
         );
     }
 
-    fn call(&mut self, seconds: u32, alice_args: &[&str]) -> (Side, Side) {
+    fn call(&mut self, seconds: u32, alice_args: &[&str], bob_args: &[&str]) -> (Side, Side) {
         let server = format!("{SERVERS_TO_A}:4433");
         let (a, b, fingerprint) = (self.a.clone(), self.b.clone(), self.fingerprint.clone());
         let call = CliCall {
@@ -118,6 +119,7 @@ impl Hosts {
             bob: &b,
             seconds,
             alice_args,
+            bob_args,
         };
         call_by_cli(&mut self.net, &call, |_| {})
     }
@@ -171,8 +173,27 @@ fn check_relayed_media(me: &Side, peer: &Side, expect_hz: f64) {
 fn a_relayed_call_shows_neither_side_the_others_address() {
     let mut hosts = Hosts::new();
     hosts.count_packets_from_the_other();
-    let (alice, bob) = hosts.call(6, &["--relay"]);
-    for (me, peer, hz, other) in [(&alice, &bob, 660.0, ADDR_B), (&bob, &alice, 440.0, ADDR_A)] {
+    let (alice, bob) = hosts.call(6, &["--relay"], &[]);
+    check_no_address_crossed(&hosts, &alice, &bob);
+}
+
+/// `sotto listen --relay`: the callee asks for the relay as it answers, so its address
+/// reaches nobody. (The plain caller's own offer still reaches the callee over
+/// signaling before the move: the caller chose to start peer to peer. The callee never
+/// answers it, and no packet crosses.)
+#[test]
+fn a_callee_that_asks_for_the_relay_gets_it_from_a_plain_caller() {
+    let mut hosts = Hosts::new();
+    hosts.count_packets_from_the_other();
+    let (alice, bob) = hosts.call(6, &[], &["--relay"]);
+    check_no_address_crossed(&hosts, &alice, &bob);
+}
+
+/// Both went through the SFU and neither saw the other's address: not in the SDP of the
+/// media connection each used (the SFU's answer), not as a media source, not in a packet
+/// the kernel counted.
+fn check_no_address_crossed(hosts: &Hosts, alice: &Side, bob: &Side) {
+    for (me, peer, hz, other) in [(alice, bob, 660.0, ADDR_B), (bob, alice, 440.0, ADDR_A)] {
         check_relayed_media(me, peer, hz);
         // The SDP it got (the SFU's answer) names the SFU only, and media came from it.
         assert_eq!(
@@ -202,7 +223,7 @@ fn a_relayed_call_shows_neither_side_the_others_address() {
 fn a_call_whose_direct_path_is_dropped_falls_back_to_the_relay() {
     let mut hosts = Hosts::new();
     hosts.cut_the_direct_path();
-    let (alice, bob) = hosts.call(8, &[]);
+    let (alice, bob) = hosts.call(8, &[], &[]);
     for (me, peer, hz) in [(&alice, &bob, 660.0), (&bob, &alice, 440.0)] {
         check_relayed_media(me, peer, hz);
     }

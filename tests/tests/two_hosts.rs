@@ -99,6 +99,7 @@ fn call_between_hosts(hosts: &mut Hosts, seconds: u32, loss: Option<u32>) -> (Si
         bob: &b,
         seconds,
         alice_args: &[],
+        bob_args: &[],
     };
     call_by_cli(&mut hosts.net, &call, |net| {
         if let Some(percent) = loss {
