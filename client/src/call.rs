@@ -751,14 +751,9 @@ impl Endpoint {
         report.peer = Some(peer.clone());
         if opts.relay == RelayPolicy::Always {
             drop(devices);
-            let room = match self.request_relay(call).await {
-                Ok(room) => room,
-                Err(e) => {
-                    let _ = self.signaling.request(Request::Hangup { call }).await;
-                    return Err(e);
-                }
-            };
-            return self.relayed(call, peer, room, opts, report, started).await;
+            return self
+                .relay_from_start(call, peer, opts, report, started)
+                .await;
         }
         // Start the transport now so ICE runs while MLS is set up.
         let (transport, mut events) = Transport::new(
@@ -941,14 +936,9 @@ impl Endpoint {
         if opts.relay == RelayPolicy::Always {
             // We show nobody our address: the call goes through the SFU from the start.
             drop(devices);
-            let room = match self.request_relay(call).await {
-                Ok(room) => room,
-                Err(e) => {
-                    let _ = self.signaling.request(Request::Hangup { call }).await;
-                    return Err(e);
-                }
-            };
-            return self.relayed(call, from, room, opts, report, started).await;
+            return self
+                .relay_from_start(call, from, opts, report, started)
+                .await;
         }
         let (transport, mut events) = Transport::new(
             &opts.transport,

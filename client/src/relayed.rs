@@ -31,6 +31,26 @@ impl Endpoint {
         }
     }
 
+    /// Carries an answered `call` through the SFU from the start (`RelayPolicy::Always`,
+    /// either side); the call is hung up if the service cannot relay it.
+    pub(crate) async fn relay_from_start(
+        &mut self,
+        call: CallId,
+        peer: DeviceAddr,
+        opts: &CallOptions,
+        report: CallReport,
+        started: Instant,
+    ) -> Result<CallReport, CallError> {
+        let room = match self.request_relay(call).await {
+            Ok(room) => room,
+            Err(e) => {
+                let _ = self.signaling.request(Request::Hangup { call }).await;
+                return Err(e);
+            }
+        };
+        self.relayed(call, peer, room, opts, report, started).await
+    }
+
     /// Runs `call` with `peer` in its relay room until either side hangs up, and reports it
     /// as a call (`report` holds what setup already recorded).
     pub(crate) async fn relayed(

@@ -52,3 +52,49 @@ pub fn read_report(path: &Path, name: &'static str, output: String) -> Side {
         output,
     }
 }
+
+/// The checks every call between the hosts must pass, whatever the link: it ended by
+/// hang-up, nothing failed to decrypt, both sides agree on the safety number and
+/// verification code, each heard the other's tone, and ≥ 95 % of the other's video frames
+/// were decoded in order with the right picture. Frames in flight at hang-up cannot
+/// arrive: the last 5 video frames are allowed for.
+pub fn check_video_and_keys(me: &Side, peer: &Side, expect_hz: f64) {
+    let side = me.name;
+    eprintln!("{side}: {}", me.report);
+    assert_eq!(me.report["ended"], "hung up", "{side}: {}", me.output);
+    assert_eq!(
+        me.n("decrypt_failures"),
+        0,
+        "{side}: nothing fails to decrypt"
+    );
+    assert!(
+        me.report["safety_number"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{side} has a safety number"
+    );
+    assert_eq!(me.report["safety_number"], peer.report["safety_number"]);
+    assert_eq!(
+        me.report["verification_code"],
+        peer.report["verification_code"]
+    );
+    let hz = me.report["received_hz"].as_f64().expect("a tone was heard");
+    assert!(
+        (hz - expect_hz).abs() < 10.0,
+        "{side} heard {hz} Hz, expected {expect_hz}"
+    );
+    let sent = peer.n("video_sent");
+    assert!(sent > 0, "{} sent video", peer.name);
+    assert!(
+        me.n("video_decoded") + 5 >= sent * 95 / 100,
+        "{side} decoded {} of {sent} video frames",
+        me.n("video_decoded")
+    );
+    assert_eq!(
+        me.n("video_mismatches"),
+        0,
+        "{side}: every picture is right"
+    );
+    assert_eq!(me.report["video_in_order"], true, "{side}: video in order");
+    assert_eq!(me.report["audio_in_order"], true, "{side}: audio in order");
+}
