@@ -169,22 +169,7 @@ impl Core {
             return Err(err(ErrorCode::Forbidden, "the owner cannot be removed"));
         }
         self.storage.uninvite(&room, who)?;
-        let gone: Vec<(DeviceAddr, SessionId)> = self
-            .rooms
-            .rooms
-            .get(&room)
-            .map(|l| {
-                l.participants
-                    .iter()
-                    .filter(|(d, _)| &d.handle == who)
-                    .map(|(d, s)| (d.clone(), *s))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (d, s) in gone {
-            self.event(s, Event::RemovedFromRoom { room });
-            self.drop_participant(&room, &d, now);
-        }
+        self.take_out(room, now, |d| &d.handle == who);
         Ok(Response::Ok)
     }
 
@@ -560,18 +545,24 @@ impl Core {
 
     /// Takes everyone out of `room`'s call (each is told it was removed).
     pub(super) fn close_room(&mut self, room: RoomId, now: Instant) {
-        let inside: Vec<(DeviceAddr, SessionId)> = self
+        self.take_out(room, now, |_| true);
+    }
+
+    /// Takes the devices `which` picks out of `room`'s call, telling each it was removed.
+    fn take_out(&mut self, room: RoomId, now: Instant, which: impl Fn(&DeviceAddr) -> bool) {
+        let out: Vec<(DeviceAddr, SessionId)> = self
             .rooms
             .rooms
             .get(&room)
             .map(|l| {
                 l.participants
                     .iter()
+                    .filter(|(d, _)| which(d))
                     .map(|(d, s)| (d.clone(), *s))
                     .collect()
             })
             .unwrap_or_default();
-        for (d, s) in inside {
+        for (d, s) in out {
             self.event(s, Event::RemovedFromRoom { room });
             self.drop_participant(&room, &d, now);
         }
