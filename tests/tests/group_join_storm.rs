@@ -1,12 +1,9 @@
-//! A storm of joins: nine people arrive within a second at a room where one is waiting.
-//! They are let in by a few commits (one per batch, not one each), nobody is left out
-//! (no fork: everyone ends in one epoch with all ten), and within 3 s of the last join
-//! every member has decrypted audio from every other. Prints how long each joiner took
-//! from its join to a decrypted frame from everyone.
-//!
-//! The issue asks for twenty. Twenty full debug clients on this 2-core machine pass on a
-//! quiet machine and fail on a busy one (see NOTES: under starvation the room's group
-//! was started afresh several times), so this test stays at ten until that is fixed.
+//! A storm of joins: nineteen people arrive within a second at a room where one is
+//! waiting. They are let in by a few commits (one per batch, not one each), nobody is left
+//! out (no fork: everyone ends in one epoch with all twenty), no frame fails to decrypt
+//! once they are in, and within 3 s of the last join every member has decrypted audio from
+//! every other. Prints how long each joiner took from its join to a decrypted frame from
+//! everyone.
 
 use std::time::Duration;
 
@@ -20,16 +17,20 @@ use sotto_tests::{
     sfu::start_sfu,
 };
 
-const PEOPLE: usize = 10;
-/// Between two joins of the storm: nine within a second.
-const APART: Duration = Duration::from_millis(100);
+const PEOPLE: usize = 20;
+/// Between two joins of the storm: nineteen within a second.
+const APART: Duration = Duration::from_millis(50);
 
 fn hz(i: usize) -> f64 {
     250.0 + 60.0 * i as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nine_joining_within_a_second_are_let_in_by_a_few_commits() {
+async fn nineteen_joining_within_a_second_are_let_in_by_a_few_commits() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let net = start_sfu(1).await;
     let mut eps = Vec::new();
     for i in 0..PEOPLE {
@@ -58,7 +59,7 @@ async fn nine_joining_within_a_second_are_let_in_by_a_few_commits() {
         l.phase == RoomPhase::InCall && l.members.len() == PEOPLE
     })
     .await
-    .expect("all ten in the call with each other within 30 s");
+    .expect("all twenty in the call with each other within 30 s");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let start = latest_when(&mut all, Duration::from_secs(3), |_| true)
         .await
@@ -75,29 +76,41 @@ async fn nine_joining_within_a_second_are_let_in_by_a_few_commits() {
     for (i, r) in reports.iter().enumerate() {
         assert_eq!(r.ended, Some(LeftReason::Left), "storm{i}");
     }
-    // No fork: one epoch and one verification code for all ten.
+    // No fork: one epoch and one verification code for all twenty.
     let epochs: Vec<(u64, &str)> = start.iter().map(|l| (l.epoch, l.code.as_str())).collect();
     assert!(
         epochs.iter().all(|e| *e == epochs[0]),
         "everyone in one epoch with one code: {epochs:?}"
     );
-    let commits: u64 = reports.iter().map(|r| r.commits).sum();
+    // Every accepted commit, ours or an external one (a rejoin), moves the group one
+    // epoch on from the owner's epoch 0; so the epoch all share before anyone leaves
+    // counts the commits that let the storm in. (The reports' own counts also hold the
+    // removals committed while the others leave at the end.)
     let epoch = start[0].epoch;
-    let per_member: Vec<(usize, u64, u64)> = reports
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.commits + r.rejoins > 0)
-        .map(|(i, r)| (i, r.commits, r.rejoins))
-        .collect();
     assert!(
-        commits <= 5 && epoch <= 5,
-        "nine joins took {commits} commits (epoch {epoch}); (member, commits, rejoins): {per_member:?}"
+        epoch <= 5,
+        "{} joins took {epoch} commits: {:?}",
+        PEOPLE - 1,
+        reports
+            .iter()
+            .map(|r| (r.commits, r.rejoins))
+            .collect::<Vec<_>>()
     );
-    // Ten full clients (Opus in and out, SFrame, str0m, debug build) share this test's
-    // two cores with the servers, so playout is what a busy machine manages. This test
-    // is about admission and keys; delivery quality is group_call.rs's (≥ 95 % with
-    // five). Here every member must play most of every other's frames: a member left
-    // out, or a sender nobody can decrypt, plays none.
+    // Keys: once everyone is in, no frame from anyone fails to decrypt anywhere.
+    for (i, (a, b)) in start.iter().zip(&end).enumerate() {
+        assert_eq!(
+            b.rejected - a.rejected,
+            0,
+            "storm{i} could not decrypt frames after the storm"
+        );
+    }
+    // Twenty full clients (Opus in and out, SFrame, str0m, debug build) and the servers
+    // share this test's two cores, so playout is what a busy machine manages: on a quiet
+    // one the lowest pair plays 75-100 %; with a busy loop beside it, 17-24 %, with
+    // nothing rejected (the packets never arrive in time). This test is about admission
+    // and keys; delivery quality is group_call.rs's (≥ 95 % with five). Here every
+    // member must play half of every other's frames: a member left out, or a sender
+    // nobody can decrypt, plays none.
     let mut lowest = (1.0f64, String::new());
     for (ri, r) in reports.iter().enumerate() {
         for si in (0..PEOPLE).filter(|s| *s != ri) {
@@ -111,15 +124,16 @@ async fn nine_joining_within_a_second_are_let_in_by_a_few_commits() {
                 lowest = (
                     share,
                     format!(
-                        "storm{ri} played {:.1} % of {name}'s frames {ids:?}",
-                        share * 100.0
+                        "storm{ri} played {:.1} % of {name}'s frames {ids:?} {:?}",
+                        share * 100.0,
+                        s.stats
                     ),
                 );
             }
         }
     }
     eprintln!("lowest share played: {}", lowest.1);
-    assert!(lowest.0 >= 0.8, "{}", lowest.1);
+    assert!(lowest.0 >= 0.5, "{}", lowest.1);
     // Per member: when it had decrypted a frame from every other member, against the
     // last join; and, per joiner, from its own join.
     let mut after_last = Vec::new();
@@ -137,7 +151,7 @@ async fn nine_joining_within_a_second_are_let_in_by_a_few_commits() {
     after_last.sort_by(f64::total_cmp);
     from_own.sort_by(f64::total_cmp);
     eprintln!(
-        "join storm of {}: {commits} commits, epoch {epoch}; join → audio from everyone: p50 {:.0} ms, max {:.0} ms; everyone heard everyone {:.0} ms after the last join",
+        "join storm of {}: {epoch} commits; join → audio from everyone: p50 {:.0} ms, max {:.0} ms; everyone heard everyone {:.0} ms after the last join",
         PEOPLE - 1,
         from_own[from_own.len() / 2],
         from_own[from_own.len() - 1],
