@@ -433,12 +433,16 @@ impl Endpoint {
         profile: Option<Profile>,
     ) -> Result<Self, CallError> {
         let signaling = SignalingClient::connect(server, pin).await?;
-        match signaling.register(&handle, &identity, device).await {
-            Ok(_) => {}
+        let logged_in = match signaling.register(&handle, &identity, device).await {
+            Ok(r) => r,
             Err(ClientError::Server(e)) if e.code == ErrorCode::HandleTaken => {
-                signaling.login(&handle, &identity, device).await?;
+                signaling.login(&handle, &identity, device).await?
             }
             Err(e) => return Err(e.into()),
+        };
+        let mut mls = mls;
+        if let Response::LoggedIn { service_key, .. } = &logged_in {
+            mls.set_service_key(service_key);
         }
         let mut endpoint = Self {
             handle,

@@ -26,7 +26,7 @@ use tokio::{
 use tokio_util::codec::FramedRead;
 
 use crate::{
-    core::{Core, CoreConfig, Output, SessionId, metrics::Metrics},
+    core::{Core, CoreConfig, Output, ServiceKeys, SessionId, metrics::Metrics},
     storage::{Storage, sqlite::SqliteStorage},
     tls::{self, CertSource},
 };
@@ -147,7 +147,10 @@ pub async fn start_with(
     let storage = wrap(Box::new(SqliteStorage::open(
         &cfg.data_dir.join("sotto.db"),
     )?));
-    let token_key = load_token_key(&cfg.data_dir)?;
+    let keys = ServiceKeys {
+        token: load_key(&cfg.data_dir, "token-key")?,
+        external_sender: load_key(&cfg.data_dir, "external-sender-key")?,
+    };
     let identity = tls::load(&cfg.cert, &cfg.data_dir)?;
     let fingerprint = identity.fingerprint.clone();
     let rustls_cfg = tls::server_config(identity)?;
@@ -187,7 +190,7 @@ pub async fn start_with(
     let core = Core::new(
         cfg.core.clone(),
         storage,
-        token_key,
+        keys,
         Box::new(|b: &mut [u8]| {
             if getrandom::fill(b).is_err() {
                 // The OS RNG failing is unrecoverable for a server that mints nonces.
@@ -212,8 +215,9 @@ pub async fn start_with(
     })
 }
 
-fn load_token_key(dir: &Path) -> Result<SigningKey, StartError> {
-    let path = dir.join("token-key");
+/// A 32-byte Ed25519 seed from `dir/name`, made on first start.
+fn load_key(dir: &Path, name: &str) -> Result<SigningKey, StartError> {
+    let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(bytes) => {
             let seed: [u8; 32] = bytes.try_into().map_err(|_| {

@@ -1,6 +1,7 @@
 //! The real `sotto-signaling` binary is killed with SIGKILL and restarted on the same data
 //! directory: accounts, KeyPackages, rooms and queued messages are all still there, and
-//! the certificate fingerprint clients pinned is unchanged.
+//! the certificate fingerprint clients pinned and the service's MLS key (the external
+//! sender rooms' groups name) are unchanged.
 
 use std::{
     io::{BufRead, BufReader},
@@ -17,6 +18,14 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     fingerprint: String,
+}
+
+impl Drop for Server {
+    /// A failed assertion must not leave the server running (and the test's output open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn spawn(data: &std::path::Path) -> Server {
@@ -58,7 +67,8 @@ fn key_of(handle: &str) -> SigningKey {
     SigningKey::from_bytes(&sha2::Sha256::digest(handle).into())
 }
 
-async fn login(s: &Server, handle: &str, register: bool) -> SignalingClient {
+/// Logs in; the service's MLS signature key comes with it.
+async fn login(s: &Server, handle: &str, register: bool) -> (SignalingClient, Vec<u8>) {
     let pin: Pin = s.fingerprint.parse().expect("pin");
     let c = SignalingClient::connect(s.addr, &pin)
         .await
@@ -69,11 +79,10 @@ async fn login(s: &Server, handle: &str, register: bool) -> SignalingClient {
     } else {
         c.login(&h(handle), &key, 1).await
     };
-    assert!(
-        matches!(r, Ok(Response::LoggedIn { .. })),
-        "{handle}: {r:?}"
-    );
-    c
+    let Ok(Response::LoggedIn { service_key, .. }) = r else {
+        panic!("{handle}: {r:?}")
+    };
+    (c, service_key)
 }
 
 #[tokio::test]
@@ -81,9 +90,10 @@ async fn state_survives_sigkill() {
     let dir = tempfile::tempdir().expect("dir");
     let mut first = spawn(dir.path());
 
-    let alice = login(&first, "@alice", true).await;
-    let alice_mls = MlsDevice::with_identity("@alice", &key_of("@alice"), None).expect("mls");
-    let bob = login(&first, "@bobby", true).await;
+    let (alice, service_key) = login(&first, "@alice", true).await;
+    let mut alice_mls = MlsDevice::with_identity("@alice", &key_of("@alice"), None).expect("mls");
+    alice_mls.set_service_key(&service_key);
+    let (bob, _) = login(&first, "@bobby", true).await;
     let bob_mls = MlsDevice::with_identity("@bobby", &key_of("@bobby"), None).expect("mls");
     let bob_packages: Vec<Vec<u8>> = (0..2).map(|_| bob_mls.key_package().expect("kp")).collect();
     bob.request(Request::UploadKeyPackages {
@@ -141,7 +151,11 @@ async fn state_survives_sigkill() {
         second.fingerprint, first.fingerprint,
         "the pinned certificate survives"
     );
-    let alice = login(&second, "@alice", false).await;
+    let (alice, service_key_after) = login(&second, "@alice", false).await;
+    assert_eq!(
+        service_key_after, service_key,
+        "the service's MLS key survives"
+    );
     // KeyPackages survived, none consumed by the crash.
     let Response::KeyPackage {
         package,
@@ -182,7 +196,7 @@ async fn state_survives_sigkill() {
         Ok(Response::CommitAccepted { epoch: 2, .. })
     ));
     // Bob's queued messages arrive, in order.
-    let mut bob = login(&second, "@bobby", false).await;
+    let (mut bob, _) = login(&second, "@bobby", false).await;
     let mut got = Vec::new();
     while got.len() < 3 {
         match bob.next_within(std::time::Duration::from_secs(5)).await {

@@ -98,6 +98,8 @@ pub struct User {
     pub key: SigningKey,
     /// Its device id.
     pub device: DeviceId,
+    /// The service's MLS key, as login gave it (rooms' groups name it as external sender).
+    pub service_key: Vec<u8>,
 }
 
 /// A deterministic identity key for a handle (tests only).
@@ -132,13 +134,15 @@ impl TestServer {
             // The account exists: log this device in on the same connection.
             Err(_) => client.login(&hd, &key, device).await.expect("login"),
         };
-
-        assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+        let Response::LoggedIn { service_key, .. } = r else {
+            panic!("{r:?}")
+        };
         User {
             client,
             handle: hd,
             key,
             device,
+            service_key,
         }
     }
 }
@@ -294,8 +298,9 @@ impl TestServer {
     /// KeyPackages and a last-resort one.
     pub async fn member(&self, handle: &str, device: DeviceId, packages: usize) -> Member {
         let user = self.user(handle, device).await;
-        let mls = sotto_client::mls::MlsDevice::with_identity(handle, &user.key, None)
+        let mut mls = sotto_client::mls::MlsDevice::with_identity(handle, &user.key, None)
             .expect("MLS device");
+        mls.set_service_key(&user.service_key);
         let m = Member { user, mls };
         m.publish(packages).await;
         m

@@ -55,10 +55,16 @@ async fn account(
     let client = SignalingClient::connect(addr, pin).await?;
     let key = identity_for(handle);
     let h = Handle::parse(handle).context("a load participant's handle")?;
-    if client.register(&h, &key, 1).await.is_err() {
-        client.login(&h, &key, 1).await?;
-    }
-    let mls = MlsDevice::with_identity(handle, &key, None)?;
+    let logged_in = match client.register(&h, &key, 1).await {
+        Ok(r) => r,
+        Err(_) => client.login(&h, &key, 1).await?,
+    };
+    let Response::LoggedIn { service_key, .. } = logged_in else {
+        bail!("logging in was answered unexpectedly");
+    };
+    let mut mls = MlsDevice::with_identity(handle, &key, None)?;
+    // The room's group names the service as its external sender.
+    mls.set_service_key(&service_key);
     let packages = vec![mls.key_package()?];
     client
         .request(Request::UploadKeyPackages {

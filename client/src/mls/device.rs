@@ -2,9 +2,10 @@
 //! the crypto and storage provider its groups live in.
 
 use openmls::prelude::{
-    BasicCredential, Capabilities, CredentialWithKey, ExtensionType, KeyPackage, MlsGroup,
-    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
-    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, StagedWelcome,
+    BasicCredential, Capabilities, CredentialWithKey, Extension, ExtensionType, Extensions,
+    ExternalSender, KeyPackage, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
+    MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
+    StagedWelcome,
     tls_codec::{Deserialize as _, Serialize as _},
 };
 use openmls_basic_credential::SignatureKeyPair;
@@ -16,6 +17,8 @@ use super::{CIPHERSUITE, CallGroup, MemberCredential, MlsError, boxed, provider:
 pub struct MlsDevice {
     provider: Provider,
     signer: SignatureKeyPair,
+    /// The service as the external sender of the groups we start (from login).
+    service: Option<ExternalSender>,
     credential: CredentialWithKey,
 }
 
@@ -70,6 +73,7 @@ impl MlsDevice {
             provider,
             signer,
             credential,
+            service: None,
         })
     }
 
@@ -139,7 +143,7 @@ impl MlsDevice {
         let group = MlsGroup::new(
             &self.provider,
             &self.signer,
-            &Self::group_config(),
+            &self.group_config()?,
             self.credential.clone(),
         )
         .map_err(|e| MlsError::local("creating a group")(boxed(e)))?;
@@ -152,7 +156,7 @@ impl MlsDevice {
         let group = MlsGroup::new_with_group_id(
             &self.provider,
             &self.signer,
-            &Self::group_config(),
+            &self.group_config()?,
             openmls::prelude::GroupId::from_slice(id),
             self.credential.clone(),
         )
@@ -163,12 +167,29 @@ impl MlsDevice {
     /// Handshakes (commits, proposals) go out as PublicMessages so the delivery service
     /// can validate them against the group's public state (DESIGN §4.4); media keys never
     /// travel in MLS application messages, so nothing secret is exposed by this.
-    fn group_config() -> MlsGroupCreateConfig {
-        MlsGroupCreateConfig::builder()
+    ///
+    /// Once the service's key is known, it is the group's one external sender (RFC 9420
+    /// §12.1.8.1): it may propose removing members who left; a member commits.
+    fn group_config(&self) -> Result<MlsGroupCreateConfig, MlsError> {
+        let mut builder = MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .use_ratchet_tree_extension(true)
-            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-            .build()
+            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY);
+        if let Some(s) = &self.service {
+            let ext = Extensions::single(Extension::ExternalSenders(vec![s.clone()]))
+                .map_err(|e| MlsError::local("naming the service as external sender")(boxed(e)))?;
+            builder = builder.with_group_context_extensions(ext);
+        }
+        Ok(builder.build())
+    }
+
+    /// Names the service (its signature key, from login) as the external sender of every
+    /// group this device starts from now on.
+    pub fn set_service_key(&mut self, key: &[u8]) {
+        self.service = Some(ExternalSender::new(
+            key.into(),
+            BasicCredential::new(sotto_proto::SERVICE_SENDER_IDENTITY.to_vec()).into(),
+        ));
     }
 
     /// Rejoins a group by external commit from its latest GroupInfo (what the delivery

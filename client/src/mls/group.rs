@@ -2,7 +2,7 @@
 
 use openmls::prelude::{
     KeyPackage, LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
-    ProcessedMessageContent, ProtocolVersion, QueuedProposal, StagedCommit,
+    ProcessedMessageContent, Proposal, ProtocolVersion, QueuedProposal, Sender, StagedCommit,
     tls_codec::{Deserialize as _, Serialize as _},
 };
 use openmls_traits::OpenMlsProvider as _;
@@ -52,6 +52,19 @@ pub enum StagedMessage {
 }
 
 impl StagedMessage {
+    /// The leaf it removes, if it is a Remove proposal from the group's external sender
+    /// (the service, as the group's context names it): the one standalone proposal a room
+    /// member stores and commits.
+    pub fn service_removal(&self) -> Option<u32> {
+        match self {
+            Self::Proposal(p) => match (p.sender(), p.proposal()) {
+                (Sender::External(_), Proposal::Remove(r)) => Some(r.removed().u32()),
+                _ => None,
+            },
+            Self::Commit(_) => None,
+        }
+    }
+
     /// Credentials this message would bring into the group: every added member's, and
     /// the committer's own if its update path presents a new leaf. Leaves of added
     /// members are not known until the commit is applied (`u32::MAX`).
@@ -79,7 +92,7 @@ impl StagedMessage {
                 v
             }
             Self::Proposal(p) => match p.proposal() {
-                openmls::prelude::Proposal::Add(a) => {
+                Proposal::Add(a) => {
                     let leaf = a.key_package().leaf_node();
                     vec![MemberCredential::of_leaf(
                         u32::MAX,
@@ -237,6 +250,33 @@ impl CallGroup {
             group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
             epoch,
         })
+    }
+
+    /// Creates a commit covering the proposals stored for this epoch (the service's
+    /// Removes); pending like [`Self::add`].
+    pub fn commit_pending(&mut self, device: &MlsDevice) -> Result<Commit, MlsError> {
+        let epoch = self.epoch();
+        let (commit, welcome, info) = self
+            .group
+            .commit_to_pending_proposals(device.provider(), device.signer())
+            .map_err(|e| MlsError::local("committing the pending proposals")(boxed(e)))?;
+        Ok(Commit {
+            commit: encode(&commit)?,
+            welcome: welcome.map(|w| encode(&w)).transpose()?,
+            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
+            epoch,
+        })
+    }
+
+    /// Leaves that a stored proposal of this epoch removes.
+    pub fn pending_removals(&self) -> Vec<u32> {
+        self.group
+            .pending_proposals()
+            .filter_map(|p| match p.proposal() {
+                Proposal::Remove(r) => Some(r.removed().u32()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Creates a commit that refreshes our own leaf (new HPKE and encryption keys) and so

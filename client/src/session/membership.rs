@@ -1,11 +1,12 @@
-//! Who is in the room's group (DESIGN §4.5). Joining is an Add and a Welcome; leaving,
-//! removal by the owner and disconnection all show as a roster without the device, and a
-//! member commits its Remove. Every present member computes the same needs from the
-//! roster (devices without a leaf to add, leaves without a device to remove); the member
-//! with the lowest present leaf commits them after a short batch window, so a burst of
-//! joins costs one commit, and if it has not after its turn the next in line does (one
-//! slow member never stalls the room). The delivery service fences epochs, so two
-//! members committing at once cost one a retry, never a fork.
+//! Who is in the room's group (DESIGN §4.5). Joining is an Add and a Welcome. Leaving,
+//! removal by the owner and disconnection all end with the service, as the group's
+//! external sender, proposing the Remove; a member commits it. Every present member
+//! computes the same needs (devices the roster shows without a leaf to add, the service's
+//! Remove proposals to commit); the member with the lowest present leaf commits them
+//! after a short batch window, so a burst of joins costs one commit, and if it has not
+//! after its turn the next in line does (one slow member never stalls the room). The
+//! delivery service fences epochs, so two members committing at once cost one a retry,
+//! never a fork.
 //!
 //! Every credential a change brings in is checked against the directory and the pins
 //! before it is applied; a commit that brings in a key that does not check out ends the
@@ -136,9 +137,8 @@ impl RoomSession {
             (MlsKind::Commit, Stage::Member | Stage::Leaving) => {
                 self.commit_in(env, epoch, data, now)
             }
-            (MlsKind::Proposal, _) => {
-                // Standalone proposals are not used in rooms: every change is a commit.
-                tracing::debug!("ignoring a standalone proposal in a room");
+            (MlsKind::Proposal, Stage::Member | Stage::Leaving) => {
+                self.proposal_in(env, epoch, data);
                 Handled::Done
             }
             _ => {
@@ -255,6 +255,30 @@ impl RoomSession {
         }
     }
 
+    /// A standalone proposal: only the service's Remove of the current epoch is kept, for
+    /// the member whose turn it is to commit (members never send proposals of their own).
+    fn proposal_in(&mut self, env: &mut Env<'_>, epoch: u64, data: &[u8]) {
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        if epoch != group.epoch() {
+            // A proposal is good for its epoch only; the service proposes again.
+            return;
+        }
+        match group.stage(env.mls, data) {
+            Ok(staged) => match staged.service_removal() {
+                Some(leaf) => {
+                    tracing::debug!(leaf, "the service proposes a removal");
+                    if let Err(e) = group.apply(env.mls, staged) {
+                        tracing::warn!(error = %e, "could not store the service's proposal");
+                    }
+                }
+                None => tracing::warn!("ignoring a proposal that is not the service's Remove"),
+            },
+            Err(e) => tracing::warn!(error = %e, "a proposal does not process"),
+        }
+    }
+
     /// A credential did not check out: nothing more is encrypted to this group.
     fn refused(&mut self, env: &mut Env<'_>, v: Verdict) {
         let (handle, reason) = match v {
@@ -286,7 +310,8 @@ impl RoomSession {
         }
     }
 
-    /// Devices to add and leaves to remove, as the roster shows them.
+    /// Devices to add (as the roster shows them) and leaves to remove (as the service
+    /// proposed).
     fn needs(&self, now: Instant) -> (Vec<DeviceAddr>, Vec<u32>) {
         let own = self.leaf();
         let add = self
@@ -303,16 +328,12 @@ impl RoomSession {
             .map(|e| e.device.clone())
             .collect();
         let remove = self
-            .members
-            .iter()
-            .filter(|(l, _)| Some(**l) != own)
-            .filter(|(l, h)| {
-                !self
-                    .roster
-                    .iter()
-                    .any(|e| e.leaf == Some(**l) && &e.device.handle == *h)
-            })
-            .map(|(l, _)| *l)
+            .group
+            .as_ref()
+            .map(|g| g.pending_removals())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| Some(*l) != own)
             .collect();
         (add, remove)
     }
@@ -350,6 +371,17 @@ impl RoomSession {
             self.plan.due_at = None;
             return;
         };
+        let own = self.leaf();
+        if self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.pending_removals().iter().any(|l| Some(*l) == own))
+        {
+            // The service proposes removing us (we were gone a moment): a commit of ours
+            // would have to cover that, which MLS forbids; another member commits it.
+            self.plan.due_at = None;
+            return;
+        }
         if add.is_empty() && remove.is_empty() {
             self.plan.since = None;
             self.plan.last_needs = None;
@@ -380,11 +412,12 @@ impl RoomSession {
         }
     }
 
+    /// Commits the service's Remove proposals (by reference).
     fn commit_remove(&mut self, env: &mut Env<'_>, leaves: &[u32], now: Instant) {
         let Some(group) = self.group.as_mut() else {
             return;
         };
-        match group.remove(env.mls, leaves) {
+        match group.commit_pending(env.mls) {
             Ok(c) => {
                 tracing::info!(?leaves, "committing removals");
                 self.plan.committing = Some(CommitKind::Remove);

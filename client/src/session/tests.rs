@@ -16,7 +16,7 @@ use sotto_proto::{
     ServerMsg, Stored, login_transcript,
 };
 use sotto_signaling::{
-    core::{Core, CoreConfig, Output as CoreOutput, Rng, SessionId, metrics::Metrics},
+    core::{Core, CoreConfig, Output as CoreOutput, Rng, ServiceKeys, SessionId, metrics::Metrics},
     storage::sqlite::SqliteStorage,
 };
 
@@ -38,6 +38,8 @@ struct Member {
     /// Whether it stopped processing anything (a frozen device).
     frozen: bool,
     /// Commits it sent to the delivery service.
+    /// The service's proposals delivered to this member.
+    proposals_seen: u32,
     commits_sent: u32,
 }
 
@@ -106,7 +108,10 @@ impl World {
         let core = Core::new(
             cfg,
             Box::new(SqliteStorage::in_memory().expect("db")),
-            SigningKey::from_bytes(&[9; 32]),
+            ServiceKeys {
+                token: SigningKey::from_bytes(&[9; 32]),
+                external_sender: SigningKey::from_bytes(&[10; 32]),
+            },
             rng,
             Arc::new(Metrics::default()),
             now,
@@ -213,8 +218,11 @@ impl World {
                 signature: sig.to_bytes().to_vec(),
             },
         );
-        assert!(matches!(r, Ok(Response::LoggedIn { .. })), "{r:?}");
-        let mls = MlsDevice::with_identity(name, &key, None).expect("mls");
+        let Ok(Response::LoggedIn { service_key, .. }) = r else {
+            panic!("{r:?}")
+        };
+        let mut mls = MlsDevice::with_identity(name, &key, None).expect("mls");
+        mls.set_service_key(&service_key);
         let packages = (0..4).map(|_| mls.key_package().expect("kp")).collect();
         let r = self.direct(
             sid,
@@ -235,6 +243,7 @@ impl World {
             kept: Vec::new(),
             frozen: false,
             commits_sent: 0,
+            proposals_seen: 0,
         });
     }
 
@@ -388,6 +397,13 @@ impl World {
                 s.handle_event(&mut env, &e, now);
             }
             ServerMsg::Delivery { seq, item } => {
+                m.proposals_seen += u32::from(matches!(
+                    item,
+                    Stored::Mls {
+                        kind: sotto_proto::MlsKind::Proposal,
+                        ..
+                    }
+                ));
                 if let Err(item) = s.handle_delivery(&mut env, seq, item, now) {
                     m.kept.push((seq, item));
                 }
@@ -492,8 +508,10 @@ fn h_of(s: &str) -> Handle {
     h(s)
 }
 
+/// The service proposes the removal (as the group's external sender) and the first in
+/// line commits it.
 #[test]
-fn a_disconnected_member_is_removed_by_the_others() {
+fn a_disconnected_member_is_removed_by_committing_the_services_proposal() {
     let mut w = World::new("@owner", &["@bob", "@carol"]);
     for i in 0..3 {
         w.start(i);
@@ -505,8 +523,14 @@ fn a_disconnected_member_is_removed_by_the_others() {
     w.run(Duration::from_secs(2));
     for i in [0, 1] {
         assert_eq!(w.status(i).members.len(), 2, "member {i}");
+        assert_eq!(w.members[i].proposals_seen, 1, "member {i}");
     }
     assert_eq!(w.status(0).epoch, 2);
+    assert_eq!(
+        (w.members[0].commits_sent, w.members[1].commits_sent),
+        (2, 0),
+        "the owner (first in line) added both, then committed the removal"
+    );
 }
 
 #[test]

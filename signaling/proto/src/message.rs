@@ -455,6 +455,10 @@ pub struct SignedJoinToken {
 /// Domain label for join token signatures.
 pub const JOIN_TOKEN_LABEL: &[u8] = b"sotto/1 join token\0";
 
+/// The identity of the service's basic credential as a room group's MLS external sender
+/// (with `LoggedIn::service_key` as its signature key).
+pub const SERVICE_SENDER_IDENTITY: &[u8] = b"sotto delivery service";
+
 /// A participant as the room roster shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RosterEntry {
@@ -490,6 +494,9 @@ pub enum Response {
         pending: u32,
         /// One-use KeyPackages this device has stored, so it can top up at login.
         key_packages: u32,
+        /// The service's MLS signature key (Ed25519): a room's group names it as its
+        /// external sender, which proposes removing members who left or disconnected.
+        service_key: Vec<u8>,
     },
     /// A handle's identity.
     Identity {
@@ -791,7 +798,7 @@ pub enum Stored {
         kind: MlsKind,
         /// The epoch it was made in.
         epoch: u64,
-        /// Who sent it.
+        /// Who sent it (for the service's own Remove proposals: the device removed).
         from: DeviceAddr,
         /// The MLS message.
         data: Vec<u8>,

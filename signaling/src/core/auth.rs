@@ -159,6 +159,7 @@ impl Core {
             created,
             pending: pending.try_into().unwrap_or(u32::MAX),
             key_packages: key_packages.try_into().unwrap_or(u32::MAX),
+            service_key: self.sender.public().to_vec(),
         })
     }
 

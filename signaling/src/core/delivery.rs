@@ -159,8 +159,21 @@ impl Core {
             .account(&me.handle)?
             .ok_or_else(|| err(ErrorCode::Internal, "account missing"))?
             .identity_key;
-        let tracked =
-            TrackedGroup::create(&self.crypto, group, group_info, &me.handle, &identity_key)?;
+        // A room's group (relayed calls' included) names the service as its external
+        // sender, so the service can propose removing whoever leaves its call.
+        let is_room = match <[u8; 16]>::try_from(group) {
+            Ok(id) => self.room_record(&RoomId(id))?.is_some(),
+            Err(_) => false,
+        };
+        let service_key = self.sender.public().to_vec();
+        let tracked = TrackedGroup::create(
+            &self.crypto,
+            group,
+            group_info,
+            &me.handle,
+            &identity_key,
+            is_room.then_some(service_key.as_slice()),
+        )?;
         if self.orphaned_room_group(group) {
             // Nobody in the room's call is in the stored group, so nobody could let anyone
             // in: a participant starts it afresh.
@@ -450,7 +463,7 @@ impl Core {
     }
 
     /// The group's public MLS state.
-    fn tracked(&self, group: &[u8]) -> Result<TrackedGroup, ErrorBody> {
+    pub(super) fn tracked(&self, group: &[u8]) -> Result<TrackedGroup, ErrorBody> {
         let bytes = self
             .storage
             .group_state(group)?

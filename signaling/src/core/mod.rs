@@ -134,6 +134,8 @@ pub struct Core {
     started: Instant,
     started_unix: u64,
     token_key: SigningKey,
+    /// Signs the service's Remove proposals as each room group's external sender.
+    sender: openmls_basic_credential::SignatureKeyPair,
     next_session: SessionId,
     sessions: HashMap<SessionId, Session>,
     /// Online devices per handle.
@@ -153,6 +155,15 @@ pub struct Core {
     low_notified: std::collections::HashSet<DeviceAddr>,
 }
 
+/// The service's own signing keys, kept across restarts.
+pub struct ServiceKeys {
+    /// Signs the join tokens SFUs verify.
+    pub token: SigningKey,
+    /// Signs the Remove proposals the service makes as each room group's MLS external
+    /// sender (RFC 9420 §12.1.8.1); clients name its public half in every group they start.
+    pub external_sender: SigningKey,
+}
+
 /// An error answer.
 pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
@@ -169,12 +180,13 @@ impl From<StorageError> for ErrorBody {
 pub(crate) type Reply = Result<Response, ErrorBody>;
 
 impl Core {
-    /// A core over `storage`. `token_key` signs SFU join tokens; `now`/`now_unix` anchor
-    /// the monotonic clock to wall time for token expiry.
+    /// A core over `storage`. `keys` sign SFU join tokens and the service's MLS
+    /// proposals; `now`/`now_unix` anchor the monotonic clock to wall time for token
+    /// expiry.
     pub fn new(
         cfg: CoreConfig,
         storage: Box<dyn Storage>,
-        token_key: SigningKey,
+        keys: ServiceKeys,
         rng: Rng,
         metrics: Arc<Metrics>,
         now: Instant,
@@ -187,7 +199,12 @@ impl Core {
             metrics,
             started: now,
             started_unix: now_unix,
-            token_key,
+            token_key: keys.token,
+            sender: openmls_basic_credential::SignatureKeyPair::from_raw(
+                openmls::prelude::SignatureScheme::ED25519,
+                keys.external_sender.to_bytes().to_vec(),
+                keys.external_sender.verifying_key().to_bytes().to_vec(),
+            ),
             next_session: 1,
             sessions: HashMap::new(),
             online: HashMap::new(),

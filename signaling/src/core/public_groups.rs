@@ -12,13 +12,15 @@
 //! restart through the same seam as everything else.
 
 use openmls::prelude::{
-    BasicCredential, GroupId, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn,
-    ProcessedMessageContent, ProposalStore, ProtocolMessage, ProtocolVersion, PublicGroup, Sender,
+    BasicCredential, ExternalProposal, ExternalSender, GroupId, KeyPackageIn, LeafNodeIndex,
+    MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal, ProposalStore,
+    ProtocolMessage, ProtocolVersion, PublicGroup, Sender, SenderExtensionIndex,
     tls_codec::{Deserialize as _, Serialize as _},
 };
+use openmls_basic_credential::SignatureKeyPair;
 use openmls_memory_storage::MemoryStorage;
-use openmls_rust_crypto::RustCrypto;
-use sotto_proto::{ErrorBody, ErrorCode, Handle};
+use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
+use sotto_proto::{ErrorBody, ErrorCode, Handle, SERVICE_SENDER_IDENTITY};
 
 use super::err;
 
@@ -157,13 +159,16 @@ fn public_message(bytes: &[u8], group: &GroupId) -> Result<ProtocolMessage, Erro
 impl TrackedGroup {
     /// Starts following a new group from its creator's epoch-0 GroupInfo (with the ratchet
     /// tree extension). The group must be `group_id` at epoch 0 with exactly one member:
-    /// `creator`, with `creator_key` as its signature key.
+    /// `creator`, with `creator_key` as its signature key. With `service_key`, the group
+    /// must name the service (that signature key) as its one external sender: a room's
+    /// group, whose members the service proposes to remove when they leave.
     pub(crate) fn create(
         crypto: &RustCrypto,
         group_id: &[u8],
         group_info: &[u8],
         creator: &Handle,
         creator_key: &[u8],
+        service_key: Option<&[u8]>,
     ) -> Result<Self, ErrorBody> {
         let (group, store) = from_group_info(crypto, group_info)?;
         if group.group_id().as_slice() != group_id {
@@ -178,6 +183,23 @@ impl TrackedGroup {
         };
         check_credential(&only.credential, &only.signature_key, creator, creator_key)
             .map_err(invalid)?;
+        if let Some(key) = service_key {
+            let senders = group
+                .group_context()
+                .extensions()
+                .external_senders()
+                .map(|e| e.as_slice())
+                .unwrap_or_default();
+            let service = ExternalSender::new(
+                key.into(),
+                BasicCredential::new(SERVICE_SENDER_IDENTITY.to_vec()).into(),
+            );
+            if senders != [service] {
+                return Err(invalid(
+                    "a room's group names the service as its one external sender",
+                ));
+            }
+        }
         Ok(Self { group, store })
     }
 
@@ -258,6 +280,13 @@ impl TrackedGroup {
             return Err(invalid(
                 "Update proposals are not used; commit a path instead",
             ));
+        }
+        if staged
+            .queued_proposals()
+            .any(|p| matches!(p.proposal(), Proposal::GroupContextExtensions(_)))
+        {
+            // The context names the service as external sender; nobody may change that.
+            return Err(invalid("a group's context extensions never change"));
         }
         let mut adds = Vec::new();
         for add in staged.add_proposals() {
@@ -355,11 +384,59 @@ impl TrackedGroup {
         let ProcessedMessageContent::ProposalMessage(p) = processed.into_content() else {
             return Err(invalid("expected a Proposal"));
         };
-        if !matches!(p.proposal(), openmls::prelude::Proposal::Remove(_)) {
+        if !matches!(p.proposal(), Proposal::Remove(_)) {
             return Err(invalid("only Remove proposals may be sent on their own"));
         }
         self.group.add_proposal(&self.store, *p).map_err(internal)?;
         Ok(())
+    }
+
+    /// The service's own Remove proposal for `leaf` in the current epoch (RFC 9420
+    /// §12.1.8.1, signed as the group's external sender 0): checked like any other message
+    /// and queued, so a member's commit may cover it by reference. `None` if one is already
+    /// queued for that leaf this epoch.
+    pub(crate) fn propose_remove(
+        &mut self,
+        crypto: &RustCrypto,
+        signer: &SignatureKeyPair,
+        leaf: u32,
+    ) -> Result<Option<Vec<u8>>, ErrorBody> {
+        if self.pending_removals()?.contains(&leaf) {
+            return Ok(None);
+        }
+        let msg = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
+            LeafNodeIndex::new(leaf),
+            self.group.group_id().clone(),
+            self.group.group_context().epoch(),
+            signer,
+            SenderExtensionIndex::new(0),
+        )
+        .map_err(internal)?;
+        let bytes = msg.tls_serialize_detached().map_err(internal)?;
+        let parsed = public_message(&bytes, self.group.group_id())?;
+        let processed = self
+            .group
+            .process_message(crypto, parsed)
+            .map_err(|e| invalid(format!("the service's own proposal does not validate: {e}")))?;
+        let ProcessedMessageContent::ProposalMessage(p) = processed.into_content() else {
+            return Err(internal("the service's proposal is not a proposal"));
+        };
+        self.group.add_proposal(&self.store, *p).map_err(internal)?;
+        Ok(Some(bytes))
+    }
+
+    /// Leaves with a Remove proposal queued in the current epoch.
+    pub(crate) fn pending_removals(&self) -> Result<Vec<u32>, ErrorBody> {
+        Ok(self
+            .group
+            .queued_proposals(&self.store)
+            .map_err(internal)?
+            .into_iter()
+            .filter_map(|(_, q)| match q.proposal() {
+                Proposal::Remove(r) => Some(r.removed().u32()),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Checks that a committer's GroupInfo describes exactly the state the server now
@@ -429,7 +506,8 @@ pub fn exercise_parsers(data: &[u8], group: Option<(&[u8], &[u8])>) -> bool {
         return false;
     };
     let mut accepted = check_key_package(&crypto, data, &handle, &[0; 32]).is_ok();
-    accepted |= TrackedGroup::create(&crypto, b"group", data, &handle, &[0; 32]).is_ok();
+    accepted |=
+        TrackedGroup::create(&crypto, b"group", data, &handle, &[0; 32], Some(&[0; 32])).is_ok();
     let _ = TrackedGroup::load(b"group", data);
     if let Some((id, state)) = group
         && let Ok(mut g) = TrackedGroup::load(id, state)
@@ -472,8 +550,8 @@ mod tests {
         assert!(check_key_package(&crypto, &kp, &alice, &identity).is_ok());
         let mut group = a.create_group_with_id(b"g").expect("group");
         let info = group.group_info(&a).expect("info");
-        let tracked =
-            TrackedGroup::create(&crypto, b"g", &info, &alice, &identity).expect("a valid group");
+        let tracked = TrackedGroup::create(&crypto, b"g", &info, &alice, &identity, None)
+            .expect("a valid group");
         let state = tracked.to_bytes().expect("state");
         let commit = group
             .add(&a, &[b.key_package().expect("kp")])
@@ -508,7 +586,7 @@ mod tests {
                 let accepted = match what {
                     "KeyPackage" => check_key_package(&crypto, v, &alice, &identity).is_ok(),
                     "GroupInfo" => {
-                        TrackedGroup::create(&crypto, b"g", v, &alice, &identity).is_ok()
+                        TrackedGroup::create(&crypto, b"g", v, &alice, &identity, None).is_ok()
                     }
                     _ => TrackedGroup::load(b"g", &state)
                         .expect("load")

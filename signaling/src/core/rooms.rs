@@ -14,8 +14,8 @@ use std::{
 
 use ed25519_dalek::Signer;
 use sotto_proto::{
-    DeviceAddr, ErrorCode, Event, Handle, JOIN_TOKEN_LABEL, JoinToken, Response, RoomId,
-    RosterEntry, RtcSignal, SignedJoinToken, Stored,
+    DeviceAddr, ErrorBody, ErrorCode, Event, Handle, JOIN_TOKEN_LABEL, JoinToken, MlsKind,
+    Response, RoomId, RosterEntry, RtcSignal, SignedJoinToken, Stored,
 };
 
 use super::{Core, Reply, SessionId, SessionState, Timer, err, room_id};
@@ -399,9 +399,64 @@ impl Core {
             self.rooms.rooms.remove(room);
             self.delete_group(&room.0);
         } else {
+            self.propose_removals(room);
             self.broadcast_roster(room, None);
         }
         true
+    }
+
+    /// As the room group's external sender, proposes removing every member whose device
+    /// is no longer in the room's call (it left, was removed or disconnected); the member
+    /// whose turn it is commits the proposals. A proposal is good for one epoch, so this
+    /// runs again after every accepted commit.
+    fn propose_removals(&mut self, room: &RoomId) {
+        if let Err(e) = self.try_propose_removals(room) {
+            tracing::warn!(error = %e.message, "could not propose removals");
+        }
+    }
+
+    fn try_propose_removals(&mut self, room: &RoomId) -> Result<(), ErrorBody> {
+        let Some(live) = self.rooms.rooms.get(room) else {
+            return Ok(());
+        };
+        let Some(stored) = self.storage.group(&room.0)? else {
+            return Ok(());
+        };
+        let (present, absent): (Vec<_>, Vec<_>) = stored
+            .members
+            .iter()
+            .partition(|(d, _)| live.participants.contains_key(d));
+        if absent.is_empty() || present.is_empty() {
+            return Ok(());
+        }
+        let mut tracked = self.tracked(&room.0)?;
+        let mut made = Vec::new();
+        for (gone, leaf) in absent {
+            if let Some(data) = tracked.propose_remove(&self.crypto, &self.sender, *leaf)? {
+                made.push((gone.clone(), data));
+            }
+        }
+        if made.is_empty() {
+            return Ok(());
+        }
+        let to: Vec<DeviceAddr> = present.iter().map(|(d, _)| d.clone()).collect();
+        self.check_queues(to.iter())?;
+        self.storage
+            .put_group_state(&room.0, &tracked.to_bytes()?)?;
+        for (gone, data) in made {
+            tracing::debug!(device = %gone.handle, "proposing a removal");
+            self.store_and_deliver(
+                &to,
+                &Stored::Mls {
+                    group: room.0.to_vec(),
+                    kind: MlsKind::Proposal,
+                    epoch: stored.epoch,
+                    from: gone,
+                    data,
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Whether the room whose id is `group` has people in its call, none of whom is in its
@@ -450,6 +505,7 @@ impl Core {
         if let Ok(id) = <[u8; 16]>::try_from(group) {
             let room = RoomId(id);
             if self.rooms.rooms.contains_key(&room) {
+                self.propose_removals(&room);
                 self.broadcast_roster(&room, None);
             }
         }
@@ -480,11 +536,7 @@ impl Core {
         }
     }
 
-    fn participant_sfu(
-        &self,
-        me: &DeviceAddr,
-        room: &RoomId,
-    ) -> Result<SessionId, sotto_proto::ErrorBody> {
+    fn participant_sfu(&self, me: &DeviceAddr, room: &RoomId) -> Result<SessionId, ErrorBody> {
         let live = self
             .rooms
             .rooms
@@ -499,7 +551,7 @@ impl Core {
         })
     }
 
-    fn leaf_of(&mut self, me: &DeviceAddr, room: &RoomId) -> Result<u32, sotto_proto::ErrorBody> {
+    fn leaf_of(&mut self, me: &DeviceAddr, room: &RoomId) -> Result<u32, ErrorBody> {
         let group = self
             .storage
             .group(&room.0)?
@@ -522,7 +574,7 @@ impl Core {
     pub(super) fn room_record(
         &self,
         room: &RoomId,
-    ) -> Result<Option<crate::storage::Room>, sotto_proto::ErrorBody> {
+    ) -> Result<Option<crate::storage::Room>, ErrorBody> {
         match self.relay_room(room) {
             Some(r) => Ok(Some(r)),
             None => Ok(self.storage.room(room)?),
@@ -531,7 +583,7 @@ impl Core {
 
     /// A stored room, for what only stored rooms allow (invitations, removals): a relayed
     /// call's room is the two parties' and nobody else's.
-    fn stored_room(&self, room: &RoomId) -> Result<crate::storage::Room, sotto_proto::ErrorBody> {
+    fn stored_room(&self, room: &RoomId) -> Result<crate::storage::Room, ErrorBody> {
         if self.relay_room(room).is_some() {
             return Err(err(
                 ErrorCode::Forbidden,

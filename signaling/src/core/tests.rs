@@ -41,7 +41,10 @@ impl World {
         let core = Core::new(
             cfg,
             Box::new(SqliteStorage::in_memory().expect("db")),
-            SigningKey::from_bytes(&[7; 32]),
+            ServiceKeys {
+                token: SigningKey::from_bytes(&[7; 32]),
+                external_sender: SigningKey::from_bytes(&[8; 32]),
+            },
             rng,
             Arc::new(Metrics::default()),
             now,
@@ -623,7 +626,8 @@ impl World {
     /// device whose credential carries the account key.
     fn member(&mut self, handle: &str, packages: usize) -> (SessionId, MlsDevice) {
         let sid = self.login(handle, 1);
-        let mls = MlsDevice::with_identity(handle, &self.keys[handle], None).expect("mls");
+        let mut mls = MlsDevice::with_identity(handle, &self.keys[handle], None).expect("mls");
+        mls.set_service_key(self.core.sender.public());
         let kps = (0..packages)
             .map(|_| mls.key_package().expect("kp"))
             .collect();
@@ -944,4 +948,123 @@ fn a_big_room_filling_at_once_is_neither_throttled_nor_too_big_to_frame() {
     };
     let joined = join(last_mls, &data);
     assert_eq!(joined.members().len(), JOINERS + 1);
+}
+
+/// The service's Remove proposals delivered to each of `sids` so far: (epoch, the device
+/// removed, the proposal).
+fn proposals(w: &mut World, sids: &[SessionId]) -> Vec<Vec<(u64, DeviceAddr, Vec<u8>)>> {
+    let mut got = vec![Vec::new(); sids.len()];
+    while let Some(o) = w.core.poll_output() {
+        let Output::Send(sid, m) = o else { continue };
+        let Some(i) = sids.iter().position(|s| *s == sid) else {
+            continue;
+        };
+        if let ServerMsg::Delivery {
+            item:
+                Stored::Mls {
+                    kind: MlsKind::Proposal,
+                    epoch,
+                    from,
+                    data,
+                    ..
+                },
+            ..
+        } = m
+        {
+            got[i].push((epoch, from, data));
+        }
+    }
+    got
+}
+
+#[test]
+fn the_service_proposes_removing_whoever_left_until_a_member_commits_it() {
+    let mut w = World::new();
+    register_sfu(&mut w);
+    let (alice, alice_mls) = w.member("@alice", 1);
+    let (bob, bob_mls) = w.member("@bob", 1);
+    let (carol, _) = w.member("@carol", 1);
+    let room = w.room(alice);
+    let invite = Request::InviteToRoom {
+        room,
+        handles: vec![h("@bob"), h("@carol")],
+    };
+    assert_eq!(w.req(alice, invite), Ok(Response::Ok));
+    for sid in [alice, bob, carol] {
+        assert!(w.req(sid, Request::JoinRoom { room }).is_ok());
+    }
+    let mut group = w.create_group(alice, &alice_mls, &room.0);
+    assert!(
+        w.add(alice, &alice_mls, &mut group, &["@bob", "@carol"])
+            .is_ok()
+    );
+    let welcome = w.deliveries(bob).pop().expect("bob's Welcome");
+    let mut bob_group = join(&bob_mls, &welcome);
+    assert!(
+        proposals(&mut w, &[alice]).concat().is_empty(),
+        "nobody has left yet"
+    );
+
+    // Carol's connection drops: the two still there get the service's proposal.
+    w.core.disconnect(carol, w.now);
+    let carol_dev = DeviceAddr {
+        handle: h("@carol"),
+        device: 1,
+    };
+    let [to_alice, to_bob] = <[_; 2]>::try_from(proposals(&mut w, &[alice, bob])).expect("two");
+    assert_eq!(to_alice.len(), 1, "one proposal for alice");
+    assert_eq!(to_bob.len(), 1, "one for bob");
+    let (epoch, from, data) = &to_alice[0];
+    assert_eq!((*epoch, from), (1, &carol_dev));
+    let staged = bob_group
+        .stage(&bob_mls, data)
+        .expect("a valid MLS message");
+    assert_eq!(
+        staged.service_removal(),
+        Some(2),
+        "an external Remove of carol's leaf"
+    );
+
+    // Alice commits something else without it: it goes stale, and the service proposes
+    // again in the new epoch.
+    let update = group.update(&alice_mls).expect("update");
+    assert!(matches!(
+        w.req(alice, update.into_request(room.0.to_vec())),
+        Ok(Response::CommitAccepted { epoch: 2, removed, .. }) if removed.is_empty()
+    ));
+    group.merge_pending(&alice_mls).expect("merge");
+    let again = proposals(&mut w, &[alice]).concat();
+    assert_eq!(again.len(), 1, "proposed again: {again:?}");
+    assert_eq!(again[0].0, 2);
+
+    // Alice stores it and commits it by reference: carol's leaf goes, and nothing more
+    // is proposed.
+    let staged = group.stage(&alice_mls, &again[0].2).expect("valid");
+    assert_eq!(staged.service_removal(), Some(2));
+    group.apply(&alice_mls, staged).expect("stored");
+    assert_eq!(group.pending_removals(), vec![2]);
+    let commit = group.commit_pending(&alice_mls).expect("commit");
+    assert!(matches!(
+        w.req(alice, commit.into_request(room.0.to_vec())),
+        Ok(Response::CommitAccepted { epoch: 3, removed, .. }) if removed == [2]
+    ));
+    assert!(proposals(&mut w, &[alice, bob]).concat().is_empty());
+}
+
+#[test]
+fn a_room_group_must_name_the_service_as_its_external_sender() {
+    let mut w = World::new();
+    let (alice, _) = w.member("@alice", 1);
+    let room = w.room(alice);
+    // A device that never learned the service's key (or left it out on purpose).
+    let plain = MlsDevice::with_identity("@alice", &w.keys["@alice"], None).expect("mls");
+    let group = plain.create_group_with_id(&room.0).expect("group");
+    let r = w.req(
+        alice,
+        Request::CreateGroup {
+            group: room.0.to_vec(),
+            group_info: group.group_info(&plain).expect("info"),
+        },
+    );
+    assert_eq!(code(r), ErrorCode::InvalidCommit);
 }
