@@ -10,7 +10,10 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -113,19 +116,50 @@ impl Running {
 }
 
 enum CoreInput {
-    Connect(mpsc::Sender<WriterCmd>, oneshot::Sender<Option<SessionId>>),
+    Connect(Writer, oneshot::Sender<Option<SessionId>>),
     Msg(SessionId, ClientMsg),
     Malformed(SessionId, ErrorBody),
     Disconnect(SessionId),
 }
 
 enum WriterCmd {
-    Msg(ServerMsg),
+    /// A framed message, counted in its session's queued bytes until written.
+    Frame(Vec<u8>),
     Close,
 }
 
 /// Messages queued for one session before it counts as not reading.
 const SESSION_QUEUE: usize = 1024;
+/// Bytes queued for one session before it counts as not reading: frames reach 1 MiB (a
+/// big room's Welcome), so a count alone would let one slow reader hold a gigabyte.
+const SESSION_QUEUE_BYTES: usize = 8 << 20;
+
+/// The core's side of one session's writer.
+struct Writer {
+    tx: mpsc::Sender<WriterCmd>,
+    /// Bytes framed for it and not yet written.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Queues `msg`; false when the session is not keeping up (by count or by bytes).
+    fn send(&self, msg: &ServerMsg) -> bool {
+        let Ok(frame) = sotto_proto::frame::encode_frame(msg) else {
+            tracing::error!("outgoing message too large to frame");
+            return true;
+        };
+        let len = frame.len();
+        if self.queued.load(Ordering::Relaxed) + len > SESSION_QUEUE_BYTES {
+            return false;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.tx.try_send(WriterCmd::Frame(frame)).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
 
 /// Starts the server: opens the database, loads or creates the certificate and token key,
 /// binds, and runs until [`Running::shutdown`].
@@ -274,9 +308,14 @@ async fn connection(conn: quinn::Connection, core_tx: mpsc::Sender<CoreInput>) {
         return;
     };
     let (writer_tx, mut writer_rx) = mpsc::channel::<WriterCmd>(SESSION_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer_side = Writer {
+        tx: writer_tx,
+        queued: queued.clone(),
+    };
     let (reply_tx, reply_rx) = oneshot::channel();
     if core_tx
-        .send(CoreInput::Connect(writer_tx, reply_tx))
+        .send(CoreInput::Connect(writer_side, reply_tx))
         .await
         .is_err()
     {
@@ -300,12 +339,10 @@ async fn connection(conn: quinn::Connection, core_tx: mpsc::Sender<CoreInput>) {
     let writer = tokio::spawn(async move {
         while let Some(cmd) = writer_rx.recv().await {
             match cmd {
-                WriterCmd::Msg(m) => {
-                    let Ok(frame) = sotto_proto::frame::encode_frame(&m) else {
-                        tracing::error!("outgoing message too large to frame");
-                        continue;
-                    };
-                    if send.write_all(&frame).await.is_err() {
+                WriterCmd::Frame(frame) => {
+                    let written = send.write_all(&frame).await;
+                    queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    if written.is_err() {
                         break;
                     }
                 }
@@ -348,7 +385,7 @@ async fn connection(conn: quinn::Connection, core_tx: mpsc::Sender<CoreInput>) {
 }
 
 async fn run_core(mut core: Core, mut rx: mpsc::Receiver<CoreInput>) {
-    let mut writers: HashMap<SessionId, mpsc::Sender<WriterCmd>> = HashMap::new();
+    let mut writers: HashMap<SessionId, Writer> = HashMap::new();
     loop {
         let deadline = core.poll_timeout();
         let input = tokio::select! {
@@ -376,16 +413,16 @@ async fn run_core(mut core: Core, mut rx: mpsc::Receiver<CoreInput>) {
             match out {
                 Output::Send(sid, msg) => {
                     let Some(w) = writers.get(&sid) else { continue };
-                    if w.try_send(WriterCmd::Msg(msg)).is_err() {
+                    if !w.send(&msg) {
                         tracing::warn!(session = sid, "session not reading; closing it");
-                        let _ = w.try_send(WriterCmd::Close);
+                        let _ = w.tx.try_send(WriterCmd::Close);
                         writers.remove(&sid);
                         core.disconnect(sid, now);
                     }
                 }
                 Output::Close(sid) => {
                     if let Some(w) = writers.remove(&sid) {
-                        let _ = w.try_send(WriterCmd::Close);
+                        let _ = w.tx.try_send(WriterCmd::Close);
                     }
                     core.disconnect(sid, now);
                 }
@@ -455,4 +492,50 @@ async fn serve_metrics(
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use sotto_proto::{DeviceAddr, Handle, MlsKind, Stored};
+
+    use super::*;
+
+    fn big(len: usize) -> ServerMsg {
+        ServerMsg::Delivery {
+            seq: 1,
+            item: Stored::Mls {
+                group: vec![1; 16],
+                kind: MlsKind::Welcome,
+                epoch: 0,
+                from: DeviceAddr {
+                    handle: Handle::parse("@alice").expect("handle"),
+                    device: 1,
+                },
+                data: vec![7; len],
+            },
+        }
+    }
+
+    #[test]
+    fn a_session_that_does_not_read_is_cut_off_by_bytes_long_before_the_count() {
+        let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
+        let w = Writer {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+        };
+        // Half-megabyte messages, nobody writing them out: the sixteenth would pass
+        // 8 MiB, far below 1024 messages.
+        let mut accepted = 0;
+        while w.send(&big(512 << 10)) {
+            accepted += 1;
+            assert!(accepted < 100, "never cut off");
+        }
+        assert_eq!(accepted, 15);
+        assert!(!w.send(&big(900 << 10)), "a bigger one neither");
+        // Once the writer has written them out, the session has room again.
+        while let Ok(WriterCmd::Frame(f)) = rx.try_recv() {
+            w.queued.fetch_sub(f.len(), Ordering::Relaxed);
+        }
+        assert!(w.send(&big(512 << 10)));
+    }
 }
