@@ -5,9 +5,13 @@
 //! each slot is one continuous stream). Nothing here holds a key: frames come in already
 //! SFrame-encrypted and go out still encrypted, reassembled per slot.
 //!
-//! str0m is used rather than the async `webrtc` layer of 1:1 calls because the session
-//! core must be stepped on a virtual clock; it is the stack our SFU runs, so both ends
-//! agree on every extension (RFC 9626 frame marking through [`Rfc9626`]).
+//! The same link answers a peer's offer ([`SfuLink::answer`]): two clients connected
+//! directly, each sending on the lines the other receives on. That is how a one-to-one
+//! call is to run on the session core, peer to peer, with the relayed call's pipeline.
+//!
+//! str0m is used rather than the async `webrtc` layer of today's 1:1 calls because the
+//! session core must be stepped on a virtual clock; it is the stack our SFU runs, so both
+//! ends agree on every extension (RFC 9626 frame marking through [`Rfc9626`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -22,7 +26,7 @@ use sotto_wire::{
 };
 use str0m::{
     Candidate, Event, Input, Output, Rtc,
-    change::{SdpAnswer, SdpPendingOffer},
+    change::{SdpAnswer, SdpOffer, SdpPendingOffer},
     format::Codec,
     media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer},
     net::{DatagramRecv, Protocol, Receive},
@@ -59,6 +63,10 @@ pub enum LinkError {
     /// str0m refused to build the offer (a bug).
     #[error("could not build the SDP offer: {0}")]
     Offer(String),
+    /// A peer's SDP offer is malformed or offers no line for us to send on (the peer's
+    /// fault).
+    #[error("the peer's offer was refused: {0}")]
+    BadOffer(String),
 }
 
 /// What the link has for the session.
@@ -120,8 +128,8 @@ fn extensions() -> ExtensionMap {
 }
 
 impl SfuLink {
-    /// A link on `cfg.local`; returns it with the SDP offer for the SFU.
-    pub fn offer(cfg: LinkConfig, now: Instant) -> Result<(Self, String), LinkError> {
+    /// A str0m connection in RTP mode with our host candidate.
+    fn rtc(cfg: &LinkConfig, now: Instant) -> Rtc {
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .set_extension_map(extensions())
@@ -129,6 +137,47 @@ impl SfuLink {
         if let Ok(c) = Candidate::host(cfg.local, "udp") {
             rtc.add_local_candidate(c);
         }
+        rtc
+    }
+
+    fn new(cfg: LinkConfig, rtc: Rtc, audio: Mid, video: Option<Mid>, now: Instant) -> Self {
+        Self {
+            rtc,
+            cfg,
+            audio,
+            video,
+            pending: None,
+            pts: (None, None),
+            assemblers: HashMap::new(),
+            audio_seq: 1,
+            video_seq: [1; 3],
+            connected: false,
+            next_timeout: now,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            stats: LinkStats::default(),
+            remote_addrs: Vec::new(),
+        }
+    }
+
+    /// The payload types the negotiation settled on (Opus and H.264 in the SDP; SFrame
+    /// packets on the wire).
+    fn learn_pts(&mut self) {
+        let pt = |codec: Codec| {
+            self.rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+        };
+        self.pts = (pt(Codec::Opus), pt(Codec::H264));
+    }
+
+    /// A link on `cfg.local`; returns it with the SDP offer for the SFU (or for the peer
+    /// of a one-to-one call, who answers with [`Self::answer`]).
+    pub fn offer(cfg: LinkConfig, now: Instant) -> Result<(Self, String), LinkError> {
+        let mut rtc = Self::rtc(&cfg, now);
         let mut sdp = rtc.sdp_api();
         let audio = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let video = cfg.video.then(|| {
@@ -150,24 +199,45 @@ impl SfuLink {
         let (offer, pending) = sdp
             .apply()
             .ok_or_else(|| LinkError::Offer("no media lines".into()))?;
-        let link = Self {
-            rtc,
-            cfg,
-            audio,
-            video,
-            pending: Some(pending),
-            pts: (None, None),
-            assemblers: HashMap::new(),
-            audio_seq: 1,
-            video_seq: [1; 3],
-            connected: false,
-            next_timeout: now,
-            events: VecDeque::new(),
-            transmits: VecDeque::new(),
-            stats: LinkStats::default(),
-            remote_addrs: Vec::new(),
-        };
+        let mut link = Self::new(cfg, rtc, audio, video, now);
+        link.pending = Some(pending);
         Ok((link, offer.to_sdp_string()))
+    }
+
+    /// A link on `cfg.local` answering a peer's [`Self::offer`] (a one-to-one call
+    /// without the SFU): we send on the lines the offer receives on, and receive on the
+    /// ones it sends on. Returns it with the SDP answer; connectivity checks start when
+    /// the peer has the answer. `cfg.simulcast` and `cfg.slots` do not apply: the offer
+    /// decides the lines.
+    pub fn answer(cfg: LinkConfig, offer: &str, now: Instant) -> Result<(Self, String), LinkError> {
+        let bad = |e: &dyn std::fmt::Display| LinkError::BadOffer(e.to_string());
+        let remote_addrs = crate::sdp::addresses(offer);
+        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| bad(&e))?;
+        let mut rtc = Self::rtc(&cfg, now);
+        let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| bad(&e))?;
+        // The lines the offer made, by their mids, as we now hold them.
+        let (mut audio, mut video) = (None, None);
+        for mid in offer
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("a=mid:"))
+        {
+            let mid = Mid::from(mid);
+            let Some(m) = rtc.media(mid) else { continue };
+            if m.direction() != Direction::SendOnly {
+                continue;
+            }
+            match m.kind() {
+                MediaKind::Audio => audio = audio.or(Some(mid)),
+                MediaKind::Video if cfg.video => video = video.or(Some(mid)),
+                MediaKind::Video => {}
+            }
+        }
+        let audio = audio.ok_or_else(|| bad(&"it has no line for our audio"))?;
+        let mut link = Self::new(cfg, rtc, audio, video, now);
+        link.remote_addrs = remote_addrs;
+        link.learn_pts();
+        link.drain(now);
+        Ok((link, answer.to_sdp_string()))
     }
 
     /// Takes the SFU's answer; connectivity checks start at once (not at the timeout
@@ -184,15 +254,7 @@ impl SfuLink {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| LinkError::BadAnswer(e.to_string()))?;
-        let pt = |codec: Codec| {
-            self.rtc
-                .codec_config()
-                .params()
-                .iter()
-                .find(|p| p.spec().codec == codec)
-                .map(|p| p.pt())
-        };
-        self.pts = (pt(Codec::Opus), pt(Codec::H264));
+        self.learn_pts();
         let _ = self.rtc.handle_input(Input::Timeout(now));
         self.drain(now);
         Ok(())
@@ -420,5 +482,158 @@ impl SfuLink {
             timestamp,
             data,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(port: u16) -> LinkConfig {
+        LinkConfig {
+            local: ([127, 0, 0, 1], port).into(),
+            video: true,
+            simulcast: false,
+            slots: (1, 1),
+        }
+    }
+
+    /// Two links wired back to back on a virtual clock; `drop_nth` loses every n-th
+    /// datagram (0: none).
+    struct Pair {
+        a: SfuLink,
+        b: SfuLink,
+        now: Instant,
+        sent: u64,
+        drop_nth: u64,
+        got: [Vec<(bool, Vec<u8>)>; 2],
+        connected: [bool; 2],
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let now = Instant::now();
+            let (mut a, offer) = SfuLink::offer(cfg(41_000), now).expect("offer");
+            let (b, answer) = SfuLink::answer(cfg(42_000), &offer, now).expect("answer");
+            a.accept_answer(&answer, now).expect("accepted");
+            Self {
+                a,
+                b,
+                now,
+                sent: 0,
+                drop_nth: 0,
+                got: [Vec::new(), Vec::new()],
+                connected: [false; 2],
+            }
+        }
+
+        fn run(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                let mut moved = true;
+                while moved {
+                    moved = false;
+                    for i in 0..2 {
+                        let (from, to) = if i == 0 {
+                            (&mut self.a, &mut self.b)
+                        } else {
+                            (&mut self.b, &mut self.a)
+                        };
+                        while let Some((dest, bytes)) = from.poll_transmit() {
+                            moved = true;
+                            self.sent += 1;
+                            if self.drop_nth > 0 && self.sent.is_multiple_of(self.drop_nth) {
+                                continue;
+                            }
+                            assert_eq!(dest, to.cfg.local, "sent to the peer's candidate");
+                            to.handle_datagram(self.now, from.cfg.local, &bytes);
+                        }
+                    }
+                    for (i, l) in [&mut self.a, &mut self.b].into_iter().enumerate() {
+                        while let Some(e) = l.poll_event() {
+                            moved = true;
+                            match e {
+                                LinkEvent::Connected => self.connected[i] = true,
+                                LinkEvent::Frame { video, data, .. } => {
+                                    self.got[i].push((video, data))
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                self.now = (self.now + Duration::from_millis(1)).min(
+                    self.a
+                        .poll_timeout()
+                        .max(self.now + Duration::from_micros(100)),
+                );
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+            }
+        }
+    }
+
+    #[test]
+    fn an_answering_peer_connects_and_frames_go_both_ways() {
+        let mut p = Pair::new();
+        p.run(Duration::from_secs(2));
+        assert_eq!(p.connected, [true, true], "ICE and DTLS up on both sides");
+        for n in 0..50u32 {
+            let now = p.now;
+            let level = AudioLevel {
+                level: 30,
+                voice: true,
+            };
+            p.a.send_audio(n * 960, &[1, n as u8], level, now);
+            p.b.send_audio(n * 960, &[2, n as u8], level, now);
+            if n % 10 == 0 {
+                p.a.send_video(n * 3000, &vec![3; 3000], 0, n == 0, now);
+                p.b.send_video(n * 3000, &vec![4; 3000], 0, n == 0, now);
+            }
+            p.run(Duration::from_millis(20));
+        }
+        for (i, me) in [(1usize, 2u8), (0, 1)] {
+            let audio: Vec<_> = p.got[i].iter().filter(|(v, _)| !v).collect();
+            let video: Vec<_> = p.got[i].iter().filter(|(v, _)| *v).collect();
+            assert_eq!(audio.len(), 50, "side {i} got every audio frame");
+            assert!(
+                audio.iter().all(|(_, d)| d[0] == 3 - me),
+                "side {i}: the peer's"
+            );
+            assert_eq!(video.len(), 5, "side {i} got every video frame");
+            assert!(video.iter().all(|(_, d)| d.len() == 3000));
+        }
+    }
+
+    #[test]
+    fn an_offer_with_nothing_to_send_on_is_the_peers_fault() {
+        let now = Instant::now();
+        let r = SfuLink::answer(cfg(42_000), "v=0\r\n", now);
+        assert!(matches!(r, Err(LinkError::BadOffer(_))));
+    }
+
+    #[test]
+    fn lost_video_packets_between_peers_are_repaired() {
+        let mut p = Pair::new();
+        p.run(Duration::from_secs(2));
+        assert_eq!(p.connected, [true, true]);
+        p.drop_nth = 9;
+        for n in 0..30u32 {
+            let now = p.now;
+            p.a.send_video(n * 3000, &vec![n as u8; 5000], 0, n == 0, now);
+            p.run(Duration::from_millis(33));
+        }
+        p.drop_nth = 0;
+        p.run(Duration::from_millis(500));
+        let ids: Vec<u8> = p.got[1]
+            .iter()
+            .filter(|(v, _)| *v)
+            .map(|(_, d)| d[0])
+            .collect();
+        assert_eq!(
+            ids,
+            (0..30).collect::<Vec<u8>>(),
+            "every frame, repaired, in order"
+        );
     }
 }
