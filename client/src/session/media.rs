@@ -12,20 +12,88 @@ use sotto_wire::rtp_ext::AudioLevel;
 
 use super::{
     Answer, Asked, Env, Frame, LeftReason, RoomEvent, RoomSession, Stage,
-    sfu_link::{LinkEvent, SfuLink},
+    sfu_link::{LinkConfig, LinkEvent, SfuLink},
 };
 
 /// At most this many frames wait for an epoch we have not reached.
 const MAX_HELD: usize = 256;
 
 impl RoomSession {
-    /// Once we are a member with keys, asks for a join token for the room's SFU.
-    pub(super) fn maybe_connect(&mut self) {
+    /// Once we are a member with keys, asks for a join token for the room's SFU (or, on
+    /// a direct call, offers media to the peer; the answering side waits for the offer).
+    pub(super) fn maybe_connect(&mut self, env: &mut Env<'_>, now: Instant) {
         if self.link_asked || self.keys.is_none() || self.stage != Stage::Member {
             return;
         }
         self.link_asked = true;
-        self.ask(Asked::Token, Request::SfuToken { room: self.room });
+        match self.opts.direct {
+            None => {
+                self.ask(Asked::Token, Request::SfuToken { room: self.room });
+            }
+            Some(d) if d.offerer => {
+                let (link, offer) = match SfuLink::offer(self.direct_link(), now) {
+                    Ok(x) => x,
+                    Err(e) => return self.end(env, LeftReason::Failed(e.to_string())),
+                };
+                self.link = Some(link);
+                self.ask(
+                    Asked::Relay,
+                    Request::Relay {
+                        call: d.call,
+                        signal: RtcSignal::Offer(offer),
+                    },
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A direct call's link: one line each way, one video layer.
+    fn direct_link(&self) -> LinkConfig {
+        LinkConfig {
+            simulcast: false,
+            slots: (1, usize::from(self.opts.link.video)),
+            ..self.opts.link
+        }
+    }
+
+    /// The peer's offer or answer on a direct call. The answer goes back at once, member
+    /// or not yet: frames that come before our keys are held like any early frame.
+    pub(super) fn handle_peer_signal(
+        &mut self,
+        env: &mut Env<'_>,
+        signal: &RtcSignal,
+        now: Instant,
+    ) {
+        let Some(d) = self.opts.direct else {
+            return;
+        };
+        match signal {
+            RtcSignal::Offer(sdp) if !d.offerer && self.link.is_none() => {
+                let (link, answer) = match SfuLink::answer(self.direct_link(), sdp, now) {
+                    Ok(x) => x,
+                    Err(e) => return self.end(env, LeftReason::Failed(e.to_string())),
+                };
+                self.link = Some(link);
+                self.link_asked = true;
+                self.ask(
+                    Asked::Relay,
+                    Request::Relay {
+                        call: d.call,
+                        signal: RtcSignal::Answer(answer),
+                    },
+                );
+            }
+            RtcSignal::Answer(sdp) if d.offerer => {
+                let Some(link) = self.link.as_mut() else {
+                    return;
+                };
+                if let Err(e) = link.accept_answer(sdp, now) {
+                    self.end(env, LeftReason::Failed(e.to_string()));
+                }
+            }
+            _ => tracing::debug!("a peer's signal that does not apply now"),
+        }
     }
 
     /// The token came: offer media to the SFU through signaling.

@@ -29,7 +29,9 @@ use std::{
 };
 
 use sotto_media::keys::{CallKeys, KeyConfig};
-use sotto_proto::{DeviceAddr, ErrorBody, Event, Handle, Request, Response, RoomId, RosterEntry};
+use sotto_proto::{
+    CallId, DeviceAddr, ErrorBody, Event, Handle, Request, Response, RoomId, RosterEntry,
+};
 
 use crate::mls::{CallGroup, MlsDevice};
 pub use sfu_link::{LinkConfig, LinkStats};
@@ -89,6 +91,19 @@ pub struct RoomOptions {
     /// The highest simulcast layer we want of anyone (0 = lowest), told to the SFU once
     /// media is set up; `None`: whatever our bandwidth allows.
     pub max_layer: Option<u8>,
+    /// A one-to-one call's media straight to the peer instead of through the SFU.
+    pub direct: Option<Direct>,
+}
+
+/// Media of a one-to-one call peer to peer: the offerer's link offers through the call's
+/// relay (`Request::Relay`) and the other party's answers; no SFU, no join token. The
+/// group, keys and pipeline are the room's, so a relayed call differs only in its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direct {
+    /// The call whose relay carries the offer and answer.
+    pub call: CallId,
+    /// Whether we offer (the caller) or answer.
+    pub offerer: bool,
 }
 
 impl RoomOptions {
@@ -110,6 +125,7 @@ impl RoomOptions {
             },
             only: None,
             max_layer: None,
+            direct: None,
         }
     }
 }
@@ -454,6 +470,11 @@ impl RoomSession {
             Event::FromSfu { room, signal } if *room == self.room => {
                 self.handle_sfu_signal(env, signal, now)
             }
+            Event::Relayed { call, signal, .. }
+                if self.opts.direct.is_some_and(|d| d.call == *call) =>
+            {
+                self.handle_peer_signal(env, signal, now)
+            }
             Event::ActiveSpeaker { room, device } if *room == self.room => {
                 self.emit(RoomEvent::Speaker(device.clone()));
             }
@@ -618,7 +639,7 @@ impl RoomSession {
         }
         if self.stage == Stage::Member {
             self.maybe_commit(env, now);
-            self.maybe_connect();
+            self.maybe_connect(env, now);
         }
     }
 }

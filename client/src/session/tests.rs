@@ -22,6 +22,7 @@ use sotto_signaling::{
 
 use super::*;
 use crate::mls::MlsDevice;
+use sotto_wire::rtp_ext::AudioLevel;
 
 /// One hop of the signaling network, each way.
 const HOP: Duration = Duration::from_millis(3);
@@ -38,9 +39,13 @@ struct Member {
     /// Whether it stopped processing anything (a frozen device).
     frozen: bool,
     /// Commits it sent to the delivery service.
+    commits_sent: u32,
     /// The service's proposals delivered to this member.
     proposals_seen: u32,
-    commits_sent: u32,
+    /// Its media socket's address, once started.
+    local: Option<SocketAddr>,
+    /// Where its datagrams went.
+    sent_to: Vec<SocketAddr>,
 }
 
 struct World {
@@ -53,6 +58,8 @@ struct World {
     room: RoomId,
     /// A server that hands out its own KeyPackage when `handle` is claimed.
     substitute: Option<(Handle, MlsDevice)>,
+    /// Datagrams in flight between members' media sockets: (due, from, to, bytes).
+    media: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 fn h(s: &str) -> Handle {
@@ -126,6 +133,7 @@ impl World {
             next_id: 1_000_000,
             room: RoomId([0; 16]),
             substitute: None,
+            media: VecDeque::new(),
         };
         let sfu = w.hello();
         let registered = w.direct(
@@ -244,11 +252,18 @@ impl World {
             frozen: false,
             commits_sent: 0,
             proposals_seen: 0,
+            local: None,
+            sent_to: Vec::new(),
         });
     }
 
     /// Starts member `i`'s session (the owner brings its group).
     fn start(&mut self, i: usize) {
+        self.start_with(i, |_| {});
+    }
+
+    /// [`Self::start`] with options changed by `f`.
+    fn start_with(&mut self, i: usize, f: impl FnOnce(&mut RoomOptions)) {
         let room = self.room;
         let m = &mut self.members[i];
         let group = CallGroup::load(&m.mls, &room.0).expect("load");
@@ -257,12 +272,15 @@ impl World {
             device: 1,
         };
         let local: SocketAddr = ([127, 0, 0, 1], 40_000 + i as u16).into();
+        let mut opts = RoomOptions::new(local);
+        f(&mut opts);
+        m.local = Some(local);
         m.session = Some(RoomSession::new(
             room,
             me,
             m.key.verifying_key().to_bytes().to_vec(),
             group,
-            RoomOptions::new(local),
+            opts,
         ));
     }
 
@@ -284,6 +302,7 @@ impl World {
         let queues = [
             self.to_core.front().map(|x| x.0),
             self.to_client.front().map(|x| x.0),
+            self.media.front().map(|x| x.0),
             self.core.poll_timeout(),
         ];
         let sessions = self
@@ -328,7 +347,12 @@ impl World {
                         self.to_core
                             .push_back((now + HOP, m.sid, ClientMsg::Ack { seq }))
                     }
-                    Output::Transmit { .. } => {}
+                    Output::Transmit { to, data } => {
+                        m.sent_to.push(to);
+                        if let Some(from) = m.local {
+                            self.media.push_back((now + HOP, from, to, data));
+                        }
+                    }
                     Output::Event(e) => m.events.push(e),
                 }
             }
@@ -345,6 +369,20 @@ impl World {
         while let Some(o) = self.core.poll_output() {
             if let CoreOutput::Send(sid, msg) = o {
                 self.to_client.push_back((now + HOP, sid, msg));
+            }
+        }
+        while self.media.front().is_some_and(|x| x.0 <= now) {
+            let Some((_, from, to, data)) = self.media.pop_front() else {
+                break;
+            };
+            moved = true;
+            if let Some(s) = self
+                .members
+                .iter_mut()
+                .find(|m| m.local == Some(to) && !m.frozen)
+                .and_then(|m| m.session.as_mut())
+            {
+                s.handle_datagram(from, &data, now);
             }
         }
         while self.to_client.front().is_some_and(|x| x.0 <= now) {
@@ -743,4 +781,84 @@ fn when_everyone_who_could_let_us_in_is_gone_a_waiting_joiner_starts_afresh() {
     assert_eq!(bob.members.len(), 2, "{:?}", bob.members);
     assert_eq!((bob.epoch, &bob.code), (carol.epoch, &carol.code));
     assert_eq!(w.members[1].session.as_ref().expect("s").leaf(), Some(0));
+}
+
+/// A one-to-one call on the session core with its media peer to peer: the caller offers
+/// through the call's relay, the callee answers, and each decrypts the other's frames
+/// (keys from the call's group); nothing goes to the SFU.
+#[test]
+fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
+    let mut w = World::unprepared("@alice", &["@bob"]);
+    let call = CallId([5; 16]);
+    let (alice, bob) = (w.members[0].sid, w.members[1].sid);
+    let invite = Request::Invite {
+        call,
+        to: h("@bob"),
+    };
+    assert!(w.direct(alice, invite).is_ok());
+    assert!(w.direct(bob, Request::Accept { call }).is_ok());
+    // Today the call's room (its roster, its group) comes from the relay request.
+    let Ok(Response::RoomCreated { room }) = w.direct(alice, Request::RelayCall { call }) else {
+        panic!("the call's room");
+    };
+    w.room = room;
+    let dev = |n: &str| DeviceAddr {
+        handle: h(n),
+        device: 1,
+    };
+    for (i, peer, offerer) in [(0, "@bob", true), (1, "@alice", false)] {
+        w.start_with(i, |o| {
+            o.only = Some(vec![dev(peer)]);
+            o.direct = Some(Direct { call, offerer });
+        });
+    }
+    w.run(Duration::from_secs(3));
+    for i in 0..2 {
+        let st = w.status(i);
+        assert!(st.connected, "member {i} connected");
+        assert_eq!(st.members.len(), 2, "member {i}");
+    }
+    let leaves = [
+        w.members[0].session.as_ref().and_then(RoomSession::leaf),
+        w.members[1].session.as_ref().and_then(RoomSession::leaf),
+    ];
+    for n in 0..20u32 {
+        let now = w.now;
+        let level = AudioLevel {
+            level: 20,
+            voice: true,
+        };
+        for (i, m) in w.members.iter_mut().enumerate() {
+            if let Some(s) = m.session.as_mut() {
+                s.send_audio(&[i as u8, n as u8], n * 960, level, now);
+            }
+        }
+        w.run(Duration::from_millis(20));
+    }
+    for (i, other) in [(0usize, 1usize), (1, 0)] {
+        let heard: Vec<&Frame> = w.members[i]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                RoomEvent::Audio(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert!(heard.len() >= 19, "member {i} heard {} frames", heard.len());
+        assert!(
+            heard
+                .iter()
+                .all(|f| Some(f.sender) == leaves[other] && f.payload[0] == other as u8),
+            "member {i} heard only the other, by its key"
+        );
+        let peer = w.members[other].local;
+        assert!(
+            w.members[i].sent_to.iter().all(|t| Some(*t) == peer),
+            "member {i} sent only to its peer: {:?}",
+            w.members[i]
+                .sent_to
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+        );
+    }
 }
