@@ -37,6 +37,7 @@ use sotto_wire::{
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+use crate::relayed::Parties;
 use crate::{
     bitrate,
     codec::{
@@ -756,7 +757,7 @@ impl Endpoint {
         if opts.relay == RelayPolicy::Always {
             drop(devices);
             return self
-                .relay_from_start(call, peer, opts, report, started)
+                .relay_from_start(call, peer, true, opts, report, started)
                 .await;
         }
         // Start the transport now so ICE runs while MLS is set up.
@@ -850,7 +851,8 @@ impl Endpoint {
                 fallback,
             )
             .await?;
-        self.after_media(call, peer, media, opts, started).await
+        self.after_media(call, peer, true, media, opts, started)
+            .await
     }
 
     /// A call's peer-to-peer phase is over: done, or on to the relay.
@@ -858,13 +860,17 @@ impl Endpoint {
         &mut self,
         call: CallId,
         peer: DeviceAddr,
+        caller: bool,
         media: Media,
         opts: &CallOptions,
         started: Instant,
     ) -> Result<CallReport, CallError> {
         match media {
             Media::Done(r) => Ok(r),
-            Media::Relay(room, r) => self.relayed(call, peer, room, opts, r, started).await,
+            Media::Relay(room, r) => {
+                let pair = Parties { call, peer, caller };
+                self.relayed(pair, room, opts, r, started).await
+            }
         }
     }
 
@@ -941,7 +947,7 @@ impl Endpoint {
             // We show nobody our address: the call goes through the SFU from the start.
             drop(devices);
             return self
-                .relay_from_start(call, from, opts, report, started)
+                .relay_from_start(call, from, false, opts, report, started)
                 .await;
         }
         let (transport, mut events) = Transport::new(
@@ -988,7 +994,12 @@ impl Endpoint {
                         transport.close().await;
                         self.forget_group(group, &call.0).await;
                         drop(devices);
-                        return self.relayed(call, from, room, opts, report, started).await;
+                        let pair = Parties {
+                            call,
+                            peer: from,
+                            caller: false,
+                        };
+                        return self.relayed(pair, room, opts, report, started).await;
                     }
                     _ => {}
                 },
@@ -1020,7 +1031,8 @@ impl Endpoint {
                 None,
             )
             .await?;
-        self.after_media(call, from, media, opts, started).await
+        self.after_media(call, from, false, media, opts, started)
+            .await
     }
 
     /// Joins a call's group from its Welcome only if the group is exactly the two of us:
@@ -1075,7 +1087,13 @@ impl Endpoint {
                 call, &mut group, transport, events, peer, opts, devices, report, started, fallback,
             )
             .await;
-        self.forget_group(Some(group), &call.0).await;
+        if matches!(result, Ok(Media::Relay(..))) {
+            // The call goes on in its room with the same group (the room's id is the
+            // call's): it is kept, and so is whatever is queued for it.
+            self.backlog.extend(self.later.drain(..));
+        } else {
+            self.forget_group(Some(group), &call.0).await;
+        }
         result
     }
 

@@ -20,6 +20,17 @@ use crate::{
     video::{Layer, VideoSend},
 };
 
+/// The two parties of a call, as one side sees them.
+pub(crate) struct Parties {
+    /// The call.
+    pub call: CallId,
+    /// The other party's device.
+    pub peer: DeviceAddr,
+    /// Whether we placed the call: the caller starts the call's group if the callee's
+    /// relay request got there first (the caller's group is the call's).
+    pub caller: bool,
+}
+
 impl Endpoint {
     /// Asks the service to carry `call` through an SFU; the other party hears of it.
     pub(crate) async fn request_relay(&mut self, call: CallId) -> Result<RoomId, CallError> {
@@ -37,6 +48,7 @@ impl Endpoint {
         &mut self,
         call: CallId,
         peer: DeviceAddr,
+        caller: bool,
         opts: &CallOptions,
         report: CallReport,
         started: Instant,
@@ -48,22 +60,23 @@ impl Endpoint {
                 return Err(e);
             }
         };
-        self.relayed(call, peer, room, opts, report, started).await
+        self.relayed(Parties { call, peer, caller }, room, opts, report, started)
+            .await
     }
 
     /// Runs `call` with `peer` in its relay room until either side hangs up, and reports it
     /// as a call (`report` holds what setup already recorded).
     pub(crate) async fn relayed(
         &mut self,
-        call: CallId,
-        peer: DeviceAddr,
+        parties: Parties,
         room: RoomId,
         opts: &CallOptions,
         mut report: CallReport,
         started: Instant,
     ) -> Result<CallReport, CallError> {
+        let Parties { call, peer, caller } = parties;
         tracing::info!(%call, %room, "the call goes through the SFU");
-        let mut join = join_options(call, &peer, opts);
+        let mut join = join_options(call, &peer, caller, opts);
         let status = opts
             .status
             .clone()
@@ -147,7 +160,7 @@ impl Endpoint {
 }
 
 /// The room options of a relayed call, from the call's.
-fn join_options(call: CallId, peer: &DeviceAddr, opts: &CallOptions) -> JoinOptions {
+fn join_options(call: CallId, peer: &DeviceAddr, caller: bool, opts: &CallOptions) -> JoinOptions {
     JoinOptions {
         duration: opts.duration,
         audio: opts.audio,
@@ -176,6 +189,7 @@ fn join_options(call: CallId, peer: &DeviceAddr, opts: &CallOptions) -> JoinOpti
             call,
             peer: peer.clone(),
             arrive_within: opts.setup_timeout,
+            caller,
         }),
         max_layer: None,
     }

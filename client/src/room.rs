@@ -88,6 +88,8 @@ pub struct PairCall {
     pub peer: DeviceAddr,
     /// How long the other party has to come into the group once we are in it.
     pub arrive_within: Duration,
+    /// Whether we placed the call: only the caller starts the call's group.
+    pub caller: bool,
 }
 
 impl Default for JoinOptions {
@@ -385,6 +387,7 @@ impl Endpoint {
         let key = self.identity.verifying_key().to_bytes().to_vec();
         let mut room_opts = RoomOptions::new(local);
         room_opts.only = opts.pair.as_ref().map(|p| vec![p.peer.clone()]);
+        room_opts.starts_group = opts.pair.as_ref().is_none_or(|p| p.caller);
         room_opts.max_layer = opts.max_layer;
         if let Some(v) = opts.video.as_ref() {
             if !matches!(v.layers.len(), 1 | 3) {

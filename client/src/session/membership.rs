@@ -722,7 +722,7 @@ impl RoomSession {
             return;
         }
         self.plan.leaf_seen = None;
-        if self.roster.iter().any(|e| e.leaf.is_some()) {
+        if !self.opts.starts_group || self.roster.iter().any(|e| e.leaf.is_some()) {
             return;
         }
         let made = env.mls.create_group_with_id(&self.room.0).and_then(|g| {

@@ -93,6 +93,9 @@ pub struct RoomOptions {
     pub max_layer: Option<u8>,
     /// A one-to-one call's media straight to the peer instead of through the SFU.
     pub direct: Option<Direct>,
+    /// Whether we start the group when nobody present is in it. A call's callee does not:
+    /// the caller's group is the call's, and two parties starting one each would race.
+    pub starts_group: bool,
 }
 
 /// Media of a one-to-one call peer to peer: the offerer's link offers through the call's
@@ -126,6 +129,7 @@ impl RoomOptions {
             only: None,
             max_layer: None,
             direct: None,
+            starts_group: true,
         }
     }
 }

@@ -797,11 +797,8 @@ fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
     };
     assert!(w.direct(alice, invite).is_ok());
     assert!(w.direct(bob, Request::Accept { call }).is_ok());
-    // Today the call's room (its roster, its group) comes from the relay request.
-    let Ok(Response::RoomCreated { room }) = w.direct(alice, Request::RelayCall { call }) else {
-        panic!("the call's room");
-    };
-    w.room = room;
+    // The answered call has its room (roster and group), with the call's id.
+    w.room = RoomId(call.0);
     let dev = |n: &str| DeviceAddr {
         handle: h(n),
         device: 1,

@@ -11,7 +11,7 @@ use sotto_proto::{
     CallId, DeviceAddr, EndReason, ErrorCode, Event, Handle, Response, RoomId, RtcSignal,
 };
 
-use super::{Core, Reply, SessionId, Timer, err, room_id};
+use super::{Core, Reply, SessionId, Timer, err};
 use crate::storage::Room;
 
 struct Call {
@@ -20,8 +20,8 @@ struct Call {
     ringing: BTreeMap<DeviceAddr, SessionId>,
     /// The callee device that answered.
     answered: Option<(DeviceAddr, SessionId)>,
-    /// The room of two the call goes through, once a party asked for the relay.
-    relay: Option<RoomId>,
+    /// Whether a party asked for the relay: the call's room then has an SFU.
+    relayed: bool,
 }
 
 /// Live calls, and which call each device is in.
@@ -29,9 +29,10 @@ struct Call {
 pub(super) struct Calls {
     calls: HashMap<CallId, Call>,
     busy: HashMap<DeviceAddr, CallId>,
-    /// Rooms that carry a relayed call, and the call: they live in memory only, as long
-    /// as the call.
-    relay_rooms: HashMap<RoomId, CallId>,
+    /// Answered calls' rooms (a room's id is its call's id), and the call: they live in
+    /// memory only, as long as the call. The two parties' devices run the call in it;
+    /// it has an SFU only once the call is relayed.
+    call_rooms: HashMap<RoomId, CallId>,
 }
 
 impl Core {
@@ -44,7 +45,8 @@ impl Core {
         now: Instant,
     ) -> Reply {
         self.account_rate(&me.handle, super::AccountRate::Invites, now)?;
-        if self.calls.calls.contains_key(&call) {
+        if self.calls.calls.contains_key(&call) || self.room_record(&RoomId(call.0))?.is_some() {
+            // An answered call's room takes the call's id: it must not be a room's.
             return Err(err(ErrorCode::InvalidState, "call id already in use"));
         }
         if to == me.handle {
@@ -86,7 +88,7 @@ impl Core {
                 caller: (me.clone(), sid),
                 ringing: devices.iter().cloned().collect(),
                 answered: None,
-                relay: None,
+                relayed: false,
             },
         );
         self.timers
@@ -119,6 +121,7 @@ impl Core {
             ));
         }
         c.answered = Some((me.clone(), sid));
+        self.calls.call_rooms.insert(RoomId(call.0), call);
         let others: Vec<(DeviceAddr, SessionId)> =
             std::mem::take(&mut c.ringing).into_iter().collect();
         let caller = c.caller.1;
@@ -254,23 +257,19 @@ impl Core {
                 ));
             }
         };
-        let room = match c.relay {
-            Some(room) => room,
-            None => {
-                if !self.has_sfu() {
-                    return Err(err(
-                        ErrorCode::LimitReached { what: "sfu".into() },
-                        "no SFU is available to relay the call",
-                    ));
-                }
-                let room = room_id(self.random::<16>());
-                self.calls.relay_rooms.insert(room, call);
-                if let Some(c) = self.calls.calls.get_mut(&call) {
-                    c.relay = Some(room);
-                }
-                room
+        let room = RoomId(call.0);
+        if !c.relayed {
+            if !self.has_sfu() {
+                return Err(err(
+                    ErrorCode::LimitReached { what: "sfu".into() },
+                    "no SFU is available to relay the call",
+                ));
             }
-        };
+            if let Some(c) = self.calls.calls.get_mut(&call) {
+                c.relayed = true;
+            }
+            self.place_sfu(&room);
+        }
         self.event(
             other,
             Event::Relayed {
@@ -285,13 +284,22 @@ impl Core {
     /// The two devices of a relayed call's room: only they may join it (another device
     /// of either account is not in the call).
     pub(super) fn relay_devices(&self, room: &RoomId) -> Option<[&DeviceAddr; 2]> {
-        let c = self.calls.calls.get(self.calls.relay_rooms.get(room)?)?;
+        let c = self.calls.calls.get(self.calls.call_rooms.get(room)?)?;
         Some([&c.caller.0, &c.answered.as_ref()?.0])
+    }
+
+    /// Whether `room` is a call's that goes peer to peer (no SFU for it).
+    pub(super) fn is_direct_call_room(&self, room: &RoomId) -> bool {
+        self.calls
+            .call_rooms
+            .get(room)
+            .and_then(|c| self.calls.calls.get(c))
+            .is_some_and(|c| !c.relayed)
     }
 
     /// Who may join the room of a relayed call: the caller (its owner) and the callee.
     pub(super) fn relay_room(&self, room: &RoomId) -> Option<Room> {
-        let c = self.calls.calls.get(self.calls.relay_rooms.get(room)?)?;
+        let c = self.calls.calls.get(self.calls.call_rooms.get(room)?)?;
         let callee = c.answered.as_ref()?;
         Some(Room {
             owner: c.caller.0.handle.clone(),
@@ -371,11 +379,11 @@ impl Core {
             }
         }
         self.metrics.call_ended(reason);
-        if let Some(room) = c.relay {
+        let room = RoomId(call.0);
+        if self.calls.call_rooms.remove(&room).is_some() {
             // The call's room ends with it: nobody joins it any more, and whoever is
             // still in it (after hearing the call ended) is taken out, so its SFU
             // forwards nothing more for a call that is over.
-            self.calls.relay_rooms.remove(&room);
             self.close_room(room, now);
         }
     }

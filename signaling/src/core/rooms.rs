@@ -129,15 +129,14 @@ impl Core {
                 "only the two devices in the call join its room",
             ));
         }
-        let least_loaded = self.least_loaded_sfu();
         let live = self.rooms.rooms.entry(room).or_insert_with(|| LiveRoom {
             owner: r.owner.clone(),
             participants: BTreeMap::new(),
             sfu: None,
         });
         live.participants.insert(me.clone(), sid);
-        if live.sfu.is_none() {
-            live.sfu = least_loaded;
+        if !self.is_direct_call_room(&room) {
+            self.place_sfu(&room);
         }
         let roster = self.roster(&room);
         self.broadcast_roster(&room, Some(me));
@@ -363,6 +362,16 @@ impl Core {
         }
     }
 
+    /// Gives a live room without an SFU the least loaded one (if any is registered).
+    pub(super) fn place_sfu(&mut self, room: &RoomId) {
+        let least_loaded = self.least_loaded_sfu();
+        if let Some(live) = self.rooms.rooms.get_mut(room)
+            && live.sfu.is_none()
+        {
+            live.sfu = least_loaded;
+        }
+    }
+
     /// Removes a participant from a live room, tells the rest and the SFU.
     fn drop_participant(&mut self, room: &RoomId, who: &DeviceAddr, now: Instant) -> bool {
         let Some(live) = self.rooms.rooms.get_mut(room) else {
@@ -408,7 +417,8 @@ impl Core {
     /// As the room group's external sender, proposes removing every member whose device
     /// is no longer in the room's call (it left, was removed or disconnected); the member
     /// whose turn it is commits the proposals. A proposal is good for one epoch, so this
-    /// runs again after every accepted commit.
+    /// runs again after every accepted commit. A call's room has no removals: its two
+    /// parties are the call's, and the call (and its room) ends when one goes.
     fn propose_removals(&mut self, room: &RoomId) {
         if let Err(e) = self.try_propose_removals(room) {
             tracing::warn!(error = %e.message, "could not propose removals");
@@ -419,6 +429,9 @@ impl Core {
         let Some(live) = self.rooms.rooms.get(room) else {
             return Ok(());
         };
+        if self.relay_devices(room).is_some() {
+            return Ok(());
+        }
         let Some(stored) = self.storage.group(&room.0)? else {
             return Ok(());
         };
@@ -439,12 +452,19 @@ impl Core {
         if made.is_empty() {
             return Ok(());
         }
-        let to: Vec<DeviceAddr> = present.iter().map(|(d, _)| d.clone()).collect();
-        self.check_queues(to.iter())?;
+        self.check_queues(stored.members.iter().map(|(d, _)| d))?;
         self.storage
             .put_group_state(&room.0, &tracked.to_bytes()?)?;
         for (gone, data) in made {
             tracing::debug!(device = %gone.handle, "proposing a removal");
+            // To every member but the one removed (a commit covering it is theirs to
+            // process too, whenever they are back).
+            let to: Vec<DeviceAddr> = stored
+                .members
+                .iter()
+                .map(|(d, _)| d.clone())
+                .filter(|d| *d != gone)
+                .collect();
             self.store_and_deliver(
                 &to,
                 &Stored::Mls {

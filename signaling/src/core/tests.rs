@@ -1068,3 +1068,65 @@ fn a_room_group_must_name_the_service_as_its_external_sender() {
     );
     assert_eq!(code(r), ErrorCode::InvalidCommit);
 }
+
+#[test]
+fn an_answered_call_has_a_room_of_its_two_devices_without_an_sfu_until_relayed() {
+    let mut w = World::new();
+    register_sfu(&mut w);
+    let (alice, _) = w.member("@alice", 1);
+    let (bob, _) = w.member("@bob", 1);
+    let call = CallId([6; 16]);
+    let room = RoomId(call.0);
+    assert!(
+        w.req(
+            alice,
+            Request::Invite {
+                call,
+                to: h("@bob")
+            }
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        code(w.req(alice, Request::JoinRoom { room })),
+        ErrorCode::NotFound,
+        "no room before the answer"
+    );
+    assert_eq!(w.req(bob, Request::Accept { call }), Ok(Response::Ok));
+    for sid in [alice, bob] {
+        assert!(matches!(
+            w.req(sid, Request::JoinRoom { room }),
+            Ok(Response::RoomJoined { .. })
+        ));
+    }
+    // Peer to peer: the room has no SFU, so there is no join token.
+    assert!(matches!(
+        code(w.req(alice, Request::SfuToken { room })),
+        ErrorCode::LimitReached { .. }
+    ));
+    // Relayed: the same room (and so the same group) gets an SFU.
+    assert_eq!(
+        w.req(bob, Request::RelayCall { call }),
+        Ok(Response::RoomCreated { room })
+    );
+    assert_eq!(
+        code(w.req(alice, Request::SfuToken { room })),
+        ErrorCode::NotFound,
+        "now only the group is missing"
+    );
+    // A new call cannot take a room's id.
+    let (carol, _) = w.member("@carol", 1);
+    let taken = w.room(carol);
+    let (dave, _) = w.member("@dave", 1);
+    let _ = dave;
+    assert_eq!(
+        code(w.req(
+            carol,
+            Request::Invite {
+                call: CallId(taken.0),
+                to: h("@dave")
+            }
+        )),
+        ErrorCode::InvalidState
+    );
+}
