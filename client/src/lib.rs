@@ -15,6 +15,7 @@ pub mod codec;
 pub mod devices;
 pub mod feedback;
 pub mod inbox;
+pub mod media_sockets;
 pub mod mls;
 pub mod pipeline;
 pub mod profile;

@@ -190,6 +190,7 @@ fn join_options(call: CallId, peer: &DeviceAddr, caller: bool, opts: &CallOption
             peer: peer.clone(),
             arrive_within: opts.setup_timeout,
             caller,
+            direct: false,
         }),
         max_layer: None,
     }

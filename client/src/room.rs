@@ -29,12 +29,15 @@ use crate::{
     codec::audio::AudioEncoder,
     devices::audio::{Microphone, PulledSpeaker},
     inbox::{Inbox, Owner, owner},
+    media_sockets::MediaSockets,
     mls::{CallGroup, MlsDevice},
     pipeline::{
         mixer::{Mixer, PULL_SAMPLES},
         recv::ChainStats,
     },
-    session::{Answer, Env, LeftReason, NoPins, Output, Pins, RoomEvent, RoomOptions, RoomSession},
+    session::{
+        Answer, Direct, Env, LeftReason, NoPins, Output, Pins, RoomEvent, RoomOptions, RoomSession,
+    },
     signaling::{ClientError, Incoming, Requester, SignalingClient},
     video::{DecodedVideo, LayerFrame, VideoReceiver, VideoSend, VideoSender, VideoStats},
 };
@@ -90,6 +93,10 @@ pub struct PairCall {
     pub arrive_within: Duration,
     /// Whether we placed the call: only the caller starts the call's group.
     pub caller: bool,
+    /// Media straight to the peer (the caller offers through the call's relay), from
+    /// every usable interface unless [`JoinOptions::media_ip`] names one; else through the
+    /// room's SFU.
+    pub direct: bool,
 }
 
 impl Default for JoinOptions {
@@ -367,18 +374,17 @@ impl Endpoint {
     ) -> Result<RoomReport, CallError> {
         self.drain_arrived().await?;
         let server = self.signaling.connection().remote_address();
-        let ip = match opts.media_ip {
-            Some(ip) => ip,
-            None => route_to(server)?,
+        let direct = opts.pair.as_ref().filter(|p| p.direct);
+        let ips = match (opts.media_ip, direct) {
+            (Some(ip), _) => vec![ip],
+            (None, Some(_)) => crate::transport::host_addrs(&crate::transport::Bind::AllInterfaces),
+            (None, None) => vec![route_to(server)?],
         };
-        let socket = tokio::net::UdpSocket::bind((ip, 0)).await.map_err(|e| {
-            CallError::Room(format!(
-                "cannot open a media socket on {ip} ({e}): check the address or the system's limits"
-            ))
-        })?;
-        let local = socket
-            .local_addr()
-            .map_err(|e| CallError::Room(format!("the media socket has no address ({e})")))?;
+        let sockets = MediaSockets::bind(&ips).await?;
+        let mut locals = sockets.locals().into_iter();
+        let local = locals
+            .next()
+            .ok_or_else(|| CallError::Room("no media socket".into()))?;
         let group = CallGroup::load(&self.mls, &room.0)?;
         let me = DeviceAddr {
             handle: self.handle.clone(),
@@ -386,6 +392,11 @@ impl Endpoint {
         };
         let key = self.identity.verifying_key().to_bytes().to_vec();
         let mut room_opts = RoomOptions::new(local);
+        room_opts.link.also = locals.collect();
+        room_opts.direct = direct.map(|p| Direct {
+            call: p.call,
+            offerer: p.caller,
+        });
         room_opts.only = opts.pair.as_ref().map(|p| vec![p.peer.clone()]);
         room_opts.starts_group = opts.pair.as_ref().is_none_or(|p| p.caller);
         room_opts.max_layer = opts.max_layer;
@@ -423,7 +434,7 @@ impl Endpoint {
             inbox,
             later,
             session,
-            socket,
+            sockets,
             answers_tx,
             answers,
             media,
@@ -604,7 +615,7 @@ struct Shell<'a> {
     inbox: &'a mut Inbox,
     later: &'a mut VecDeque<Event>,
     session: RoomSession,
-    socket: tokio::net::UdpSocket,
+    sockets: MediaSockets,
     answers_tx: mpsc::UnboundedSender<(u64, Answer)>,
     answers: mpsc::UnboundedReceiver<(u64, Answer)>,
     media: MediaIo,
@@ -697,14 +708,14 @@ impl Shell<'_> {
                         return Ok(self.finish(Some(why)));
                     }
                 }
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => {
+                r = self.sockets.recv(&mut buf) => match r {
+                    Ok((n, from, on)) => {
                         // Bounded: anyone can send datagrams from any address.
                         if self.last_from != Some(from) && self.report.media_from.len() < 16 {
                             self.last_from = Some(from);
                             self.report.media_from.insert(from.ip());
                         }
-                        self.session.handle_datagram(from, &buf[..n], Instant::now());
+                        self.session.handle_datagram(from, on, &buf[..n], Instant::now());
                     }
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
@@ -772,8 +783,8 @@ impl Shell<'_> {
                         tracing::debug!(error = %e, "could not acknowledge a delivery");
                     }
                 }
-                Output::Transmit { to, data } => {
-                    if self.socket.try_send_to(&data, to).is_err() {
+                Output::Transmit { from, to, data } => {
+                    if !self.sockets.try_send(from, to, &data) {
                         self.report.send_drops += 1;
                     }
                 }
@@ -971,9 +982,13 @@ impl Shell<'_> {
                 self.report.call_ended = Some(reason);
                 self.leave();
             }
-            // The relayed call's own negotiation has no use here (and must not pile up).
+            // A relayed call's own negotiation has no use here (and must not pile up); a
+            // direct call's is the session's.
             Some(Incoming::Event(Event::Relayed { call, .. }))
-                if self.pair.as_ref().is_some_and(|p| p.call.call == call) => {}
+                if self
+                    .pair
+                    .as_ref()
+                    .is_some_and(|p| p.call.call == call && !p.call.direct) => {}
             Some(Incoming::Event(e)) => {
                 if !self.session.handle_event(env!(self), &e, now) {
                     self.later.push_back(e);

@@ -53,7 +53,7 @@ impl RoomSession {
         LinkConfig {
             simulcast: false,
             slots: (1, usize::from(self.opts.link.video)),
-            ..self.opts.link
+            ..self.opts.link.clone()
         }
     }
 
@@ -116,7 +116,7 @@ impl RoomSession {
                 );
             }
         };
-        let (link, offer) = match SfuLink::offer(self.opts.link, now) {
+        let (link, offer) = match SfuLink::offer(self.opts.link.clone(), now) {
             Ok(x) => x,
             Err(e) => return self.end(env, LeftReason::Failed(e.to_string())),
         };
@@ -175,10 +175,16 @@ impl RoomSession {
         );
     }
 
-    /// A datagram arrived on the media socket.
-    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+    /// A datagram arrived from `from` on our media address `to`.
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) {
         if let Some(l) = self.link.as_mut() {
-            l.handle_datagram(now, from, bytes);
+            l.handle_datagram(now, from, to, bytes);
         }
         self.media_events(now);
     }

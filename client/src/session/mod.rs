@@ -120,6 +120,7 @@ impl RoomOptions {
             keys: KeyConfig::default(),
             link: LinkConfig {
                 local,
+                also: Vec::new(),
                 video: false,
                 simulcast: false,
                 // Every audio stream of a room up to the SFU's "big room" size (20) has a
@@ -146,8 +147,11 @@ pub enum Output {
     },
     /// The delivery `seq` was handled: acknowledge it to the server.
     Ack(u64),
-    /// Send a datagram from [`LinkConfig::local`].
+    /// Send a datagram.
     Transmit {
+        /// From which of our addresses ([`LinkConfig::local`] or one of
+        /// [`LinkConfig::also`]).
+        from: SocketAddr,
         /// Where.
         to: SocketAddr,
         /// What.
@@ -415,8 +419,8 @@ impl RoomSession {
         if let Some(o) = self.out.pop_front() {
             return Some(o);
         }
-        let (to, data) = self.link.as_mut()?.poll_transmit()?;
-        Some(Output::Transmit { to, data })
+        let (from, to, data) = self.link.as_mut()?.poll_transmit()?;
+        Some(Output::Transmit { from, to, data })
     }
 
     /// When [`Self::handle_timeout`] must run next.

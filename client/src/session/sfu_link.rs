@@ -41,10 +41,14 @@ const REPAIR_WAIT: Duration = Duration::from_millis(150);
 pub const RIDS: [&str; 3] = ["l", "m", "h"];
 
 /// What the link is asked to publish and receive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkConfig {
     /// The local address media is sent from (host candidate).
     pub local: SocketAddr,
+    /// More host candidates (a direct call offers every usable interface, so two
+    /// machines find the pair that reaches); datagrams name which local address they
+    /// arrived on and leave from.
+    pub also: Vec<SocketAddr>,
     /// Whether a video line is published.
     pub video: bool,
     /// Whether video goes out as three simulcast layers.
@@ -114,7 +118,7 @@ pub struct SfuLink {
     connected: bool,
     next_timeout: Instant,
     events: VecDeque<LinkEvent>,
-    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    transmits: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     stats: LinkStats,
     /// The addresses the SFU's answer named: all a relayed call may ever talk to.
     remote_addrs: Vec<IpAddr>,
@@ -134,8 +138,10 @@ impl SfuLink {
             .set_rtp_mode(true)
             .set_extension_map(extensions())
             .build(now);
-        if let Ok(c) = Candidate::host(cfg.local, "udp") {
-            rtc.add_local_candidate(c);
+        for addr in std::iter::once(&cfg.local).chain(&cfg.also) {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
         }
         rtc
     }
@@ -275,8 +281,14 @@ impl SfuLink {
         self.stats
     }
 
-    /// A datagram arrived from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+    /// A datagram arrived from `from` on our local address `to`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) {
         self.stats.bytes_in += bytes.len() as u64;
         let Ok(contents) = DatagramRecv::try_from(bytes) else {
             return;
@@ -286,7 +298,7 @@ impl SfuLink {
             Receive {
                 proto: Protocol::Udp,
                 source: from,
-                destination: self.cfg.local,
+                destination: to,
                 contents,
             },
         );
@@ -325,8 +337,8 @@ impl SfuLink {
         self.events.pop_front()
     }
 
-    /// The next datagram to send: (to, bytes), from [`LinkConfig::local`].
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+    /// The next datagram to send: (from which local address, to, bytes).
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
         self.transmits.pop_front()
     }
 
@@ -424,7 +436,7 @@ impl SfuLink {
                 Ok(Output::Transmit(t)) => {
                     let bytes: Vec<u8> = t.contents.into();
                     self.stats.bytes_out += bytes.len() as u64;
-                    self.transmits.push_back((t.destination, bytes));
+                    self.transmits.push_back((t.source, t.destination, bytes));
                 }
                 Ok(Output::Event(e)) => self.event(e, now),
                 Err(e) => {
@@ -492,6 +504,7 @@ mod tests {
     fn cfg(port: u16) -> LinkConfig {
         LinkConfig {
             local: ([127, 0, 0, 1], port).into(),
+            also: Vec::new(),
             video: true,
             simulcast: false,
             slots: (1, 1),
@@ -539,14 +552,14 @@ mod tests {
                         } else {
                             (&mut self.b, &mut self.a)
                         };
-                        while let Some((dest, bytes)) = from.poll_transmit() {
+                        while let Some((src, dest, bytes)) = from.poll_transmit() {
                             moved = true;
                             self.sent += 1;
                             if self.drop_nth > 0 && self.sent.is_multiple_of(self.drop_nth) {
                                 continue;
                             }
                             assert_eq!(dest, to.cfg.local, "sent to the peer's candidate");
-                            to.handle_datagram(self.now, from.cfg.local, &bytes);
+                            to.handle_datagram(self.now, src, dest, &bytes);
                         }
                     }
                     for (i, l) in [&mut self.a, &mut self.b].into_iter().enumerate() {

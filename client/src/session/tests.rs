@@ -44,8 +44,9 @@ struct Member {
     proposals_seen: u32,
     /// Its media socket's address, once started.
     local: Option<SocketAddr>,
-    /// Where its datagrams went.
-    sent_to: Vec<SocketAddr>,
+    /// Where its datagrams went, and whether each was RTP or RTCP (first byte 128..=191,
+    /// RFC 7983) rather than STUN or DTLS.
+    sent_to: Vec<(SocketAddr, bool)>,
 }
 
 struct World {
@@ -347,11 +348,10 @@ impl World {
                         self.to_core
                             .push_back((now + HOP, m.sid, ClientMsg::Ack { seq }))
                     }
-                    Output::Transmit { to, data } => {
-                        m.sent_to.push(to);
-                        if let Some(from) = m.local {
-                            self.media.push_back((now + HOP, from, to, data));
-                        }
+                    Output::Transmit { from, to, data } => {
+                        let rtp = data.first().is_some_and(|b| (128..=191).contains(b));
+                        m.sent_to.push((to, rtp));
+                        self.media.push_back((now + HOP, from, to, data));
                     }
                     Output::Event(e) => m.events.push(e),
                 }
@@ -376,13 +376,15 @@ impl World {
                 break;
             };
             moved = true;
+            // Only a member's first address is reachable (its others stand for interfaces
+            // no route leads to).
             if let Some(s) = self
                 .members
                 .iter_mut()
                 .find(|m| m.local == Some(to) && !m.frozen)
                 .and_then(|m| m.session.as_mut())
             {
-                s.handle_datagram(from, &data, now);
+                s.handle_datagram(from, to, &data, now);
             }
         }
         while self.to_client.front().is_some_and(|x| x.0 <= now) {
@@ -807,6 +809,12 @@ fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
         w.start_with(i, |o| {
             o.only = Some(vec![dev(peer)]);
             o.direct = Some(Direct { call, offerer });
+            // Two more interfaces each, which nothing reaches: ICE finds the pair that
+            // does.
+            o.link.also = vec![
+                ([10, 99, 0, i as u8 + 1], 5000).into(),
+                ([192, 0, 2, i as u8 + 1], 5000).into(),
+            ];
         });
     }
     w.run(Duration::from_secs(3));
@@ -848,14 +856,25 @@ fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
                 .all(|f| Some(f.sender) == leaves[other] && f.payload[0] == other as u8),
             "member {i} heard only the other, by its key"
         );
-        let peer = w.members[other].local;
+        // Connectivity checks tried the peer's unreachable candidates too; the media went
+        // to the one that answered, and nothing went anywhere but the peer's candidates.
+        let peer = w.members[other].local.expect("started");
+        let sent = &w.members[i].sent_to;
+        let theirs = [
+            peer.ip(),
+            [10, 99, 0, other as u8 + 1].into(),
+            [192, 0, 2, other as u8 + 1].into(),
+        ];
         assert!(
-            w.members[i].sent_to.iter().all(|t| Some(*t) == peer),
+            sent.iter().all(|(t, _)| theirs.contains(&t.ip())),
             "member {i} sent only to its peer: {:?}",
-            w.members[i]
-                .sent_to
-                .iter()
-                .collect::<std::collections::BTreeSet<_>>()
+            sent.iter().collect::<std::collections::BTreeSet<_>>()
+        );
+        let media: Vec<_> = sent.iter().filter(|(_, rtp)| *rtp).collect();
+        assert!(media.len() >= 20, "member {i} sent media");
+        assert!(
+            media.iter().all(|(t, _)| *t == peer),
+            "member {i}'s media goes to the reachable pair"
         );
     }
 }
