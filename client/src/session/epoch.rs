@@ -30,6 +30,10 @@ impl RoomSession {
         self.entered_at = Some(now);
         self.switch_at = None;
         self.emit(RoomEvent::InGroup { leaf: own });
+        if self.link.as_ref().is_some_and(|l| l.is_connected()) {
+            // A direct call's answering side connects before it is let in.
+            self.emit(RoomEvent::Connected);
+        }
         self.epoch_shown();
         self.retry_held(now);
     }

@@ -245,11 +245,16 @@ impl RoomSession {
         while let Some(e) = self.link.as_mut().and_then(SfuLink::poll_event) {
             match e {
                 LinkEvent::Connected => {
-                    tracing::info!("media connected to the SFU");
+                    let to = if self.opts.direct.is_some() {
+                        "the peer"
+                    } else {
+                        "the SFU"
+                    };
+                    tracing::info!("media connected to {to}");
                     self.emit(RoomEvent::Connected);
                     self.emit(RoomEvent::KeyframeNeeded);
                 }
-                LinkEvent::Disconnected => tracing::warn!("media connection to the SFU lost"),
+                LinkEvent::Disconnected => tracing::warn!("media connection lost"),
                 LinkEvent::KeyframeRequest => self.emit(RoomEvent::KeyframeNeeded),
                 LinkEvent::Frame {
                     video,
