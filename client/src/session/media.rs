@@ -92,8 +92,24 @@ impl RoomSession {
                     self.end(env, LeftReason::Failed(e.to_string()));
                 }
             }
+            // The call moved to the relay (the other party asked, or we did): same room,
+            // same group and keys, the SFU's link instead of the peer's.
+            RtcSignal::UseRoom { room } if *room == self.room => self.use_sfu(env, now),
             _ => tracing::debug!("a peer's signal that does not apply now"),
         }
+    }
+
+    /// Moves a direct call's media to the room's SFU (the direct path did not connect, or
+    /// a party asked for the relay): the peer link goes, and a join token is asked for as
+    /// in any room. Nothing else changes: the group, keys and receive chains carry on.
+    pub fn use_sfu(&mut self, env: &mut Env<'_>, now: Instant) {
+        if self.opts.direct.take().is_none() {
+            return;
+        }
+        tracing::info!("the call moves to the SFU");
+        self.link = None;
+        self.link_asked = false;
+        self.maybe_connect(env, now);
     }
 
     /// The token came: offer media to the SFU through signaling.

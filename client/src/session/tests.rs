@@ -44,6 +44,8 @@ struct Member {
     proposals_seen: u32,
     /// Its media socket's address, once started.
     local: Option<SocketAddr>,
+    /// Media offers it sent to the SFU.
+    sfu_offers: u32,
     /// Where its datagrams went, and whether each was RTP or RTCP (first byte 128..=191,
     /// RFC 7983) rather than STUN or DTLS.
     sent_to: Vec<(SocketAddr, bool)>,
@@ -61,6 +63,8 @@ struct World {
     substitute: Option<(Handle, MlsDevice)>,
     /// Datagrams in flight between members' media sockets: (due, from, to, bytes).
     media: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Whether datagrams between members are dropped (no direct path).
+    no_direct_path: bool,
 }
 
 fn h(s: &str) -> Handle {
@@ -135,6 +139,7 @@ impl World {
             room: RoomId([0; 16]),
             substitute: None,
             media: VecDeque::new(),
+            no_direct_path: false,
         };
         let sfu = w.hello();
         let registered = w.direct(
@@ -254,6 +259,7 @@ impl World {
             commits_sent: 0,
             proposals_seen: 0,
             local: None,
+            sfu_offers: 0,
             sent_to: Vec::new(),
         });
     }
@@ -341,6 +347,13 @@ impl World {
                 match o {
                     Output::Request { id, body } => {
                         m.commits_sent += u32::from(matches!(body, Request::Commit { .. }));
+                        m.sfu_offers += u32::from(matches!(
+                            body,
+                            Request::RelayToSfu {
+                                signal: sotto_proto::RtcSignal::JoinSfu { .. },
+                                ..
+                            }
+                        ));
                         self.to_core
                             .push_back((now + HOP, m.sid, ClientMsg::Request { id, body }))
                     }
@@ -376,6 +389,9 @@ impl World {
                 break;
             };
             moved = true;
+            if self.no_direct_path {
+                continue;
+            }
             // Only a member's first address is reachable (its others stand for interfaces
             // no route leads to).
             if let Some(s) = self
@@ -875,6 +891,72 @@ fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
         assert!(
             media.iter().all(|(t, _)| *t == peer),
             "member {i}'s media goes to the reachable pair"
+        );
+    }
+}
+
+/// A direct call whose path never connects moves to the relay in the same room: the party
+/// that asked for it switches, the other follows the service's `UseRoom`, and both offer
+/// media to the SFU with the group they had (no commit, same epoch).
+#[test]
+fn a_direct_call_moves_to_the_sfu_without_a_new_group() {
+    let mut w = World::unprepared("@alice", &["@bob"]);
+    w.no_direct_path = true;
+    let call = CallId([8; 16]);
+    let (alice, bob) = (w.members[0].sid, w.members[1].sid);
+    let invite = Request::Invite {
+        call,
+        to: h("@bob"),
+    };
+    assert!(w.direct(alice, invite).is_ok());
+    assert!(w.direct(bob, Request::Accept { call }).is_ok());
+    w.room = RoomId(call.0);
+    let dev = |n: &str| DeviceAddr {
+        handle: h(n),
+        device: 1,
+    };
+    for (i, peer, offerer) in [(0, "@bob", true), (1, "@alice", false)] {
+        w.start_with(i, |o| {
+            o.only = Some(vec![dev(peer)]);
+            o.direct = Some(Direct { call, offerer });
+        });
+    }
+    w.run(Duration::from_secs(3));
+    let before: Vec<_> = (0..2)
+        .map(|i| (w.status(i).epoch, w.status(i).code))
+        .collect();
+    assert!(
+        !w.status(0).connected && !w.status(1).connected,
+        "no direct path"
+    );
+    assert_eq!(before[0], before[1], "one group");
+    assert_eq!((w.members[0].sfu_offers, w.members[1].sfu_offers), (0, 0));
+    // Alice asks for the relay; the service tells Bob.
+    assert_eq!(
+        w.direct(alice, Request::RelayCall { call }),
+        Ok(Response::RoomCreated { room: w.room })
+    );
+    {
+        let m = &mut w.members[0];
+        let mut env = Env {
+            mls: &m.mls,
+            pins: &mut NoPins,
+        };
+        m.session
+            .as_mut()
+            .expect("session")
+            .use_sfu(&mut env, w.now);
+    }
+    w.run(Duration::from_secs(1));
+    for i in 0..2 {
+        assert_eq!(
+            w.members[i].sfu_offers, 1,
+            "member {i} offered media to the SFU"
+        );
+        assert_eq!(
+            (w.status(i).epoch, w.status(i).code),
+            before[i],
+            "member {i} kept the call's group"
         );
     }
 }
