@@ -948,14 +948,14 @@ fn a_direct_call_moves_to_the_sfu_without_a_new_group() {
             .use_sfu(&mut env, w.now);
     }
     w.run(Duration::from_secs(1));
-    for i in 0..2 {
+    for (i, had) in before.iter().enumerate() {
         assert_eq!(
             w.members[i].sfu_offers, 1,
             "member {i} offered media to the SFU"
         );
         assert_eq!(
-            (w.status(i).epoch, w.status(i).code),
-            before[i],
+            &(w.status(i).epoch, w.status(i).code),
+            had,
             "member {i} kept the call's group"
         );
     }
