@@ -191,6 +191,7 @@ fn join_options(call: CallId, peer: &DeviceAddr, caller: bool, opts: &CallOption
             arrive_within: opts.setup_timeout,
             caller,
             direct: false,
+            relay_after: None,
         }),
         max_layer: None,
     }

@@ -97,6 +97,9 @@ pub struct PairCall {
     /// every usable interface unless [`JoinOptions::media_ip`] names one; else through the
     /// room's SFU.
     pub direct: bool,
+    /// On a direct call, the caller moves it to the relay when the direct path has not
+    /// connected this long after its offer.
+    pub relay_after: Option<Duration>,
 }
 
 impl Default for JoinOptions {
@@ -396,6 +399,7 @@ impl Endpoint {
         room_opts.direct = direct.map(|p| Direct {
             call: p.call,
             offerer: p.caller,
+            relay_after: p.relay_after,
         });
         room_opts.only = opts.pair.as_ref().map(|p| vec![p.peer.clone()]);
         room_opts.starts_group = opts.pair.as_ref().is_none_or(|p| p.caller);

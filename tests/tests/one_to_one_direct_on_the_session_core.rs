@@ -49,6 +49,7 @@ fn side(ep: Endpoint, call: CallId, peer: &str, caller: bool, hz: f64) -> InRoom
             arrive_within: Duration::from_secs(10),
             caller,
             direct: true,
+            relay_after: None,
         }),
         ..JoinOptions::default()
     };

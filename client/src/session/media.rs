@@ -36,6 +36,7 @@ impl RoomSession {
                     Err(e) => return self.end(env, LeftReason::Failed(e.to_string())),
                 };
                 self.link = Some(link);
+                self.relay_due = d.relay_after.map(|after| now + after);
                 self.ask(
                     Asked::Relay,
                     Request::Relay {
@@ -99,6 +100,39 @@ impl RoomSession {
         }
     }
 
+    /// A direct call's link has not connected in time: ask the service to relay it (the
+    /// other party hears `UseRoom`; we move when the service agrees).
+    pub(super) fn direct_timeout(&mut self, now: Instant) {
+        let Some(due) = self.relay_due.filter(|t| *t <= now) else {
+            return;
+        };
+        self.relay_due = None;
+        let (Some(d), false) = (
+            self.opts.direct,
+            self.link.as_ref().is_some_and(SfuLink::is_connected),
+        ) else {
+            return;
+        };
+        tracing::info!(
+            waited_ms = (now - due).as_millis() as u64,
+            "the direct path has not connected: asking for the relay"
+        );
+        self.ask(Asked::RelayCall, Request::RelayCall { call: d.call });
+    }
+
+    /// The service answered our relay request.
+    pub(super) fn relay_answered(&mut self, env: &mut Env<'_>, answer: Answer, now: Instant) {
+        match answer {
+            Answer::Ok(Response::RoomCreated { room }) if room == self.room => {
+                self.use_sfu(env, now);
+            }
+            other => {
+                // No SFU (or no answer): the call keeps trying peer to peer.
+                tracing::warn!(answer = %other.describe(), "the call could not move to the relay");
+            }
+        }
+    }
+
     /// Moves a direct call's media to the room's SFU (the direct path did not connect, or
     /// a party asked for the relay): the peer link goes, and a join token is asked for as
     /// in any room. Nothing else changes: the group, keys and receive chains carry on.
@@ -107,6 +141,7 @@ impl RoomSession {
             return;
         }
         tracing::info!("the call moves to the SFU");
+        self.relay_due = None;
         self.link = None;
         self.link_asked = false;
         self.maybe_connect(env, now);

@@ -107,6 +107,9 @@ pub struct Direct {
     pub call: CallId,
     /// Whether we offer (the caller) or answer.
     pub offerer: bool,
+    /// The offerer asks the service to relay the call when the direct link has not
+    /// connected this long after its offer (`None`: never); the other party follows.
+    pub relay_after: Option<Duration>,
 }
 
 impl RoomOptions {
@@ -268,6 +271,8 @@ enum Asked {
     Commit(CommitKind),
     Token,
     Relay,
+    /// A direct call's move to the SFU.
+    RelayCall,
     GroupInfo,
     CreateGroup,
     Leave,
@@ -323,6 +328,8 @@ pub struct RoomSession {
     next_id: u64,
     link: Option<sfu_link::SfuLink>,
     link_asked: bool,
+    /// When a direct call moves to the relay unless its link has connected.
+    relay_due: Option<Instant>,
     held: VecDeque<(Instant, bool, u32, Vec<u8>)>,
     out: VecDeque<Output>,
     status: RoomStatus,
@@ -362,6 +369,7 @@ impl RoomSession {
             next_id: 1,
             link: None,
             link_asked: false,
+            relay_due: None,
             held: VecDeque::new(),
             out: VecDeque::new(),
             status: RoomStatus::default(),
@@ -437,10 +445,18 @@ impl RoomSession {
             Stage::AwaitingWelcome => self.plan.admission_check(),
             _ => None,
         };
-        [link, keys, held, self.switch_at, plan, retry]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            link,
+            keys,
+            held,
+            self.switch_at,
+            plan,
+            retry,
+            self.relay_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Time passed.
@@ -453,6 +469,7 @@ impl RoomSession {
             k.handle_timeout(now);
         }
         self.epoch_timeout(now);
+        self.direct_timeout(now);
         while self
             .held
             .front()
@@ -530,6 +547,7 @@ impl RoomSession {
             Asked::GroupInfo => self.group_info_answered(env, answer, now),
             Asked::CreateGroup => self.create_answered(env, answer, now),
             Asked::Leave => self.end(env, LeftReason::Left),
+            Asked::RelayCall => self.relay_answered(env, answer, now),
             Asked::Relay | Asked::Other => {
                 if let Answer::Refused(e) = &answer {
                     tracing::debug!(error = %e.message, "a room request was refused");

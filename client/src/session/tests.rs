@@ -824,7 +824,11 @@ fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
     for (i, peer, offerer) in [(0, "@bob", true), (1, "@alice", false)] {
         w.start_with(i, |o| {
             o.only = Some(vec![dev(peer)]);
-            o.direct = Some(Direct { call, offerer });
+            o.direct = Some(Direct {
+                call,
+                offerer,
+                relay_after: None,
+            });
             // Two more interfaces each, which nothing reaches: ICE finds the pair that
             // does.
             o.link.also = vec![
@@ -895,9 +899,10 @@ fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
     }
 }
 
-/// A direct call whose path never connects moves to the relay in the same room: the party
-/// that asked for it switches, the other follows the service's `UseRoom`, and both offer
-/// media to the SFU with the group they had (no commit, same epoch).
+/// A direct call whose path never connects moves to the relay in the same room: 4 s after
+/// its offer the caller asks for it and switches, the callee follows the service's
+/// `UseRoom`, and both offer media to the SFU with the group they had (no commit, same
+/// epoch).
 #[test]
 fn a_direct_call_moves_to_the_sfu_without_a_new_group() {
     let mut w = World::unprepared("@alice", &["@bob"]);
@@ -918,7 +923,11 @@ fn a_direct_call_moves_to_the_sfu_without_a_new_group() {
     for (i, peer, offerer) in [(0, "@bob", true), (1, "@alice", false)] {
         w.start_with(i, |o| {
             o.only = Some(vec![dev(peer)]);
-            o.direct = Some(Direct { call, offerer });
+            o.direct = Some(Direct {
+                call,
+                offerer,
+                relay_after: Some(Duration::from_secs(4)),
+            });
         });
     }
     w.run(Duration::from_secs(3));
@@ -931,23 +940,14 @@ fn a_direct_call_moves_to_the_sfu_without_a_new_group() {
     );
     assert_eq!(before[0], before[1], "one group");
     assert_eq!((w.members[0].sfu_offers, w.members[1].sfu_offers), (0, 0));
-    // Alice asks for the relay; the service tells Bob.
+    // 4 s after the offer the caller asks for the relay; the service tells the callee.
+    w.run(Duration::from_millis(900));
     assert_eq!(
-        w.direct(alice, Request::RelayCall { call }),
-        Ok(Response::RoomCreated { room: w.room })
+        (w.members[0].sfu_offers, w.members[1].sfu_offers),
+        (0, 0),
+        "not before its time"
     );
-    {
-        let m = &mut w.members[0];
-        let mut env = Env {
-            mls: &m.mls,
-            pins: &mut NoPins,
-        };
-        m.session
-            .as_mut()
-            .expect("session")
-            .use_sfu(&mut env, w.now);
-    }
-    w.run(Duration::from_secs(1));
+    w.run(Duration::from_millis(1200));
     for (i, had) in before.iter().enumerate() {
         assert_eq!(
             w.members[i].sfu_offers, 1,
