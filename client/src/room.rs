@@ -257,6 +257,18 @@ pub struct RoomReport {
     pub frames_lost: u64,
     /// Datagrams that could not be sent (socket full).
     pub send_drops: u64,
+    /// A direct call's send-side bandwidth estimate: the last, bits per second, and how
+    /// many times it changed.
+    pub estimate_bps: Option<u64>,
+    /// See [`Self::estimate_bps`].
+    pub estimate_updates: u64,
+    /// The Opus target at the end, and the lowest it went (a direct call's follow the
+    /// estimate; 0: never set).
+    pub audio_bitrate: u32,
+    /// See [`Self::audio_bitrate`].
+    pub audio_bitrate_min: u32,
+    /// A direct call's video target at the end (0: never set).
+    pub video_bitrate: u32,
     /// For a room carrying a one-to-one call: how the call ended, as the server said.
     pub call_ended: Option<EndReason>,
     /// The addresses the SFU's answer named.
@@ -460,6 +472,11 @@ impl Endpoint {
                 due: None,
             }),
             last_from: None,
+            video_layers: opts
+                .video
+                .as_ref()
+                .map(|v| v.layers.clone())
+                .unwrap_or_default(),
         };
         let result = shell.run(opts).await;
         backlog.extend(later.drain(..));
@@ -637,6 +654,8 @@ struct Shell<'a> {
     /// Where the last datagram came from (so the set of sources is touched only when it
     /// changes).
     last_from: Option<SocketAddr>,
+    /// The layers our video goes out in (one on a direct call).
+    video_layers: Vec<crate::video::Layer>,
 }
 
 /// A one-to-one call the room carries, as it goes.
@@ -842,6 +861,7 @@ impl Shell<'_> {
                     v.request_keyframe();
                 }
             }
+            RoomEvent::SendEstimate(bps) => self.follow_estimate(bps),
             RoomEvent::PausedLayers(layers) => {
                 if let Some(v) = self.media.video_out.as_ref() {
                     v.pause(&layers);
@@ -1059,6 +1079,34 @@ impl Shell<'_> {
                 tracing::warn!(error = %e, "could not top up KeyPackages");
             }
         });
+    }
+
+    /// Spends a direct call's estimate: audio first, video what is left up to its one
+    /// layer's configured rate (`bitrate::split`). Simulcast is the SFU's to choose.
+    fn follow_estimate(&mut self, bps: u64) {
+        self.report.estimate_updates += u64::from(self.report.estimate_bps != Some(bps));
+        self.report.estimate_bps = Some(bps);
+        let video_max = match self.video_layers.as_slice() {
+            [one] => Some(one.bitrate),
+            _ => None,
+        };
+        let split = crate::bitrate::split(bps, video_max);
+        if let Err(e) = self
+            .media
+            .encoder
+            .set_bitrate(i32::try_from(split.audio).unwrap_or(i32::MAX))
+        {
+            tracing::warn!(error = %e, "the audio encoder refused a bitrate");
+        }
+        self.report.audio_bitrate = split.audio;
+        self.report.audio_bitrate_min = match self.report.audio_bitrate_min {
+            0 => split.audio,
+            m => m.min(split.audio),
+        };
+        if let (Some(v), Some(_)) = (self.media.video_out.as_ref(), video_max) {
+            v.set_bitrate(split.video);
+            self.report.video_bitrate = split.video;
+        }
     }
 
     /// Encodes what was captured and sends it (once media is up). A frame the encoder

@@ -15,7 +15,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -104,6 +104,8 @@ struct SendControl {
     keyframe: AtomicBool,
     /// Bit `i` set: layer `i` is paused (nobody watches it).
     paused: AtomicU8,
+    /// A new target for a single-layer sender's encoder (0: none pending).
+    bitrate: AtomicU32,
 }
 
 /// The capture and encoder thread.
@@ -142,6 +144,12 @@ impl VideoSender {
     /// Every layer's next frame is a keyframe.
     pub fn request_keyframe(&self) {
         self.control.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// A new target bitrate for a single layer (a direct call following its bandwidth
+    /// estimate); ignored with simulcast, whose layers keep their rates.
+    pub fn set_bitrate(&self, bps: u32) {
+        self.control.bitrate.store(bps.max(1), Ordering::Relaxed);
     }
 
     /// Stops encoding `layers` (the SFU forwards them to nobody); the others resume. The
@@ -195,6 +203,12 @@ fn encode_loop(
         };
         let keyframe = control.keyframe.swap(false, Ordering::Relaxed);
         let paused = control.paused.load(Ordering::Relaxed);
+        let bitrate = control.bitrate.swap(0, Ordering::Relaxed);
+        if let ([enc], true) = (encoders.as_mut_slice(), bitrate > 0)
+            && let Err(e) = enc.set_bitrate(bitrate)
+        {
+            tracing::warn!(error = %e, "the video encoder refused a bitrate");
+        }
         for (i, (enc, frame)) in encoders.iter_mut().zip(&frames).enumerate() {
             if paused & (1 << i) != 0 {
                 continue;

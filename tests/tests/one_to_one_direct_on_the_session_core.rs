@@ -3,7 +3,7 @@
 //! endpoints on loopback. After the ring and the answer, both run the call's room with
 //! `PairCall::direct`: the caller's link offers through the call's relay, the callee's
 //! answers, and each decodes the other's audio and video under the call's MLS keys, the
-//! media going straight between them.
+//! media going straight between them, its encoders following the send-side estimate.
 //!
 //! This is the path `call.rs` moves onto (NOTES, "the plan for 1:1 on the session core").
 
@@ -129,6 +129,14 @@ async fn a_direct_call_on_the_session_core_needs_no_sfu() {
             !r.sfu_addrs.is_empty() && r.sfu_addrs.iter().all(|ip| ip.is_loopback()),
             "side {i}'s link named {:?}",
             r.sfu_addrs
+        );
+        // The encoders follow the send-side estimate (transport-wide CC), as a call's do.
+        assert!(
+            r.estimate_bps.is_some_and(|b| b > 0) && r.audio_bitrate > 0 && r.video_bitrate > 0,
+            "side {i}: estimate {:?}, audio {} bps, video {} bps",
+            r.estimate_bps,
+            r.audio_bitrate,
+            r.video_bitrate
         );
     }
     assert_eq!(

@@ -15,6 +15,9 @@ use super::{
     sfu_link::{LinkConfig, LinkEvent, SfuLink},
 };
 
+/// What a direct call's bandwidth estimate probes for: Opus at its best and one video
+/// layer at the largest rate we configure (1280×720), with headers.
+const DIRECT_MAX_BPS: u64 = 2_000_000;
 /// At most this many frames wait for an epoch we have not reached.
 const MAX_HELD: usize = 256;
 
@@ -54,6 +57,7 @@ impl RoomSession {
         LinkConfig {
             simulcast: false,
             slots: (1, usize::from(self.opts.link.video)),
+            bwe: Some(DIRECT_MAX_BPS),
             ..self.opts.link.clone()
         }
     }
@@ -307,6 +311,7 @@ impl RoomSession {
                 }
                 LinkEvent::Disconnected => tracing::warn!("media connection lost"),
                 LinkEvent::KeyframeRequest => self.emit(RoomEvent::KeyframeNeeded),
+                LinkEvent::Estimate(bps) => self.emit(RoomEvent::SendEstimate(bps)),
                 LinkEvent::Frame {
                     video,
                     timestamp,

@@ -129,6 +129,7 @@ impl RoomOptions {
                 // Every audio stream of a room up to the SFU's "big room" size (20) has a
                 // slot; above it the SFU forwards the loudest few only. Video: last N = 9.
                 slots: (20, 9),
+                bwe: None,
             },
             only: None,
             max_layer: None,
@@ -221,6 +222,9 @@ pub enum RoomEvent {
     Video(Frame),
     /// Send a keyframe next: our frames moved to a new epoch, or a subscriber asked.
     KeyframeNeeded,
+    /// What our media may send in all, bits per second (a direct call's bandwidth
+    /// estimate): the encoders follow it.
+    SendEstimate(u64),
     /// The SFU paused these of our simulcast layers (nobody watches them).
     PausedLayers(Vec<u8>),
     /// The SFU says this device speaks (a UI hint; the SFU is not trusted).

@@ -26,6 +26,7 @@ use sotto_wire::{
 };
 use str0m::{
     Candidate, Event, Input, Output, Rtc,
+    bwe::{Bitrate, BweKind},
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
     format::Codec,
     media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer},
@@ -37,6 +38,9 @@ use str0m::{
 const MAX_PAYLOAD: usize = 1100;
 /// How long a complete frame waits behind a gap for its repair (NACK, then RTX).
 const REPAIR_WAIT: Duration = Duration::from_millis(150);
+/// Where a direct call's bandwidth estimate starts: enough for speech and a small
+/// picture, probed upwards from there.
+const INITIAL_ESTIMATE_KBPS: u64 = 300;
 /// The simulcast layers' RIDs, lowest first (as the SFU expects them).
 pub const RIDS: [&str; 3] = ["l", "m", "h"];
 
@@ -55,6 +59,10 @@ pub struct LinkConfig {
     pub simulcast: bool,
     /// Receive slots: audio, video.
     pub slots: (usize, usize),
+    /// Estimate our send bandwidth (transport-wide CC), probing up to this many bits per
+    /// second: a direct call's encoders follow the estimate ([`LinkEvent::Estimate`]).
+    /// `None` towards the SFU, which estimates each subscriber's path itself.
+    pub bwe: Option<u64>,
 }
 
 /// Why the link could not be set up.
@@ -82,6 +90,8 @@ pub enum LinkEvent {
     Disconnected,
     /// The SFU asked for a keyframe (relaying a subscriber's PLI/FIR).
     KeyframeRequest,
+    /// The send-side bandwidth estimate changed (bits per second).
+    Estimate(u64),
     /// A whole encrypted frame arrived on a slot.
     Frame {
         /// Audio or video.
@@ -134,10 +144,17 @@ fn extensions() -> ExtensionMap {
 impl SfuLink {
     /// A str0m connection in RTP mode with our host candidate.
     fn rtc(cfg: &LinkConfig, now: Instant) -> Rtc {
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder()
             .set_rtp_mode(true)
-            .set_extension_map(extensions())
-            .build(now);
+            .set_extension_map(extensions());
+        if cfg.bwe.is_some() {
+            builder = builder.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
+        }
+        let mut rtc = builder.build(now);
+        if let Some(desired) = cfg.bwe {
+            rtc.bwe()
+                .set_bitrate(Bitrate::kbps(0), Bitrate::bps(desired));
+        }
         for addr in std::iter::once(&cfg.local).chain(&cfg.also) {
             if let Ok(c) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(c);
@@ -459,6 +476,10 @@ impl SfuLink {
                 self.events.push_back(LinkEvent::Disconnected);
             }
             Event::KeyframeRequest(_) => self.events.push_back(LinkEvent::KeyframeRequest),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.events
+                    .push_back(LinkEvent::Estimate(estimate.as_u64()));
+            }
             Event::RtpPacket(p) => {
                 let Some(mid) = self
                     .rtc
@@ -508,6 +529,7 @@ mod tests {
             video: true,
             simulcast: false,
             slots: (1, 1),
+            bwe: Some(2_000_000),
         }
     }
 
@@ -521,6 +543,7 @@ mod tests {
         drop_nth: u64,
         got: [Vec<(bool, Vec<u8>)>; 2],
         connected: [bool; 2],
+        estimates: [Vec<u64>; 2],
     }
 
     impl Pair {
@@ -537,6 +560,7 @@ mod tests {
                 drop_nth: 0,
                 got: [Vec::new(), Vec::new()],
                 connected: [false; 2],
+                estimates: [Vec::new(), Vec::new()],
             }
         }
 
@@ -567,6 +591,7 @@ mod tests {
                             moved = true;
                             match e {
                                 LinkEvent::Connected => self.connected[i] = true,
+                                LinkEvent::Estimate(bps) => self.estimates[i].push(bps),
                                 LinkEvent::Frame { video, data, .. } => {
                                     self.got[i].push((video, data))
                                 }
@@ -630,11 +655,13 @@ mod tests {
         let mut p = Pair::new();
         p.run(Duration::from_secs(2));
         assert_eq!(p.connected, [true, true]);
-        p.drop_nth = 9;
+        // The stream's first packets get through (a receiver cannot ask for what it never
+        // knew began); from the second frame on, every 9th datagram is lost.
         for n in 0..30u32 {
             let now = p.now;
             p.a.send_video(n * 3000, &vec![n as u8; 5000], 0, n == 0, now);
             p.run(Duration::from_millis(33));
+            p.drop_nth = 9;
         }
         p.drop_nth = 0;
         p.run(Duration::from_millis(500));
@@ -647,6 +674,23 @@ mod tests {
             ids,
             (0..30).collect::<Vec<u8>>(),
             "every frame, repaired, in order"
+        );
+    }
+
+    #[test]
+    fn a_direct_link_estimates_what_it_may_send() {
+        let mut p = Pair::new();
+        p.run(Duration::from_secs(2));
+        for n in 0..90u32 {
+            let now = p.now;
+            p.a.send_video(n * 3000, &vec![n as u8; 4000], 0, n == 0, now);
+            p.run(Duration::from_millis(33));
+        }
+        let est = &p.estimates[0];
+        assert!(!est.is_empty(), "the sender got estimates");
+        assert!(
+            est.iter().all(|b| *b > 0),
+            "estimates in bits per second: {est:?}"
         );
     }
 }
