@@ -1,5 +1,6 @@
-//! What an SDP blob reveals about where its sender is: the addresses of its connection
-//! lines and ICE candidates. A relayed call's SDP must name the SFU only, never the peer.
+//! What an SDP blob reveals about where its sender is (the addresses of its connection
+//! lines and ICE candidates: a relayed call's SDP must name the SFU only, never the peer),
+//! and a check str0m needs before it negotiates one (payload types that mean one thing).
 
 use std::net::IpAddr;
 
@@ -48,6 +49,33 @@ pub fn candidate_addresses(candidate: &str, add: &mut impl FnMut(&str)) {
     }
 }
 
+/// Whether every payload type `sdp` maps (`a=rtpmap:`) means one codec throughout it.
+/// str0m asserts this while it negotiates, so an offer or answer that maps one number to
+/// two codecs (a hostile peer's, or a hostile SFU's) would abort the call's task; such SDP
+/// is refused before it gets there.
+pub fn payload_types_are_consistent(sdp: &str) -> bool {
+    let mut seen: Vec<(u8, String)> = Vec::new();
+    for rest in sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
+    {
+        let mut it = rest.splitn(2, char::is_whitespace);
+        let (Some(pt), Some(codec)) = (it.next(), it.next()) else {
+            return false;
+        };
+        let Ok(pt) = pt.parse::<u8>() else {
+            return false;
+        };
+        let codec = codec.trim().to_ascii_lowercase();
+        match seen.iter().find(|(p, _)| *p == pt) {
+            Some((_, c)) if *c != codec => return false,
+            Some(_) => {}
+            None => seen.push((pt, codec)),
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +103,18 @@ mod tests {
             addresses("candidate:1 1 udp 1 192.0.2.9 4000 typ host"),
             ["192.0.2.9".parse::<IpAddr>().expect("an address")]
         );
+    }
+
+    #[test]
+    fn one_number_for_two_codecs_is_refused() {
+        let ok =
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:102 H264/90000\r\n";
+        assert!(payload_types_are_consistent(ok));
+        let clash = "a=rtpmap:111 opus/48000/2\r\na=rtpmap:111 H264/90000\r\n";
+        assert!(!payload_types_are_consistent(clash));
+        assert!(!payload_types_are_consistent(
+            "a=rtpmap:999 opus/48000/2\r\n"
+        ));
+        assert!(!payload_types_are_consistent("a=rtpmap:111\r\n"));
     }
 }

@@ -134,6 +134,16 @@ pub struct SfuLink {
     remote_addrs: Vec<IpAddr>,
 }
 
+/// Runs one step of str0m's SDP negotiation on SDP from the other end. str0m asserts
+/// some properties of what it negotiates instead of returning errors (one found: a
+/// payload type locked twice); the checks in `crate::sdp` refuse what we know of first,
+/// and anything else that panics here is the other end's fault, not a reason for the
+/// call's task to die: the link is discarded with an error.
+fn negotiating<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| "str0m could not negotiate it".to_owned())
+}
+
 /// The extension map both ends use: str0m's standard one with RFC 9626 frame marking.
 fn extensions() -> ExtensionMap {
     let mut exts = ExtensionMap::standard();
@@ -234,10 +244,15 @@ impl SfuLink {
     /// decides the lines.
     pub fn answer(cfg: LinkConfig, offer: &str, now: Instant) -> Result<(Self, String), LinkError> {
         let bad = |e: &dyn std::fmt::Display| LinkError::BadOffer(e.to_string());
+        if !crate::sdp::payload_types_are_consistent(offer) {
+            return Err(bad(&"it maps one payload type to two codecs"));
+        }
         let remote_addrs = crate::sdp::addresses(offer);
         let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| bad(&e))?;
         let mut rtc = Self::rtc(&cfg, now);
-        let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| bad(&e))?;
+        let answer = negotiating(|| rtc.sdp_api().accept_offer(parsed))
+            .map_err(|e| bad(&e))?
+            .map_err(|e| bad(&e))?;
         // The lines the offer made, by their mids, as we now hold them.
         let (mut audio, mut video) = (None, None);
         for mid in offer
@@ -270,12 +285,17 @@ impl SfuLink {
             .pending
             .take()
             .ok_or_else(|| LinkError::BadAnswer("a second answer".into()))?;
+        if !crate::sdp::payload_types_are_consistent(answer) {
+            return Err(LinkError::BadAnswer(
+                "it maps one payload type to two codecs".into(),
+            ));
+        }
         self.remote_addrs = crate::sdp::addresses(answer);
         let answer =
             SdpAnswer::from_sdp_string(answer).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
+        let rtc = &mut self.rtc;
+        negotiating(|| rtc.sdp_api().accept_answer(pending, answer))
+            .map_err(LinkError::BadAnswer)?
             .map_err(|e| LinkError::BadAnswer(e.to_string()))?;
         self.learn_pts();
         let _ = self.rtc.handle_input(Input::Timeout(now));
@@ -518,6 +538,24 @@ impl SfuLink {
     }
 }
 
+/// Feeds untrusted bytes to the path a peer's offer takes (SDP parsing, the lines matched
+/// by mid, the addresses read from it), as a hostile peer would: nothing may panic.
+/// Returns whether the offer was taken. For the fuzz target `peer_offer` and tests.
+#[doc(hidden)]
+pub fn exercise_offer(data: &[u8]) -> bool {
+    let offer = String::from_utf8_lossy(data);
+    let cfg = LinkConfig {
+        local: ([127, 0, 0, 1], 9).into(),
+        also: Vec::new(),
+        video: true,
+        simulcast: false,
+        slots: (1, 1),
+        bwe: Some(1_000_000),
+    };
+    let _ = crate::sdp::addresses(&offer);
+    SfuLink::answer(cfg, &offer, Instant::now()).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,5 +730,28 @@ mod tests {
             est.iter().all(|b| *b > 0),
             "estimates in bits per second: {est:?}"
         );
+    }
+
+    /// Byte flips in the H.264 `fmtp` lines of a real offer make str0m lock one payload
+    /// type twice and panic (seen here: `payload_params.rs:41`); `negotiating` turns that
+    /// into a refused offer.
+    #[test]
+    fn a_hostile_offer_is_refused_never_panics() {
+        let (_, offer) = SfuLink::offer(cfg(41_000), Instant::now()).expect("offer");
+        assert!(exercise_offer(offer.as_bytes()), "a real offer is taken");
+        let bytes = offer.as_bytes();
+        let mut taken = 0;
+        for cut in (0..bytes.len()).step_by(23) {
+            taken += usize::from(exercise_offer(&bytes[..cut]));
+            let mut flipped = bytes.to_vec();
+            flipped[cut] ^= 0x5a;
+            taken += usize::from(exercise_offer(&flipped));
+        }
+        // Lines that name a mid twice, or many, or none.
+        let twice = offer.replace("a=mid:1", "a=mid:0");
+        let _ = exercise_offer(twice.as_bytes());
+        let many = format!("{offer}{}", "a=mid:9\r\n".repeat(5000));
+        let _ = exercise_offer(many.as_bytes());
+        assert!(taken < 2 * bytes.len(), "not everything is taken");
     }
 }
