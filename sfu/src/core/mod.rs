@@ -325,10 +325,17 @@ impl Core {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| JoinError::BadOffer(e.to_string()))?;
         let mut rtc = self.new_rtc(now, receives_video);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| JoinError::BadOffer(e.to_string()))?;
+        // str0m asserts some properties of what it negotiates instead of returning an
+        // error: on the client's side, corrupt H.264 fmtp lines make it lock one payload
+        // type twice and panic. A search flipping every byte of an offer found no such
+        // input for the SFU's configuration, but a participant's hostile offer must never
+        // take the worker, and every room on it, down: the fresh connection is dropped
+        // with the error instead.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rtc.sdp_api().accept_offer(offer)
+        }))
+        .map_err(|_| JoinError::BadOffer("str0m could not negotiate it".into()))?
+        .map_err(|e| JoinError::BadOffer(e.to_string()))?;
         if self.by_device.contains_key(&(room, device.clone())) {
             // It reconnected: the old connection goes, but this is no removal (nothing
             // to acknowledge to signaling).
