@@ -484,10 +484,9 @@ where
         }
     });
     let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nhanging up…");
-            let _ = hangup_tx.send(true);
-        }
+        cli::stop_requested().await;
+        eprintln!("\nhanging up…");
+        let _ = hangup_tx.send(true);
     });
     let result = run(opts).await;
     ctrl_c.abort();
@@ -729,7 +728,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             loop {
                 let knock = tokio::select! {
                     c = ep.next_knock(Duration::from_secs(24 * 3600)) => c?,
-                    _ = tokio::signal::ctrl_c() => return Ok(0),
+                    () = cli::stop_requested() => return Ok(0),
                 };
                 let (call, from) = match knock {
                     Knock::Call { call, from } => (call, from),

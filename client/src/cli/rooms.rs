@@ -335,10 +335,9 @@ async fn join(profile: Profile, word: &str, media: &RoomMediaArgs) -> anyhow::Re
         }
     });
     let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nleaving…");
-            let _ = leave_tx.send(true);
-        }
+        super::stop_requested().await;
+        eprintln!("\nleaving…");
+        let _ = leave_tx.send(true);
     });
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     opts.controls = Some(control_rx);
