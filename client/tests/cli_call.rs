@@ -1,12 +1,12 @@
 //! The `sotto` CLI places and answers a real call: account creation, `listen
 //! --auto-answer`, `call --duration`, exit codes, contacts pinned on first use.
 
+mod common;
+
 use std::{
     process::{Command, Output, Stdio},
     time::Duration,
 };
-
-use sotto_signaling::server::{ServerConfig, start};
 
 /// `sotto --profile <profile> args…`; calls and listeners send media on loopback only
 /// (`--bind 127.0.0.1`), never to this machine's other addresses.
@@ -30,18 +30,13 @@ fn text(o: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_call_between_two_profiles() {
-    let data = tempfile::tempdir().expect("dir");
-    let server = start(ServerConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        data.path().to_owned(),
-    ))
-    .await
-    .expect("server");
-    let addr = server.addr.to_string();
-    let (a, b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
+    let common::Setup {
+        server,
+        addr,
+        data: _data,
+        a,
+        b,
+    } = common::setup().await;
 
     for (dir, handle) in [(a.path(), "@alice"), (b.path(), "@bob")] {
         let o = sotto(

@@ -11,8 +11,6 @@ use std::{process::Child, sync::atomic::Ordering};
 
 use common::{listener, sotto};
 
-use sotto_signaling::server::{ServerConfig, start};
-
 const CALLS: usize = 30;
 /// Calls before which the listener is (re)started.
 const RESTART_BEFORE: [usize; 4] = [0, 4, 8, 12];
@@ -34,18 +32,13 @@ fn one_use_packages(data: &std::path::Path, handle: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_calls_from_fresh_processes_all_connect_and_key_packages_never_run_out() {
-    let data = tempfile::tempdir().expect("dir");
-    let server = start(ServerConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        data.path().to_owned(),
-    ))
-    .await
-    .expect("server");
-    let addr = server.addr.to_string();
-    let (a, b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
+    let common::Setup {
+        server,
+        addr,
+        data,
+        a,
+        b,
+    } = common::setup().await;
     for (dir, handle) in [(a.path(), "@alice"), (b.path(), "@bob")] {
         let o = sotto(
             dir,

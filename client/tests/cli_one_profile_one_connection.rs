@@ -7,22 +7,16 @@
 mod common;
 
 use common::{create_account, listener, sotto};
-use sotto_signaling::server::{ServerConfig, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sotto_with_the_same_profile_leaves_the_first_connected() {
-    let data = tempfile::tempdir().expect("dir");
-    let server = start(ServerConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        data.path().to_owned(),
-    ))
-    .await
-    .expect("server");
-    let addr = server.addr.to_string();
-    let (a, b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
+    let common::Setup {
+        server,
+        addr,
+        data: _data,
+        a,
+        b,
+    } = common::setup().await;
     create_account(a.path(), "@alice", &addr, &server.fingerprint);
     create_account(b.path(), "@bob", &addr, &server.fingerprint);
     let mut bob = listener(b.path());

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{ExtensionMap, ExtensionValues, RtpWrite};
@@ -291,15 +290,7 @@ impl MediaPeer {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| e.to_string())?;
-        let pt = |codec: Codec| {
-            self.rtc
-                .codec_config()
-                .params()
-                .iter()
-                .find(|p| p.spec().codec == codec)
-                .map(|p| p.pt())
-        };
-        self.pts = (pt(Codec::Opus), pt(Codec::H264));
+        self.pts = sotto_client::session::sfu_link::payload_types(&self.rtc);
         Ok(())
     }
 

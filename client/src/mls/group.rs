@@ -10,6 +10,23 @@ use sotto_media::keys::{EpochKeys, KeyConfig, KeyScheduleError, MlsExporter};
 
 use super::{MemberCredential, MlsDevice, MlsError, boxed, provider::Provider};
 
+impl Commit {
+    /// The serialized messages of a commit openmls made in `epoch`.
+    fn encode(
+        epoch: u64,
+        commit: &MlsMessageOut,
+        welcome: Option<MlsMessageOut>,
+        info: Option<openmls::messages::group_info::GroupInfo>,
+    ) -> Result<Self, MlsError> {
+        Ok(Self {
+            commit: encode(commit)?,
+            welcome: welcome.map(|w| encode(&w)).transpose()?,
+            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
+            epoch,
+        })
+    }
+}
+
 /// A commit we created, to hand to the delivery service.
 #[derive(Debug, Clone)]
 pub struct Commit {
@@ -244,28 +261,7 @@ impl CallGroup {
             .group
             .remove_members(device.provider(), device.signer(), &leaves)
             .map_err(|e| MlsError::local("committing a remove")(boxed(e)))?;
-        Ok(Commit {
-            commit: encode(&commit)?,
-            welcome: welcome.map(|w| encode(&w)).transpose()?,
-            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
-            epoch,
-        })
-    }
-
-    /// Creates a commit covering the proposals stored for this epoch (the service's
-    /// Removes); pending like [`Self::add`].
-    pub fn commit_pending(&mut self, device: &MlsDevice) -> Result<Commit, MlsError> {
-        let epoch = self.epoch();
-        let (commit, welcome, info) = self
-            .group
-            .commit_to_pending_proposals(device.provider(), device.signer())
-            .map_err(|e| MlsError::local("committing the pending proposals")(boxed(e)))?;
-        Ok(Commit {
-            commit: encode(&commit)?,
-            welcome: welcome.map(|w| encode(&w)).transpose()?,
-            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
-            epoch,
-        })
+        Commit::encode(epoch, &commit, welcome, info)
     }
 
     /// Leaves that a stored proposal of this epoch removes.
@@ -312,20 +308,15 @@ impl CallGroup {
         encode(&msg)
     }
 
-    /// Commits every proposal received and stored this epoch (by reference); pending like
-    /// [`Self::add`].
+    /// Commits every proposal received and stored this epoch (by reference; the service's
+    /// Removes); pending like [`Self::add`].
     pub fn commit_proposals(&mut self, device: &MlsDevice) -> Result<Commit, MlsError> {
         let epoch = self.epoch();
         let (commit, welcome, info) = self
             .group
             .commit_to_pending_proposals(device.provider(), device.signer())
             .map_err(|e| MlsError::local("committing proposals")(boxed(e)))?;
-        Ok(Commit {
-            commit: encode(&commit)?,
-            welcome: welcome.map(|w| encode(&w)).transpose()?,
-            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
-            epoch,
-        })
+        Commit::encode(epoch, &commit, welcome, info)
     }
 
     /// The delivery service accepted our pending commit: move to the next epoch.

@@ -417,7 +417,7 @@ impl RoomSession {
         let Some(group) = self.group.as_mut() else {
             return;
         };
-        match group.commit_pending(env.mls) {
+        match group.commit_proposals(env.mls) {
             Ok(c) => {
                 tracing::info!(?leaves, "committing removals");
                 self.plan.committing = Some(CommitKind::Remove);

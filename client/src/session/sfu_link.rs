@@ -134,6 +134,19 @@ pub struct SfuLink {
     remote_addrs: Vec<IpAddr>,
 }
 
+/// The payload types a negotiation settled on for audio and video (Opus and H.264 in the
+/// SDP; SFrame packets on the wire, so both ends simply know).
+pub fn payload_types(rtc: &Rtc) -> (Option<Pt>, Option<Pt>) {
+    let pt = |codec: Codec| {
+        rtc.codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+    };
+    (pt(Codec::Opus), pt(Codec::H264))
+}
+
 /// Runs one step of str0m's SDP negotiation on SDP from the other end. str0m asserts
 /// some properties of what it negotiates instead of returning errors (one found: a
 /// payload type locked twice); the checks in `crate::sdp` refuse what we know of first,
@@ -193,18 +206,8 @@ impl SfuLink {
         }
     }
 
-    /// The payload types the negotiation settled on (Opus and H.264 in the SDP; SFrame
-    /// packets on the wire).
     fn learn_pts(&mut self) {
-        let pt = |codec: Codec| {
-            self.rtc
-                .codec_config()
-                .params()
-                .iter()
-                .find(|p| p.spec().codec == codec)
-                .map(|p| p.pt())
-        };
-        self.pts = (pt(Codec::Opus), pt(Codec::H264));
+        self.pts = payload_types(&self.rtc);
     }
 
     /// A link on `cfg.local`; returns it with the SDP offer for the SFU (or for the peer

@@ -801,42 +801,54 @@ fn when_everyone_who_could_let_us_in_is_gone_a_waiting_joiner_starts_afresh() {
     assert_eq!(w.members[1].session.as_ref().expect("s").leaf(), Some(0));
 }
 
+impl World {
+    /// @alice calls @bob and he answers; the call's room is the world's, and both start
+    /// its session with a direct link (`also`: more local addresses for member `i`).
+    fn direct_call(
+        call: CallId,
+        relay_after: Option<Duration>,
+        also: impl Fn(usize) -> Vec<SocketAddr>,
+    ) -> Self {
+        let mut w = World::unprepared("@alice", &["@bob"]);
+        let (alice, bob) = (w.members[0].sid, w.members[1].sid);
+        let invite = Request::Invite {
+            call,
+            to: h("@bob"),
+        };
+        assert!(w.direct(alice, invite).is_ok());
+        assert!(w.direct(bob, Request::Accept { call }).is_ok());
+        // The answered call has its room (roster and group), with the call's id.
+        w.room = RoomId(call.0);
+        for (i, peer, offerer) in [(0, "@bob", true), (1, "@alice", false)] {
+            w.start_with(i, |o| {
+                o.only = Some(vec![DeviceAddr {
+                    handle: h(peer),
+                    device: 1,
+                }]);
+                o.direct = Some(Direct {
+                    call,
+                    offerer,
+                    relay_after,
+                });
+                o.link.also = also(i);
+            });
+        }
+        w
+    }
+}
+
 /// A one-to-one call on the session core with its media peer to peer: the caller offers
 /// through the call's relay, the callee answers, and each decrypts the other's frames
 /// (keys from the call's group); nothing goes to the SFU.
 #[test]
 fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
-    let mut w = World::unprepared("@alice", &["@bob"]);
-    let call = CallId([5; 16]);
-    let (alice, bob) = (w.members[0].sid, w.members[1].sid);
-    let invite = Request::Invite {
-        call,
-        to: h("@bob"),
-    };
-    assert!(w.direct(alice, invite).is_ok());
-    assert!(w.direct(bob, Request::Accept { call }).is_ok());
-    // The answered call has its room (roster and group), with the call's id.
-    w.room = RoomId(call.0);
-    let dev = |n: &str| DeviceAddr {
-        handle: h(n),
-        device: 1,
-    };
-    for (i, peer, offerer) in [(0, "@bob", true), (1, "@alice", false)] {
-        w.start_with(i, |o| {
-            o.only = Some(vec![dev(peer)]);
-            o.direct = Some(Direct {
-                call,
-                offerer,
-                relay_after: None,
-            });
-            // Two more interfaces each, which nothing reaches: ICE finds the pair that
-            // does.
-            o.link.also = vec![
-                ([10, 99, 0, i as u8 + 1], 5000).into(),
-                ([192, 0, 2, i as u8 + 1], 5000).into(),
-            ];
-        });
-    }
+    // Two more interfaces each, which nothing reaches: ICE finds the pair that does.
+    let mut w = World::direct_call(CallId([5; 16]), None, |i| {
+        vec![
+            ([10, 99, 0, i as u8 + 1], 5000).into(),
+            ([192, 0, 2, i as u8 + 1], 5000).into(),
+        ]
+    });
     w.run(Duration::from_secs(3));
     for i in 0..2 {
         let st = w.status(i);
@@ -905,31 +917,9 @@ fn a_direct_call_connects_peer_to_peer_and_decrypts_both_ways() {
 /// epoch).
 #[test]
 fn a_direct_call_moves_to_the_sfu_without_a_new_group() {
-    let mut w = World::unprepared("@alice", &["@bob"]);
-    w.no_direct_path = true;
     let call = CallId([8; 16]);
-    let (alice, bob) = (w.members[0].sid, w.members[1].sid);
-    let invite = Request::Invite {
-        call,
-        to: h("@bob"),
-    };
-    assert!(w.direct(alice, invite).is_ok());
-    assert!(w.direct(bob, Request::Accept { call }).is_ok());
-    w.room = RoomId(call.0);
-    let dev = |n: &str| DeviceAddr {
-        handle: h(n),
-        device: 1,
-    };
-    for (i, peer, offerer) in [(0, "@bob", true), (1, "@alice", false)] {
-        w.start_with(i, |o| {
-            o.only = Some(vec![dev(peer)]);
-            o.direct = Some(Direct {
-                call,
-                offerer,
-                relay_after: Some(Duration::from_secs(4)),
-            });
-        });
-    }
+    let mut w = World::direct_call(call, Some(Duration::from_secs(4)), |_| Vec::new());
+    w.no_direct_path = true;
     w.run(Duration::from_secs(3));
     let before: Vec<_> = (0..2)
         .map(|i| (w.status(i).epoch, w.status(i).code))

@@ -58,3 +58,36 @@ pub fn create_account(profile: &std::path::Path, handle: &str, addr: &str, pin: 
     .expect("runs");
     assert!(o.status.success(), "{o:?}");
 }
+
+/// A signaling server on loopback with its data in a temporary directory, and two fresh
+/// profile directories (`a`, `b`).
+pub struct Setup {
+    /// The running server.
+    pub server: sotto_signaling::server::Running,
+    /// Its address, as `--server` takes it.
+    pub addr: String,
+    /// Its data directory.
+    pub data: tempfile::TempDir,
+    /// The first profile.
+    pub a: tempfile::TempDir,
+    /// The second profile.
+    pub b: tempfile::TempDir,
+}
+
+/// See [`Setup`].
+pub async fn setup() -> Setup {
+    let data = tempfile::tempdir().expect("dir");
+    let server = sotto_signaling::server::start(sotto_signaling::server::ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        data.path().to_owned(),
+    ))
+    .await
+    .expect("server");
+    Setup {
+        addr: server.addr.to_string(),
+        server,
+        data,
+        a: tempfile::tempdir().expect("a"),
+        b: tempfile::tempdir().expect("b"),
+    }
+}

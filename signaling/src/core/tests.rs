@@ -1043,7 +1043,7 @@ fn the_service_proposes_removing_whoever_left_until_a_member_commits_it() {
     assert_eq!(staged.service_removal(), Some(2));
     group.apply(&alice_mls, staged).expect("stored");
     assert_eq!(group.pending_removals(), vec![2]);
-    let commit = group.commit_pending(&alice_mls).expect("commit");
+    let commit = group.commit_proposals(&alice_mls).expect("commit");
     assert!(matches!(
         w.req(alice, commit.into_request(room.0.to_vec())),
         Ok(Response::CommitAccepted { epoch: 3, removed, .. }) if removed == [2]
