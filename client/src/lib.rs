@@ -17,6 +17,7 @@ pub mod feedback;
 pub mod inbox;
 pub mod media_sockets;
 pub mod mls;
+pub mod panics;
 pub mod pipeline;
 pub mod profile;
 mod relayed;

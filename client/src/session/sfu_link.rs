@@ -153,8 +153,7 @@ pub fn payload_types(rtc: &Rtc) -> (Option<Pt>, Option<Pt>) {
 /// and anything else that panics here is the other end's fault, not a reason for the
 /// call's task to die: the link is discarded with an error.
 fn negotiating<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|_| "str0m could not negotiate it".to_owned())
+    crate::panics::quietly(f).map_err(|_| "str0m could not negotiate it".to_owned())
 }
 
 /// The extension map both ends use: str0m's standard one with RFC 9626 frame marking.
