@@ -18,7 +18,7 @@ use sotto_client::{
 use sotto_proto::{CallId, DeviceAddr, Request, Response, RoomId};
 use sotto_tests::{
     h, key_for,
-    room::{InRoom, heard, join_opts, latest_when, leave, played_share},
+    room::{InRoom, heard, join_opts, latest_when, played_share},
     server,
 };
 
@@ -100,7 +100,14 @@ async fn a_direct_call_on_the_session_core_needs_no_sfu() {
     let end = latest_when(&mut [&mut a, &mut b], Duration::from_secs(3), |_| true)
         .await
         .expect("lines");
-    let reports: Vec<RoomReport> = vec![leave(a).await, leave(b).await];
+    // Both leave, and both endpoints stay connected until both have: without `call.rs`
+    // to hang up, the first one's connection closing ends the call, and the service then
+    // closes its room under the other.
+    let _ = (a.leave.send(true), b.leave.send(true));
+    let (ea, ra) = a.call.await.expect("alice's task");
+    let (eb, rb) = b.call.await.expect("bob's task");
+    let reports: Vec<RoomReport> = vec![ra.expect("alice's call"), rb.expect("bob's call")];
+    drop((ea, eb));
 
     for (i, (r, other)) in reports.iter().zip(["@bob", "@alice"]).enumerate() {
         assert_eq!(r.ended, Some(LeftReason::Left), "side {i}");
