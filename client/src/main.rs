@@ -848,11 +848,20 @@ fn init_logging(profile: &Path) {
 fn usage_error(e: &clap::Error) -> String {
     use clap::CommandFactory;
     let text = e.render().to_string();
-    let first = text
-        .lines()
+    let mut lines = text.lines();
+    let mut first = lines
         .next()
         .unwrap_or_default()
-        .trim_start_matches("error: ");
+        .trim_start_matches("error: ")
+        .to_owned();
+    if first.ends_with(':') {
+        // "the following required arguments were not provided:" lists them below.
+        let listed: Vec<&str> = lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .collect();
+        first = format!("{first} {}", listed.join(", "));
+    }
     // The subcommand the mistake is in, from the words given (options skipped).
     let mut command = vec!["sotto".to_owned()];
     let mut cmd = Cli::command();

@@ -193,6 +193,14 @@ async fn every_error_is_one_sentence_for_people() {
     let o = output(create(alice.path(), "@alice", &addr, &pin)).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // A missing argument is named.
+    let o = output(sotto(alice.path(), &["room", "invite"])).await;
+    let e = error_line(&o);
+    assert!(
+        e.contains("<ROOM>") && e.contains("sotto room invite --help"),
+        "{e}"
+    );
+
     // A wrong pin: the certificate is not the pinned one.
     let fresh = tempfile::tempdir().expect("dir");
     let o = output(create(fresh.path(), "@carol", &addr, &"ab".repeat(32))).await;
