@@ -17,6 +17,9 @@ use crate::call::CallError;
 /// See the module docs.
 pub struct MediaSockets {
     sockets: Vec<(SocketAddr, UdpSocket)>,
+    /// The socket polled first next time (turns round, so a flood on one cannot starve
+    /// the others).
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl MediaSockets {
@@ -37,7 +40,10 @@ impl MediaSockets {
         if sockets.is_empty() {
             return Err(CallError::Room("no address to send media from".into()));
         }
-        Ok(Self { sockets })
+        Ok(Self {
+            sockets,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     /// The local addresses, the first being the primary one.
@@ -47,8 +53,11 @@ impl MediaSockets {
 
     /// The next datagram on any socket: (length, from, our address it arrived on).
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+        let n = self.sockets.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n.max(1);
         std::future::poll_fn(|cx| {
-            for (local, socket) in &self.sockets {
+            for i in 0..n {
+                let (local, socket) = &self.sockets[(start + i) % n];
                 let mut rb = ReadBuf::new(buf);
                 if let Poll::Ready(r) = socket.poll_recv_from(cx, &mut rb) {
                     return Poll::Ready(r.map(|from| (rb.filled().len(), from, *local)));

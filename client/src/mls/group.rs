@@ -245,12 +245,7 @@ impl CallGroup {
             .group
             .add_members(device.provider(), device.signer(), &kps)
             .map_err(|e| MlsError::local("committing an add")(boxed(e)))?;
-        Ok(Commit {
-            commit: encode(&commit)?,
-            welcome: Some(encode(&welcome)?),
-            group_info: info.map(|i| encode(&MlsMessageOut::from(i))).transpose()?,
-            epoch,
-        })
+        Commit::encode(epoch, &commit, Some(welcome), info)
     }
 
     /// Creates a commit removing the members at `indices`; pending like [`Self::add`].

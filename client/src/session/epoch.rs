@@ -30,10 +30,7 @@ impl RoomSession {
         self.entered_at = Some(now);
         self.switch_at = None;
         self.emit(RoomEvent::InGroup { leaf: own });
-        if self.link.as_ref().is_some_and(|l| l.is_connected()) {
-            // A direct call's answering side connects before it is let in.
-            self.emit(RoomEvent::Connected);
-        }
+        self.link_still_up();
         self.epoch_shown();
         self.retry_held(now);
     }
@@ -83,12 +80,27 @@ impl RoomSession {
         }
         self.entered_at = Some(now);
         self.switch_at = None;
-        self.link = None;
-        self.link_asked = false;
+        if self.opts.direct.is_none() {
+            // The SFU binds a connection to its leaf; a peer-to-peer link has none.
+            self.link = None;
+            self.link_asked = false;
+        }
         self.emit(RoomEvent::InGroup { leaf: own });
+        self.link_still_up();
         self.epoch_shown();
         self.emit(RoomEvent::KeyframeNeeded);
         self.retry_held(now);
+    }
+
+    /// After `InGroup` (which the shell takes as "media not up yet"): a link that is up
+    /// already says so again, with a keyframe for what we send from now on. A direct
+    /// call's answering side connects before it is let in, and a direct link outlives a
+    /// rejoin (it is bound to no leaf).
+    fn link_still_up(&mut self) {
+        if self.link.as_ref().is_some_and(|l| l.is_connected()) {
+            self.emit(RoomEvent::Connected);
+            self.emit(RoomEvent::KeyframeNeeded);
+        }
     }
 
     /// Members and the verification code of the current epoch, for the UI.

@@ -313,7 +313,6 @@ impl RoomSession {
     /// Devices to add (as the roster shows them) and leaves to remove (as the service
     /// proposed).
     fn needs(&self, now: Instant) -> (Vec<DeviceAddr>, Vec<u32>) {
-        let own = self.leaf();
         let add = self
             .roster
             .iter()
@@ -327,14 +326,13 @@ impl RoomSession {
             .filter(|e| self.plan.failed.get(&e.device).is_none_or(|t| *t <= now))
             .map(|e| e.device.clone())
             .collect();
+        // The service never sends a device the proposal that removes it, so our own leaf
+        // is not among these.
         let remove = self
             .group
             .as_ref()
             .map(|g| g.pending_removals())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|l| Some(*l) != own)
-            .collect();
+            .unwrap_or_default();
         (add, remove)
     }
 
@@ -371,17 +369,6 @@ impl RoomSession {
             self.plan.due_at = None;
             return;
         };
-        let own = self.leaf();
-        if self
-            .group
-            .as_ref()
-            .is_some_and(|g| g.pending_removals().iter().any(|l| Some(*l) == own))
-        {
-            // The service proposes removing us (we were gone a moment): a commit of ours
-            // would have to cover that, which MLS forbids; another member commits it.
-            self.plan.due_at = None;
-            return;
-        }
         if add.is_empty() && remove.is_empty() {
             self.plan.since = None;
             self.plan.last_needs = None;

@@ -284,22 +284,23 @@ impl Core {
     /// The two devices of a relayed call's room: only they may join it (another device
     /// of either account is not in the call).
     pub(super) fn relay_devices(&self, room: &RoomId) -> Option<[&DeviceAddr; 2]> {
-        let c = self.calls.calls.get(self.calls.call_rooms.get(room)?)?;
+        let c = self.room_call(room)?;
         Some([&c.caller.0, &c.answered.as_ref()?.0])
+    }
+
+    /// The call whose room `room` is.
+    fn room_call(&self, room: &RoomId) -> Option<&Call> {
+        self.calls.calls.get(self.calls.call_rooms.get(room)?)
     }
 
     /// Whether `room` is a call's that goes peer to peer (no SFU for it).
     pub(super) fn is_direct_call_room(&self, room: &RoomId) -> bool {
-        self.calls
-            .call_rooms
-            .get(room)
-            .and_then(|c| self.calls.calls.get(c))
-            .is_some_and(|c| !c.relayed)
+        self.room_call(room).is_some_and(|c| !c.relayed)
     }
 
     /// Who may join the room of a relayed call: the caller (its owner) and the callee.
     pub(super) fn relay_room(&self, room: &RoomId) -> Option<Room> {
-        let c = self.calls.calls.get(self.calls.call_rooms.get(room)?)?;
+        let c = self.room_call(room)?;
         let callee = c.answered.as_ref()?;
         Some(Room {
             owner: c.caller.0.handle.clone(),
