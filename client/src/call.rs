@@ -1,62 +1,36 @@
-//! A one-to-one call, end to end: signaling (invite, accept, relay), an MLS group of two
-//! (group id = call id) whose epoch keys SFrame, the WebRTC transport, and the media:
-//! audio (microphone or synthetic source → Opus → stamp → SFrame → RTP; RTP → SFrame →
-//! jitter buffer → Opus or FEC/PLC → speaker or nowhere) and video (camera or synthetic
-//! pattern → H.264 → SFrame → per-frame RTP; reassembly → SFrame → H.264, held back after
-//! loss until a keyframe). While it runs, the call follows the send-side bandwidth
-//! estimate, answers keyframe requests, and can move to new MLS epochs (new keys).
-//!
-//! A frame that fails to decrypt never reaches the decoder; it is counted per sender.
+//! One-to-one calls: ringing, answering and declining by handle, the account and
+//! device checks before a call rings, the endpoint's signaling connection and its inbox.
+//! Once answered, a call runs in its room of two on the session core ([`crate::room`]):
+//! the MLS group of two (group id = call id) whose epoch keys SFrame, media peer to peer
+//! or through the SFU, and the same media pipeline as group calls.
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
 use ed25519_dalek::SigningKey;
-use sotto_media::{
-    ContextId,
-    jitter::{JitterBuffer, JitterConfig, Playout},
-    keys::{CallKeys, KeyConfig},
-    payload::{self, Stamp, WallClock},
-    synth::{ArrivalLog, AudioSignal, AudioSource, PatternSource, SAMPLE_RATE, estimate_frequency},
-};
+use sotto_media::synth::{ArrivalLog, AudioSignal};
 use sotto_proto::{
-    CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, MlsKind, Request, Response,
-    RoomId, RtcSignal, Stored,
-};
-use sotto_wire::{
-    rtp_ext::AudioLevel,
-    rtp_sframe::{AssemblerLimits, Descriptor, FrameAssembler},
+    CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, Request, Response, RoomId,
+    Stored,
 };
 use tokio::sync::mpsc;
-use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::relayed::Parties;
+use crate::call_room::Parties;
 use crate::{
-    bitrate,
-    codec::{
-        CodecError,
-        audio::{AudioDecoder, AudioEncoder},
-        video::{VideoDecoder, VideoEncoder, is_keyframe},
-    },
+    codec::CodecError,
     devices::{
         DeviceError,
         audio::{Microphone, Speaker},
         camera::Camera,
     },
     inbox::{Inbox, Owner, owner},
-    mls::{CallGroup, GroupEvent, MemberCredential, MlsDevice, MlsError},
-    pipeline::recv::TimestampUnwrap,
+    mls::{MlsDevice, MlsError},
     profile::{Profile, ProfileError},
     signaling::{ClientError, Incoming, Pin, SignalingClient},
-    transport::{Transport, TransportConfig, TransportError, TransportEvent},
-    verify,
+    transport::TransportConfig,
 };
 
 /// Why a call could not be placed or failed.
@@ -69,14 +43,6 @@ pub enum CallError {
     /// MLS setup failed.
     #[error(transparent)]
     Mls(#[from] MlsError),
-    /// Keys could not be derived.
-    #[error(
-        "the media keys could not be derived ({0}): this is a bug, please report it with the log"
-    )]
-    Keys(String),
-    /// The media transport failed.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
     /// A codec failed.
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -116,10 +82,6 @@ pub enum CallError {
         /// Who refused.
         peer: DeviceAddr,
     },
-}
-
-fn keys_err(e: impl std::fmt::Display) -> CallError {
-    CallError::Keys(e.to_string())
 }
 
 /// How to run a call.
@@ -207,14 +169,6 @@ impl Default for CallOptions {
             relay: RelayPolicy::Fallback(RELAY_FALLBACK_AFTER),
         }
     }
-}
-
-/// How the peer-to-peer media phase of a call ended.
-enum Media {
-    /// The call is over.
-    Done(CallReport),
-    /// The call moves to this relay room: the direct path did not connect.
-    Relay(RoomId, CallReport),
 }
 
 /// A live snapshot of a call.
@@ -376,16 +330,6 @@ pub struct Endpoint {
 /// One-use KeyPackages a device keeps on the server; the server says when claims have
 /// taken it below its low-water mark, and the device tops it up to this again.
 pub const KEY_PACKAGE_TARGET: usize = 16;
-
-/// What handling one of the call group's handshake messages did.
-enum Handshake {
-    /// It was applied to the group.
-    Applied(GroupEvent),
-    /// It did not apply (stale, or not for this epoch) and changed nothing.
-    Ignored,
-    /// It could not be processed, so we rejoined the group: a new epoch, maybe a new leaf.
-    Rejoined,
-}
 
 /// What a wait in the endpoint produced.
 pub(crate) enum Arrival {
@@ -551,20 +495,14 @@ impl Endpoint {
         }
     }
 
-    /// A call's group is over: acknowledge whatever is still held for it (the server
-    /// deleted it too) and forget the group and its secrets.
-    async fn forget_group(&mut self, group: Option<CallGroup>, id: &[u8]) {
-        self.backlog.extend(self.later.drain(..));
+    /// A call is over: whatever is still held for its group (arrived after the session
+    /// ended) is acknowledged, since the server deleted the group too.
+    pub(crate) async fn forget_held(&mut self, id: &[u8]) {
         for (seq, _) in self
             .inbox
             .take_all(|s| matches!(owner(s), Owner::Group(g, _) if g == id))
         {
             let _ = self.signaling.ack(seq).await;
-        }
-        if let Some(mut g) = group
-            && let Err(e) = g.delete(&self.mls)
-        {
-            tracing::warn!(error = %e, "could not delete a finished call's group");
         }
     }
 
@@ -658,70 +596,6 @@ impl Endpoint {
         }
     }
 
-    /// Checks a member's credential before anything is decrypted under its keys: its
-    /// identity must be a handle whose account key (from the directory) is the credential's
-    /// signature key, and, on a profile, the key pinned for that contact (trust on first
-    /// use). Our own handle must carry our own key.
-    async fn check_member(&mut self, m: &MemberCredential) -> Result<Handle, CallError> {
-        let shown = String::from_utf8_lossy(&m.identity).into_owned();
-        let handle = std::str::from_utf8(&m.identity)
-            .ok()
-            .and_then(|s| Handle::parse(s).ok())
-            .ok_or_else(|| CallError::KeyMismatch {
-                handle: shown.clone(),
-                reason: "the credential does not name a valid handle".into(),
-            })?;
-        if handle == self.handle {
-            if m.signature_key != self.identity.verifying_key().to_bytes() {
-                return Err(CallError::KeyMismatch {
-                    handle: shown,
-                    reason: "a member claims to be us with another key".into(),
-                });
-            }
-            return Ok(handle);
-        }
-        let directory = self.peer_key(&handle).await?;
-        if m.signature_key != directory {
-            return Err(CallError::KeyMismatch {
-                handle: shown,
-                reason: format!(
-                    "its credential carries key {}, the directory says {}",
-                    crate::profile::key_fingerprint(&m.signature_key),
-                    crate::profile::key_fingerprint(&directory)
-                ),
-            });
-        }
-        if let Some(p) = self.profile.as_mut() {
-            p.check_contact(handle.as_str(), &m.signature_key)?;
-        }
-        Ok(handle)
-    }
-
-    /// Relays WebRTC negotiation to the peer. A call that has just ended makes the server
-    /// answer `NotFound`: nothing is lost by dropping the signal, and the `CallEnded`
-    /// event (already on its way, in order before that answer) says how it ended.
-    async fn relay(&mut self, call: CallId, signal: RtcSignal) -> Result<(), CallError> {
-        match self
-            .signaling
-            .request(Request::Relay { call, signal })
-            .await
-        {
-            Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => {
-                tracing::debug!(%call, "not relaying for a call that ended");
-                Ok(())
-            }
-            r => r.map(|_| ()).map_err(CallError::from),
-        }
-    }
-
-    /// Refuses a call whose keys did not check out: the peer hears
-    /// [`EndReason::KeyMismatch`], and `e` is returned.
-    async fn refuse_keys(&mut self, call: CallId, e: CallError) -> CallError {
-        tracing::warn!(%call, error = %e, "refusing a call: a credential did not check out");
-        let _ = self.signaling.request(Request::KeyMismatch { call }).await;
-        e
-    }
-
     /// Calls `to`, runs the call, and returns its report.
     pub async fn call(&mut self, to: &Handle, opts: &CallOptions) -> Result<CallReport, CallError> {
         let started = Instant::now();
@@ -734,7 +608,7 @@ impl Endpoint {
             ..CallReport::default()
         };
         self.check_peer(to).await?;
-        let devices = MediaDevices::open(opts)?;
+        check_devices(opts)?;
         self.signaling
             .request(Request::Invite {
                 call,
@@ -754,124 +628,7 @@ impl Endpoint {
             }
         };
         report.peer = Some(peer.clone());
-        if opts.relay == RelayPolicy::Always {
-            drop(devices);
-            return self
-                .relay_from_start(call, peer, true, opts, report, started)
-                .await;
-        }
-        // Start the transport now so ICE runs while MLS is set up.
-        let (transport, mut events) = Transport::new(
-            &opts.transport,
-            opts.video.is_some(),
-            u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
-        )
-        .await?;
-        let offer = transport.create_offer().await?;
-        self.relay(call, RtcSignal::Offer(offer)).await?;
-
-        let package = match self
-            .signaling
-            .request(Request::ClaimKeyPackage {
-                handle: peer.handle.clone(),
-                device: Some(peer.device),
-            })
-            .await?
-        {
-            Response::KeyPackage { package, .. } => package,
-            _ => return Err(CallError::Setup("the server answered a claim oddly".into())),
-        };
-        // The KeyPackage must be the callee's own: its credential names the callee and
-        // carries the identity key the directory and our pins know. A server handing out a
-        // package of its own is caught here, before anything is encrypted to it.
-        let checked = match self.mls.key_package_credential(&package) {
-            Ok(c) => self.check_member(&c).await.and_then(|h| {
-                if h == peer.handle {
-                    Ok(())
-                } else {
-                    Err(CallError::KeyMismatch {
-                        handle: peer.handle.to_string(),
-                        reason: format!("the KeyPackage handed out for it names {h}"),
-                    })
-                }
-            }),
-            Err(e) => Err(e.into()),
-        };
-        match checked {
-            Ok(()) => {}
-            Err(
-                e @ (CallError::KeyMismatch { .. } | CallError::Contact(_) | CallError::Mls(_)),
-            ) => {
-                transport.close().await;
-                return Err(self.refuse_keys(call, e).await);
-            }
-            Err(e) => {
-                transport.close().await;
-                let _ = self.signaling.request(Request::Hangup { call }).await;
-                return Err(e);
-            }
-        }
-        let mut group = self.mls.create_group_with_id(&call.0)?;
-        self.signaling
-            .request(Request::CreateGroup {
-                group: call.0.to_vec(),
-                group_info: group.group_info(&self.mls)?,
-            })
-            .await?;
-        let commit = group.add(&self.mls, &[package])?;
-        match self
-            .signaling
-            .request(commit.into_request(call.0.to_vec()))
-            .await
-        {
-            Ok(_) => {
-                group.merge_pending(&self.mls)?;
-            }
-            Err(e) => {
-                group.discard_pending(&self.mls)?;
-                self.forget_group(Some(group), &call.0).await;
-                return Err(e.into());
-            }
-        }
-        let fallback = match opts.relay {
-            RelayPolicy::Fallback(after) => Some(after),
-            RelayPolicy::Never | RelayPolicy::Always => None,
-        };
-        let media = self
-            .run(
-                call,
-                group,
-                transport,
-                &mut events,
-                peer.clone(),
-                opts,
-                devices,
-                report,
-                started,
-                fallback,
-            )
-            .await?;
-        self.after_media(call, peer, true, media, opts, started)
-            .await
-    }
-
-    /// A call's peer-to-peer phase is over: done, or on to the relay.
-    async fn after_media(
-        &mut self,
-        call: CallId,
-        peer: DeviceAddr,
-        caller: bool,
-        media: Media,
-        opts: &CallOptions,
-        started: Instant,
-    ) -> Result<CallReport, CallError> {
-        match media {
-            Media::Done(r) => Ok(r),
-            Media::Relay(room, r) => {
-                let pair = Parties { call, peer, caller };
-                self.relayed(pair, room, opts, r, started).await
-            }
-        }
+        self.run_call(call, peer, true, opts, report, started).await
     }
 
     /// Waits up to `wait` for an incoming call that is still ringing; returns it without
@@ -923,7 +680,7 @@ impl Endpoint {
         opts: &CallOptions,
     ) -> Result<CallReport, CallError> {
         let started = Instant::now();
-        let mut report = CallReport {
+        let report = CallReport {
             call: Some(call),
             peer: Some(from.clone()),
             ..CallReport::default()
@@ -933,1098 +690,60 @@ impl Endpoint {
             let _ = self.signaling.request(Request::Decline { call }).await;
             return Err(e);
         }
-        let devices = match MediaDevices::open(opts) {
-            Ok(d) => d,
-            Err(e) => {
-                // Cannot take the call without the devices asked for: say no rather than
-                // answer into silence.
-                let _ = self.signaling.request(Request::Decline { call }).await;
-                return Err(e);
-            }
-        };
+        if let Err(e) = check_devices(opts) {
+            // Cannot take the call without the devices asked for: say no rather than
+            // answer into silence.
+            let _ = self.signaling.request(Request::Decline { call }).await;
+            return Err(e);
+        }
         self.signaling.request(Request::Accept { call }).await?;
-        if opts.relay == RelayPolicy::Always {
-            // We show nobody our address: the call goes through the SFU from the start.
-            drop(devices);
-            return self
-                .relay_from_start(call, from, false, opts, report, started)
-                .await;
-        }
-        let (transport, mut events) = Transport::new(
-            &opts.transport,
-            opts.video.is_some(),
-            u32::from_be_bytes([call.0[4], call.0[5], call.0[6], call.0[7]]),
-        )
-        .await?;
-        let deadline = tokio::time::Instant::now() + opts.setup_timeout;
-        let mut group = None;
-        let mut answered = false;
-        let welcome_for_call = |s: &Stored| owner(s) == Owner::Group(&call.0, MlsKind::Welcome);
-        while group.is_none() || !answered {
-            match self
-                .next_arrival(deadline, "the call's Welcome and offer", welcome_for_call)
-                .await?
-            {
-                Arrival::Delivery(seq, Stored::Mls { data, .. }) => {
-                    match self.join_checked(&data, &from).await {
-                        Ok(g) => group = Some(g),
-                        Err(e @ (CallError::KeyMismatch { .. } | CallError::Contact(_))) => {
-                            self.signaling.ack(seq).await?;
-                            transport.close().await;
-                            return Err(self.refuse_keys(call, e).await);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    self.signaling.ack(seq).await?;
-                }
-                Arrival::Delivery(..) => {}
-                Arrival::Event(Event::Relayed {
-                    call: c, signal, ..
-                }) if c == call => match signal {
-                    RtcSignal::Offer(sdp) => {
-                        let answer = transport.accept_offer(sdp).await?;
-                        self.relay(call, RtcSignal::Answer(answer)).await?;
-                        answered = true;
-                    }
-                    RtcSignal::Candidate { candidate, mid } => {
-                        transport.add_remote_candidate(candidate, mid).await?
-                    }
-                    RtcSignal::UseRoom { room } => {
-                        // The caller carries the call through the SFU from the start.
-                        transport.close().await;
-                        self.forget_group(group, &call.0).await;
-                        drop(devices);
-                        let pair = Parties {
-                            call,
-                            peer: from,
-                            caller: false,
-                        };
-                        return self.relayed(pair, room, opts, report, started).await;
-                    }
-                    _ => {}
-                },
-                Arrival::Event(Event::CallEnded { call: c, reason }) if c == call => {
-                    transport.close().await;
-                    self.forget_group(group, &call.0).await;
-                    if reason == EndReason::KeyMismatch {
-                        return Err(CallError::PeerSawKeyMismatch { peer: from });
-                    }
-                    report.ended = Some(reason);
-                    return Ok(report);
-                }
-                Arrival::Event(other) => self.later.push_back(other),
-            }
-        }
-        let group = group.ok_or_else(|| CallError::Setup("no Welcome".into()))?;
-        // The caller decides on a fallback to the relay; we follow when told.
-        let media = self
-            .run(
-                call,
-                group,
-                transport,
-                &mut events,
-                from.clone(),
-                opts,
-                devices,
-                report,
-                started,
-                None,
-            )
-            .await?;
-        self.after_media(call, from, false, media, opts, started)
+        self.run_call(call, from, false, opts, report, started)
             .await
     }
 
-    /// Joins a call's group from its Welcome only if the group is exactly the two of us:
-    /// the caller `from`, whose credential checks out against the directory and our pins,
-    /// and this device with its own key. Nothing is stored or decrypted otherwise.
-    async fn join_checked(
-        &mut self,
-        welcome: &[u8],
-        from: &DeviceAddr,
-    ) -> Result<CallGroup, CallError> {
-        let staged = self.mls.stage_join(welcome)?;
-        let members = staged.members();
-        if members.len() != 2 {
-            return Err(CallError::KeyMismatch {
-                handle: from.handle.to_string(),
-                reason: format!("the call's group has {} members, not 2", members.len()),
-            });
-        }
-        let mut caller_seen = false;
-        for m in &members {
-            let handle = self.check_member(m).await?;
-            caller_seen |= handle == from.handle;
-        }
-        if !caller_seen {
-            return Err(CallError::KeyMismatch {
-                handle: from.handle.to_string(),
-                reason: "the call's group does not contain the caller".into(),
-            });
-        }
-        Ok(staged.join(&self.mls)?)
-    }
-
-    /// The media phase, shared by both sides; the call's group is forgotten when it ends.
-    /// With `fallback`, a direct path that has not connected that long after the answer
-    /// moves the call to the relay.
-    #[allow(clippy::too_many_arguments)]
-    async fn run(
+    /// Runs an answered call on the session core: peer to peer, or through the SFU from
+    /// the start when our policy says so (`RelayPolicy::Always`, either side).
+    async fn run_call(
         &mut self,
         call: CallId,
-        mut group: CallGroup,
-        transport: Transport,
-        events: &mut mpsc::Receiver<TransportEvent>,
         peer: DeviceAddr,
+        caller: bool,
         opts: &CallOptions,
-        devices: MediaDevices,
         report: CallReport,
         started: Instant,
-        fallback: Option<Duration>,
-    ) -> Result<Media, CallError> {
-        let result = self
-            .run_media(
-                call, &mut group, transport, events, peer, opts, devices, report, started, fallback,
-            )
-            .await;
-        if matches!(result, Ok(Media::Relay(..))) {
-            // The call goes on in its room with the same group (the room's id is the
-            // call's): it is kept, and so is whatever is queued for it.
-            self.backlog.extend(self.later.drain(..));
-        } else {
-            self.forget_group(Some(group), &call.0).await;
+    ) -> Result<CallReport, CallError> {
+        if opts.relay == RelayPolicy::Always {
+            return self
+                .relay_from_start(call, peer, caller, opts, report, started)
+                .await;
         }
-        result
-    }
-
-    /// The 1:1 safety number, from the two credentials inside the call's group (which
-    /// were checked against the directory and the pins when they entered it), not from a
-    /// directory lookup: a server that swapped KeyPackages cannot make it match.
-    fn safety_number(&self, group: &CallGroup, peer: &DeviceAddr) -> Result<String, CallError> {
-        let own = group.own_index();
-        let members = group.members();
-        let ours = members.iter().find(|m| m.leaf == own);
-        let theirs = members
-            .iter()
-            .find(|m| m.leaf != own && m.identity == peer.handle.as_str().as_bytes());
-        match (ours, theirs) {
-            (Some(o), Some(t)) => Ok(verify::safety_number(
-                self.handle.as_str(),
-                &o.signature_key,
-                peer.handle.as_str(),
-                &t.signature_key,
-            )),
-            _ => Err(CallError::Setup(
-                "the call's group does not hold both parties".into(),
-            )),
-        }
-    }
-
-    /// Stages a commit or proposal of the call's group from the peer and applies it only
-    /// if every credential it brings in checks out; a bad one refuses the call.
-    ///
-    /// A commit of our current epoch that the delivery service accepted but we cannot
-    /// process (it checked what it could; the tags it cannot check failed for us) means
-    /// our copy of the group is behind for good: we report it and rejoin by external
-    /// commit ([`Self::resync`]). Anything else that does not stage leaves the group as
-    /// it was.
-    async fn process_handshake(
-        &mut self,
-        call: CallId,
-        group: &mut CallGroup,
-        message: (MlsKind, u64, &[u8]),
-    ) -> Result<Handshake, CallError> {
-        let (kind, epoch, data) = message;
-        let staged = match group.stage(&self.mls, data) {
-            Ok(s) => s,
-            Err(e) if kind == MlsKind::Commit && epoch == group.epoch() => {
-                tracing::warn!(%call, error = %e, "an accepted commit does not process: rejoining");
-                self.resync(call, group, epoch, e.to_string()).await?;
-                return Ok(Handshake::Rejoined);
-            }
-            Err(e) => {
-                tracing::warn!(%call, error = %e, "ignoring a handshake message");
-                return Ok(Handshake::Ignored);
-            }
+        let parties = Parties {
+            call,
+            peer,
+            caller,
+            direct: true,
         };
-        if matches!(staged, crate::mls::StagedMessage::Proposal(_)) {
-            // A one-to-one call has no use for standalone proposals; storing one would make
-            // our next commit cover it.
-            tracing::warn!(%call, "ignoring a proposal in a one-to-one call");
-            return Ok(Handshake::Ignored);
-        }
-        let known = group.members();
-        for c in staged.new_credentials() {
-            let same_as_member = known
-                .iter()
-                .any(|m| m.identity == c.identity && m.signature_key == c.signature_key);
-            if !same_as_member {
-                let e = match self.check_member(&c).await {
-                    Ok(h) => CallError::KeyMismatch {
-                        handle: h.to_string(),
-                        reason: "a commit tried to bring a new member into a one-to-one call"
-                            .into(),
-                    },
-                    Err(e) => e,
-                };
-                return Err(self.refuse_keys(call, e).await);
-            }
-        }
-        Ok(Handshake::Applied(group.apply(&self.mls, staged)?))
-    }
-
-    /// The group we are about to rejoin (from a GroupInfo that came through the server)
-    /// must be this call's and hold exactly our old leaf and the very peer we had, with the
-    /// key we had checked for it, and that peer must still check out.
-    async fn check_rejoined(
-        &mut self,
-        fresh: &CallGroup,
-        id: &[u8],
-        peer: &MemberCredential,
-    ) -> Result<(), CallError> {
-        let mismatch = |reason: &str| CallError::KeyMismatch {
-            handle: String::from_utf8_lossy(&peer.identity).into_owned(),
-            reason: reason.into(),
-        };
-        if fresh.group_id() != id {
-            return Err(mismatch(
-                "the GroupInfo offered to rejoin is another group's",
-            ));
-        }
-        let members = fresh.members();
-        let ours = self.identity.verifying_key().to_bytes();
-        let same_peer = members
-            .iter()
-            .filter(|m| m.identity == peer.identity && m.signature_key == peer.signature_key)
-            .count();
-        let us = members
-            .iter()
-            .filter(|m| m.identity == self.handle.as_str().as_bytes() && m.signature_key == ours)
-            .count();
-        if members.len() != 2 || same_peer != 1 || us != 1 {
-            return Err(mismatch(
-                "the group offered to rejoin is not the two of us with the keys we checked",
-            ));
-        }
-        for m in &members {
-            self.check_member(m).await?;
-        }
-        Ok(())
-    }
-
-    /// The defined recovery when our copy of the group cannot follow an accepted commit:
-    /// report it, fetch the latest member-signed GroupInfo the delivery service keeps,
-    /// check that it holds exactly the two of us with keys that check out (it came through
-    /// the server), and rejoin by external commit, replacing our own leaf.
-    async fn resync(
-        &mut self,
-        call: CallId,
-        group: &mut CallGroup,
-        epoch: u64,
-        reason: String,
-    ) -> Result<(), CallError> {
-        let id = call.0.to_vec();
-        // Who the peer is, as our checked copy of the group knew it: the rejoined group
-        // must hold exactly that member again, with that key.
-        let own = group.own_index();
-        let peer = group
-            .members()
-            .into_iter()
-            .find(|m| m.leaf != own)
-            .ok_or_else(|| CallError::Setup("the call's group has no peer".into()))?;
-        let _ = self
-            .signaling
-            .request(Request::ReportCommit {
-                group: id.clone(),
-                epoch,
-                reason,
-            })
-            .await;
-        group.delete(&self.mls)?;
-        // Another commit may win the epoch we rejoin in: then rejoin from the newer one.
-        for _ in 0..3 {
-            let Response::GroupInfo { group_info, .. } = self
-                .signaling
-                .request(Request::GroupInfo { group: id.clone() })
-                .await?
-            else {
-                return Err(CallError::Setup(
-                    "the server answered a GroupInfo request oddly".into(),
-                ));
-            };
-            let (mut fresh, commit) = self.mls.rejoin(&group_info)?;
-            if let Err(e) = self.check_rejoined(&fresh, &id, &peer).await {
-                fresh.delete(&self.mls)?;
-                return Err(self.refuse_keys(call, e).await);
-            }
-            match self
-                .signaling
-                .request(commit.into_request(id.clone()))
-                .await
-            {
-                Ok(_) => {
-                    fresh.merge_pending(&self.mls)?;
-                    *group = fresh;
-                    tracing::info!(%call, epoch = group.epoch(), "rejoined the call's group");
-                    return Ok(());
-                }
-                Err(ClientError::Server(e)) if matches!(e.code, ErrorCode::StaleEpoch { .. }) => {
-                    fresh.delete(&self.mls)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(CallError::Setup(
-            "could not rejoin the call's group: its epoch kept moving".into(),
-        ))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_media(
-        &mut self,
-        call: CallId,
-        group: &mut CallGroup,
-        transport: Transport,
-        events: &mut mpsc::Receiver<TransportEvent>,
-        peer: DeviceAddr,
-        opts: &CallOptions,
-        mut devices: MediaDevices,
-        mut report: CallReport,
-        started: Instant,
-        fallback: Option<Duration>,
-    ) -> Result<Media, CallError> {
-        report.safety_number = self.safety_number(group, &peer)?;
-        report.verification_code = verify::group_code(&group.epoch_authenticator());
-        let mut keys =
-            CallKeys::new(group.own_index(), self.media_keys(group, opts)?).map_err(keys_err)?;
-
-        let frame = Duration::from_millis(u64::from(opts.frame_ms));
-        let samples = (SAMPLE_RATE / 1000 * opts.frame_ms) as usize;
-        let mut source = AudioSource::new(opts.audio, opts.frame_ms);
-        let mut encoder = AudioEncoder::new()?;
-        let mut decoder = AudioDecoder::new(samples)?;
-        let jitter_for = |samples: usize| {
-            let frame = Duration::from_micros(samples as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
-            JitterBuffer::new(JitterConfig {
-                frame,
-                min_delay: frame,
-                ..JitterConfig::default()
-            })
-        };
-        let mut jitter = jitter_for(samples);
-        // The peer's frame length (10 or 20 ms, its choice), learned from its first packet.
-        let mut rx_samples: Option<usize> = None;
-        let clock = WallClock::new();
-        let mut ts_unwrap = TimestampUnwrap::default();
-        let mut rtp_ts: u32 = u32::from_be_bytes([call.0[8], call.0[9], call.0[10], call.0[11]]);
-        let mut connected = false;
-        let mut played_pcm: Vec<i16> = Vec::new();
-        let (mut plain, mut wire, mut pbuf, mut pcm) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut tick = tokio::time::interval(frame);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let (mut video, mut decoded_rx) = match opts.video {
-            Some(o) => {
-                let (v, rx) = VideoState::new(o)?;
-                (Some(v), Some(rx))
-            }
-            None => (None, None),
-        };
-        let mut encoded_rx: Option<mpsc::Receiver<EncodedFrame>> = None;
-        let fps = opts.video.map_or(1, |v| v.fps.max(1));
-        let mut hangup_at: Option<tokio::time::Instant> = None;
-        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
-        let (mut sent_bytes, mut recv_bytes) = (0u64, 0u64);
-        let mut external_hangup = opts.hangup.clone();
-        let setup_deadline = tokio::time::Instant::now() + opts.setup_timeout;
-        let mut fallback_at = fallback.map(|d| tokio::time::Instant::now() + d);
-        let mut hung_up = false;
-        let mut rekey_at: Option<tokio::time::Instant> = None;
-        let mut video_packets = 0u64;
-        let mut keyframe_requests_seen = 0u64;
-        let mut estimate_applied = None;
-        let mut mic_frames = 0u64;
-        report.audio_bitrate = crate::codec::audio::DEFAULT_BITRATE.unsigned_abs();
-        report.audio_bitrate_min = report.audio_bitrate;
-        report.video_bitrate = opts.video.map_or(0, |v| v.bitrate);
-
-        loop {
-            let jitter_due = jitter.poll_timeout().map(tokio::time::Instant::from_std);
-            let video_due = video
-                .as_ref()
-                .and_then(|v| v.assembler.poll_timeout())
-                .map(tokio::time::Instant::from_std);
-            tokio::select! {
-                _ = tick.tick() => {
-                    if !connected {
-                        if tokio::time::Instant::now() > setup_deadline {
-                            let _ = self.signaling.request(Request::Hangup { call }).await;
-                            transport.close().await;
-                            return Err(CallError::Setup("media did not connect in time".into()));
-                        }
-                        if fallback_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
-                            fallback_at = None;
-                            match self.request_relay(call).await {
-                                Ok(room) => {
-                                    tracing::info!(%call, "the direct path did not connect: falling back to the relay");
-                                    transport.close().await;
-                                    return Ok(Media::Relay(room, report));
-                                }
-                                Err(e) => tracing::warn!(%call, error = %e, "the direct path is slow and the relay is not available"),
-                            }
-                        }
-                        continue;
-                    }
-                    let now = Instant::now();
-                    keys.handle_timeout(now);
-                    // What the peer said about our media: keyframe requests and the estimate.
-                    let fb = transport.feedback();
-                    let requests = fb.keyframe_requests();
-                    if requests > keyframe_requests_seen {
-                        report.keyframe_requests_received += requests - keyframe_requests_seen;
-                        keyframe_requests_seen = requests;
-                        if let Some(v) = video.as_ref() {
-                            v.control.force_keyframe.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    if let Some(est) = fb.target_bitrate() && estimate_applied != Some(est) {
-                        estimate_applied = Some(est);
-                        let split = bitrate::split(est, opts.video.map(|v| v.bitrate));
-                        encoder.set_bitrate(i32::try_from(split.audio).unwrap_or(i32::MAX))?;
-                        report.audio_bitrate = split.audio;
-                        report.audio_bitrate_min = report.audio_bitrate_min.min(split.audio);
-                        if let Some(v) = video.as_ref() {
-                            v.control.bitrate.store(split.video, Ordering::Relaxed);
-                            report.video_bitrate = split.video;
-                        }
-                    }
-                    // A microphone delivers on its own clock: take whatever frames it has
-                    // (usually one); the synthetic source makes exactly one per tick.
-                    let frames: Vec<(u64, Instant, Vec<i16>)> = match devices.microphone.as_ref() {
-                        Some(mic) => mic.take_frames().into_iter().map(|f| {
-                            mic_frames += 1;
-                            (mic_frames, f.captured, f.samples)
-                        }).collect(),
-                        None => {
-                            let f = source.next_frame(now);
-                            vec![(f.id, f.captured, f.samples)]
-                        }
-                    };
-                    for (id, captured, pcm_in) in frames {
-                        if let Some(frame) = encoder.encode(&pcm_in)? {
-                            // RFC 6464: the level of what was captured, and the encoder's own
-                            // speech decision (so an SFU's speaker detection is not blind).
-                            let level = AudioLevel::of_samples(&pcm_in, frame.voice);
-                            let stamp = opts.stamps.then(|| Stamp { id, captured_us: clock.micros(captured) });
-                            payload::encode(stamp, frame.data, &mut pbuf);
-                            keys.encrypt(ContextId::Audio, b"", &pbuf, &mut wire).map_err(keys_err)?;
-                            transport.send_audio(rtp_ts, &wire, level).await?;
-                            sent_bytes += wire.len() as u64;
-                            report.audio_sent += 1;
-                        }
-                        rtp_ts = rtp_ts.wrapping_add(samples as u32);
-                    }
-                }
-                encoded = async {
-                    match encoded_rx.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let (Some(v), Some((e, id, captured))) = (video.as_mut(), encoded) {
-                        let stamp = opts.stamps.then(|| Stamp { id, captured_us: clock.micros(captured) });
-                        payload::encode(stamp, &e.data, &mut v.pbuf);
-                        keys.encrypt(ContextId::Video, b"", &v.pbuf, &mut v.wire).map_err(keys_err)?;
-                        transport.send_video(v.ts, &v.wire, e.keyframe).await?;
-                        sent_bytes += v.wire.len() as u64;
-                        report.video_sent += 1;
-                        report.video_keyframes += u64::from(e.keyframe);
-                        if v.epoch_keyframe_pending && e.keyframe {
-                            v.epoch_keyframe_pending = false;
-                            report.epoch_keyframes += 1;
-                        }
-                        v.ts = v.ts.wrapping_add(90_000 / fps);
-                    }
-                }
-                decoded = async {
-                    match decoded_rx.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Some(d) = decoded {
-                        let Some(d) = d else {
-                            // The decoder refused a frame: decode nothing more until a keyframe.
-                            if let Some(v) = video.as_mut() {
-                                v.need_keyframe = true;
-                            }
-                            continue;
-                        };
-                        report.video_decoded += 1;
-                        if let Some(s) = d.stamp {
-                            let at = d.decoded_at;
-                            report.video.record(s.id, at - clock.since(s.captured_us, at), at);
-                            if d.pattern_id != Some(s.id & 0xff_ffff) {
-                                report.video_mismatches += 1;
-                            }
-                        }
-                    }
-                }
-                ev = events.recv() => {
-                    let Some(ev) = ev else { break };
-                    match ev {
-                        TransportEvent::Signal(signal) => {
-                            self.relay(call, signal).await?;
-                        }
-                        TransportEvent::State(RTCPeerConnectionState::Connected) if !connected => {
-                            connected = true;
-                            tracing::info!(%call, "media connected");
-                            if let Some(v) = video.as_ref() {
-                                encoded_rx = Some(v.start_encoder(devices.camera.take())?);
-                            }
-                            if let Some(d) = opts.duration {
-                                hangup_at = Some(tokio::time::Instant::now() + d);
-                            }
-                            rekey_at = opts.rekey_every.map(|d| tokio::time::Instant::now() + d);
-                        }
-                        TransportEvent::State(RTCPeerConnectionState::Failed) => {
-                            let _ = self.signaling.request(Request::Hangup { call }).await;
-                            break;
-                        }
-                        TransportEvent::Video(r) => {
-                            recv_bytes += r.payload.len() as u64;
-                            let index = video_packets;
-                            video_packets += 1;
-                            if opts.test_drop_video.as_ref().is_some_and(|d| d.contains(&index)) {
-                                continue;
-                            }
-                            let Some(v) = video.as_mut() else { continue };
-                            let now = Instant::now();
-                            let frames = v.assembler.push(r.seq, r.timestamp, &r.payload, now);
-                            if v.receive(frames, &mut keys, &mut report, now) {
-                                transport.request_keyframe().await?;
-                            }
-                        }
-                        TransportEvent::Audio(r) => {
-                            recv_bytes += r.payload.len() as u64;
-                            let Some((d, body)) = Descriptor::parse(&r.payload) else { continue };
-                            if !(d.start && d.end) {
-                                continue;
-                            }
-                            let now = Instant::now();
-                            match keys.decrypt(body, b"", &mut plain, now) {
-                                Ok(_) => {
-                                    let Some(n) = payload::decode(&plain).ok().and_then(|(_, opus)| decoder.samples_in(opus)) else {
-                                        continue;
-                                    };
-                                    let want = *rx_samples.get_or_insert_with(|| {
-                                        if n != samples {
-                                            jitter = jitter_for(n);
-                                            decoder.set_frame_samples(n);
-                                        }
-                                        n
-                                    });
-                                    if n != want {
-                                        // The peer changed its framing mid-call: drop rather
-                                        // than misplace (we never do that ourselves).
-                                        continue;
-                                    }
-                                    let index = ts_unwrap.unwrap(r.timestamp) / want as u64;
-                                    jitter.push(index, now, std::mem::take(&mut plain));
-                                }
-                                Err(e) => {
-                                    *report.decrypt_failures.entry(e.sender.unwrap_or(u32::MAX)).or_default() += 1;
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                () = sleep_until(video_due) => {
-                    // A frame waited behind a gap long enough: the gap is given up.
-                    if let Some(v) = video.as_mut() {
-                        let now = Instant::now();
-                        let frames = v.assembler.poll(now);
-                        if v.receive(frames, &mut keys, &mut report, now) {
-                            transport.request_keyframe().await?;
-                        }
-                    }
-                }
-                () = sleep_until(jitter_due) => {
-                    let now = Instant::now();
-                    while let Some(p) = jitter.poll(now) {
-                        match p {
-                            Playout::Frame { payload: data, .. } => {
-                                let Ok((stamp, opus)) = payload::decode(&data) else { continue };
-                                decoder.decode(opus, &mut pcm)?;
-                                if let Some(s) = stamp {
-                                    report.latency.record(s.id, now - clock.since(s.captured_us, now), now);
-                                }
-                                report.setup_time.get_or_insert(started.elapsed());
-                                report.audio_played += 1;
-                            }
-                            Playout::Conceal { next, .. } => {
-                                let next_opus = next.as_deref().and_then(|n| payload::decode(n).ok()).map(|(_, o)| o);
-                                decoder.conceal(next_opus, &mut pcm)?;
-                            }
-                        }
-                        if let Some(s) = devices.speaker.as_ref() {
-                            s.play(&pcm);
-                        }
-                        if report.audio_played > 25 {
-                            played_pcm.extend_from_slice(&pcm);
-                        }
-                    }
-                }
-                incoming = async {
-                    if let Some(e) = self.backlog.pop_front() {
-                        return Some(Incoming::Event(e));
-                    }
-                    // A commit of this call that arrived before the media phase waits in
-                    // the inbox.
-                    if let Some((seq, item)) = self.inbox.take(|s| matches!(owner(s), Owner::Group(g, MlsKind::Commit | MlsKind::Proposal) if g == call.0)) {
-                        return Some(Incoming::Delivery { seq, item });
-                    }
-                    self.signaling.next().await
-                } => {
-                    match incoming {
-                        Some(Incoming::Event(Event::Relayed { call: c, signal, .. })) if c == call => match signal {
-                            RtcSignal::Answer(sdp) => transport.accept_answer(sdp).await?,
-                            RtcSignal::Candidate { candidate, mid } => transport.add_remote_candidate(candidate, mid).await?,
-                            RtcSignal::UseRoom { room } => {
-                                tracing::info!(%call, "the caller moved the call to the relay");
-                                transport.close().await;
-                                return Ok(Media::Relay(room, report));
-                            }
-                            _ => {}
-                        },
-                        Some(Incoming::Event(Event::CallEnded { call: c, reason })) if c == call => {
-                            if reason == EndReason::KeyMismatch {
-                                transport.close().await;
-                                return Err(CallError::PeerSawKeyMismatch { peer });
-                            }
-                            report.ended = Some(reason);
-                            break;
-                        }
-                        Some(Incoming::Event(e)) => {
-                            if let Some(e) = self.housekeeping(e).await {
-                                self.later.push_back(e);
-                            }
-                        }
-                        Some(Incoming::Delivery {
-                            seq,
-                            item: Stored::Mls { group: g, kind: kind @ (MlsKind::Commit | MlsKind::Proposal), epoch, data, .. },
-                        }) if g == call.0 => {
-                            let processed = self.process_handshake(call, group, (kind, epoch, &data)).await;
-                            self.signaling.ack(seq).await?;
-                            match processed {
-                                Ok(Handshake::Applied(GroupEvent::EpochAdvanced { .. })) => {
-                                    self.new_epoch(group, &mut keys, &mut report, video.as_mut(), opts)?;
-                                }
-                                Ok(Handshake::Rejoined) => {
-                                    keys.rejoined(group.own_index(), self.media_keys(group, opts)?, Instant::now())
-                                        .map_err(keys_err)?;
-                                    report.rejoins += 1;
-                                    self.new_epoch_shown(group, &mut report, video.as_mut());
-                                }
-                                Ok(_) => {}
-                                Err(e) => {
-                                    transport.close().await;
-                                    return Err(e);
-                                }
-                            }
-                        }
-                        // A Welcome into the group we are in has no use: drop it.
-                        Some(Incoming::Delivery { seq, item: Stored::Mls { group: g, .. } }) if g == call.0 => {
-                            tracing::debug!(%call, "dropping a stray message for the call's group");
-                            self.signaling.ack(seq).await?;
-                        }
-                        // Not this call's: kept for its owner, acknowledged only when handled.
-                        Some(Incoming::Delivery { seq, item }) => self.inbox.hold(seq, item),
-                        Some(Incoming::Goodbye(e)) => return Err(CallError::Signaling(ClientError::Server(e))),
-                        None => break,
-                    }
-                }
-                _ = status_tick.tick(), if opts.status.is_some() => {
-                    if let Some(tx) = &opts.status {
-                        let _ = tx.send(CallStatus {
-                            connected,
-                            peer: report.peer.clone(),
-                            verification_code: report.verification_code.clone(),
-                            safety_number: report.safety_number.clone(),
-                            send_bps: std::mem::take(&mut sent_bytes) * 8,
-                            recv_bps: std::mem::take(&mut recv_bytes) * 8,
-                            rtt: transport.stats().await.rtt,
-                            audio_played: report.audio_played,
-                            concealed: decoder.concealed + decoder.fec_recovered,
-                            decrypt_failures: report.decrypt_failures.values().sum(),
-                            video_decoded: report.video_decoded,
-                            loss: transport.feedback().remote_loss(),
-                            estimate_bps: transport.feedback().target_bitrate(),
-                            epoch: keys.epoch(),
-                            relayed: false,
-                        });
-                    }
-                }
-                _ = async {
-                    match external_hangup.as_mut() {
-                        Some(rx) => {
-                            // A dropped sender means nobody will ask: never fire.
-                            if rx.wait_for(|v| *v).await.is_err() {
-                                std::future::pending::<()>().await;
-                            }
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                }, if !hung_up => {
-                    hung_up = true;
-                    external_hangup = None;
-                    tracing::info!(%call, "hanging up on request");
-                    self.signaling.request(Request::Hangup { call }).await?;
-                }
-                () = sleep_until(rekey_at), if !hung_up => {
-                    rekey_at = opts.rekey_every.map(|d| tokio::time::Instant::now() + d);
-                    let commit = group.update(&self.mls)?;
-                    let sent = self.signaling.request(commit.into_request(call.0.to_vec())).await;
-                    match sent {
-                        Ok(_) => {
-                            group.merge_pending(&self.mls)?;
-                            self.new_epoch(group, &mut keys, &mut report, video.as_mut(), opts)?;
-                        }
-                        Err(ClientError::Server(e)) if matches!(e.code, ErrorCode::StaleEpoch { .. }) => {
-                            // The peer committed first; its commit is on the way to us.
-                            group.discard_pending(&self.mls)?;
-                        }
-                        Err(e) => {
-                            group.discard_pending(&self.mls)?;
-                            return Err(e.into());
-                        }
-                    }
-                }
-                () = sleep_until(hangup_at), if !hung_up => {
-                    hung_up = true;
-                    tracing::info!(%call, "hanging up");
-                    self.signaling.request(Request::Hangup { call }).await?;
-                }
-            }
-        }
-        report.audio_concealed = decoder.concealed + decoder.fec_recovered;
-        report.audio_fec = decoder.fec_recovered;
-        report.received_hz = estimate_frequency(&played_pcm);
-        let stats = transport.stats().await;
-        report.rtt = stats.rtt;
-        report.retransmissions_received = stats.retransmissions_received;
-        report.estimate_bps = transport.feedback().target_bitrate();
-        report.estimate_updates = transport.feedback().estimate_updates();
-        if let Some(v) = video.as_ref() {
-            report.video_keyframes_forced = v.control.forced.load(Ordering::Relaxed);
-        }
-        transport.close().await;
-        Ok(Media::Done(report))
-    }
-
-    /// The SFrame keys of the group's current epoch.
-    fn media_keys(
-        &self,
-        group: &CallGroup,
-        opts: &CallOptions,
-    ) -> Result<sotto_media::keys::EpochKeys, CallError> {
-        let epoch = if opts.test_wrong_keys {
-            // Same epoch, same members, a secret the peer does not share.
-            sotto_media::keys::EpochKeys::derive(
-                &RandomExporter,
-                group.epoch(),
-                group.member_indices(),
-                &KeyConfig::default(),
-            )
-        } else {
-            group.epoch_keys(&self.mls, &KeyConfig::default())
-        };
-        epoch.map_err(keys_err)
-    }
-
-    /// The group moved to a new epoch: derive its media keys (the previous epoch stays
-    /// decryptable for the grace period), show the new verification code, and send a
-    /// keyframe so the first video under the new keys decodes on its own.
-    fn new_epoch(
-        &self,
-        group: &CallGroup,
-        keys: &mut CallKeys,
-        report: &mut CallReport,
-        video: Option<&mut VideoState>,
-        opts: &CallOptions,
-    ) -> Result<(), CallError> {
-        keys.advance(self.media_keys(group, opts)?, Instant::now())
-            .map_err(keys_err)?;
-        self.new_epoch_shown(group, report, video);
-        Ok(())
-    }
-
-    /// What follows new media keys: the new verification code, and a keyframe so the
-    /// first video under the new keys decodes on its own.
-    fn new_epoch_shown(
-        &self,
-        group: &CallGroup,
-        report: &mut CallReport,
-        video: Option<&mut VideoState>,
-    ) {
-        report.epoch_changes += 1;
-        report.verification_code = verify::group_code(&group.epoch_authenticator());
-        tracing::info!(epoch = group.epoch(), code = %report.verification_code, "new epoch");
-        if let Some(v) = video {
-            v.control.force_keyframe.store(true, Ordering::Relaxed);
-            v.epoch_keyframe_pending = true;
-        }
+        self.in_call_room(parties, RoomId(call.0), opts, report, started)
+            .await
     }
 }
-
-/// Keyframe requests are repeated at most this often while we wait for one.
-const PLI_INTERVAL: Duration = Duration::from_millis(250);
-
-/// The video half of a call's media. Encoding and decoding run on their own threads so
-/// that video work never delays the audio path.
-struct VideoState {
-    opts: VideoOptions,
-    assembler: FrameAssembler,
-    ts: u32,
-    pbuf: Vec<u8>,
-    wire: Vec<u8>,
-    decode_tx: std::sync::mpsc::SyncSender<(Vec<u8>, Option<Stamp>)>,
-    control: Arc<VideoControl>,
-    /// Where the next frame should start if none was lost.
-    next_seq: Option<u64>,
-    /// A frame was lost or refused: decode nothing until a keyframe.
-    need_keyframe: bool,
-    last_pli: Option<Instant>,
-    /// An epoch changed and its keyframe has not gone out yet.
-    epoch_keyframe_pending: bool,
-}
-
-/// What the call loop tells the encoder thread.
-#[derive(Default)]
-struct VideoControl {
-    stop: AtomicBool,
-    force_keyframe: AtomicBool,
-    /// New target bitrate (0: unchanged).
-    bitrate: AtomicU32,
-    /// Keyframes forced on request (PLI/FIR or epoch change).
-    forced: AtomicU64,
-}
-
-/// An encoded frame from the encoder thread: the frame, its id and capture instant.
-type EncodedFrame = (crate::codec::video::EncodedVideo, u64, Instant);
-
-/// A decoded frame from the decoder thread.
-struct Decoded {
-    pattern_id: Option<u64>,
-    stamp: Option<Stamp>,
-    decoded_at: Instant,
-}
-
-impl VideoState {
-    /// Starts the decoder thread; the encoder starts when media connects.
-    fn new(opts: VideoOptions) -> Result<(Self, mpsc::Receiver<Option<Decoded>>), CallError> {
-        let (decode_tx, decode_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Option<Stamp>)>(64);
-        let (out_tx, out_rx) = mpsc::channel(64);
-        let mut decoder = VideoDecoder::new()?;
-        std::thread::Builder::new()
-            .name("sotto-video-decode".into())
-            .spawn(move || {
-                while let Ok((h264, stamp)) = decode_rx.recv() {
-                    // A corrupt frame is the decoder's to refuse (`None` out); it never panics.
-                    let out = match decoder.decode(&h264) {
-                        Ok(Some(pic)) => Some(Decoded {
-                            pattern_id: pic.pattern_id,
-                            stamp,
-                            decoded_at: Instant::now(),
-                        }),
-                        Ok(None) => continue,
-                        Err(_) => None,
-                    };
-                    if out_tx.blocking_send(out).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| CallError::Setup(format!("starting the video decoder: {e}")))?;
-        Ok((
-            Self {
-                opts,
-                assembler: FrameAssembler::new(AssemblerLimits::default()),
-                ts: 0,
-                pbuf: Vec::new(),
-                wire: Vec::new(),
-                decode_tx,
-                control: Arc::new(VideoControl::default()),
-                next_seq: None,
-                // Nothing decodes before the first keyframe (the sender starts with one;
-                // if it is lost, a PLI goes out at once).
-                need_keyframe: true,
-                last_pli: None,
-                epoch_keyframe_pending: false,
-            },
-            out_rx,
-        ))
-    }
-
-    /// Takes reassembled frames: decrypts them and queues them for decoding, or holds
-    /// video back after a loss until a keyframe. Returns whether to send a PLI now.
-    fn receive(
-        &mut self,
-        frames: Vec<sotto_wire::rtp_sframe::Reassembled>,
-        keys: &mut CallKeys,
-        report: &mut CallReport,
-        now: Instant,
-    ) -> bool {
-        let mut pli = false;
-        for mut frame in frames {
-            // A frame lost in between breaks the prediction chain.
-            if self.next_seq.is_some_and(|n| frame.first_seq != n) {
-                self.need_keyframe = true;
-            }
-            self.next_seq = Some(frame.last_seq + 1);
-            // The reassembled frame is ours: decrypt it where it lies (no copy).
-            let h264 = match keys.decrypt_in_place(&mut frame.frame, b"", now) {
-                Ok((_, range)) => payload::decode(&frame.frame[range]).ok(),
-                Err(e) => {
-                    *report
-                        .decrypt_failures
-                        .entry(e.sender.unwrap_or(u32::MAX))
-                        .or_default() += 1;
-                    None
-                }
-            };
-            let Some((stamp, h264)) = h264 else {
-                self.need_keyframe = true;
-                continue;
-            };
-            if self.need_keyframe && !is_keyframe(h264) {
-                report.video_skipped += 1;
-                if self.last_pli.is_none_or(|t| now - t >= PLI_INTERVAL) {
-                    self.last_pli = Some(now);
-                    report.keyframe_requests_sent += 1;
-                    pli = true;
-                }
-                continue;
-            }
-            self.need_keyframe = false;
-            // A full decoder queue drops the frame, as loss would.
-            if self.decode_tx.try_send((h264.to_vec(), stamp)).is_err() {
-                self.need_keyframe = true;
-            }
-        }
-        pli
-    }
-
-    /// Starts capturing (from `camera`, else the synthetic pattern) and encoding; encoded
-    /// frames arrive on the receiver.
-    fn start_encoder(
-        &self,
-        camera: Option<Camera>,
-    ) -> Result<mpsc::Receiver<EncodedFrame>, CallError> {
-        let o = self.opts;
-        let control = self.control.clone();
-        let (tx, rx) = mpsc::channel(8);
-        let mut encoder = VideoEncoder::new(o.fps as f32, o.bitrate)?;
-        std::thread::Builder::new()
-            .name("sotto-video-encode".into())
-            .spawn(move || {
-                let mut source = PatternSource::new(o.width, o.height);
-                let period = Duration::from_secs_f64(1.0 / f64::from(o.fps.max(1)));
-                let mut next = Instant::now();
-                while !control.stop.load(Ordering::Relaxed) {
-                    if control.force_keyframe.swap(false, Ordering::Relaxed) {
-                        encoder.request_keyframe();
-                        control.forced.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let bps = control.bitrate.swap(0, Ordering::Relaxed);
-                    if bps != 0
-                        && let Err(e) = encoder.set_bitrate(bps)
-                    {
-                        tracing::warn!(error = %e, "video bitrate change failed");
-                    }
-                    let f = match camera.as_ref() {
-                        // The camera paces itself; wake now and then to notice a stop.
-                        Some(cam) => match cam.next_frame(Duration::from_millis(200)) {
-                            Some(f) => f,
-                            None => continue,
-                        },
-                        None => source.next_frame(Instant::now()),
-                    };
-                    match encoder.encode(&f) {
-                        Ok(Some(e)) => {
-                            if tx.blocking_send((e, f.id, f.captured)).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "video encode failed"),
-                    }
-                    if camera.is_none() {
-                        next += period;
-                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                    }
-                }
-            })
-            .map_err(|e| CallError::Setup(format!("starting the video encoder: {e}")))?;
-        Ok(rx)
-    }
-}
-
-impl Drop for VideoState {
-    fn drop(&mut self) {
-        self.control.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Opens and closes the devices `opts` asks for: a listener finds out at start, not when
 /// a call comes in, that one is missing.
 pub fn check_devices(opts: &CallOptions) -> Result<(), CallError> {
-    MediaDevices::open(opts).map(drop)
+    open_devices(opts)
 }
 
-/// The real devices a call was asked to use, opened before it rings so that a missing one
-/// is an error up front, not silence later.
-#[derive(Default)]
-struct MediaDevices {
-    microphone: Option<Microphone>,
-    speaker: Option<Speaker>,
-    camera: Option<Camera>,
-}
-
-impl MediaDevices {
-    fn open(opts: &CallOptions) -> Result<Self, CallError> {
-        let camera = match (&opts.camera, opts.video) {
-            (Some(name), Some(v)) => Some(Camera::open(name, v.width, v.height, v.fps)?),
-            _ => None,
-        };
-        Ok(Self {
-            microphone: opts
-                .microphone
-                .as_deref()
-                .map(|m| Microphone::open(m, opts.frame_ms))
-                .transpose()?,
-            speaker: opts.speaker.as_deref().map(Speaker::open).transpose()?,
-            camera,
-        })
+/// Opens and closes the devices a call was asked to use, before it rings, so that a
+/// missing one is an error up front, not silence later.
+fn open_devices(opts: &CallOptions) -> Result<(), CallError> {
+    if let (Some(name), Some(v)) = (&opts.camera, opts.video) {
+        drop(Camera::open(name, v.width, v.height, v.fps)?);
     }
-}
-
-/// Test hook: an MLS exporter that knows nothing (random secrets).
-struct RandomExporter;
-
-impl sotto_media::keys::MlsExporter for RandomExporter {
-    type Error = std::io::Error;
-    fn export_secret(&self, _: &str, _: &[u8], len: usize) -> Result<Vec<u8>, Self::Error> {
-        let mut v = vec![0u8; len];
-        getrandom::fill(&mut v).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(v)
+    if let Some(m) = opts.microphone.as_deref() {
+        drop(Microphone::open(m, opts.frame_ms)?);
     }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+    if let Some(sp) = opts.speaker.as_deref() {
+        drop(Speaker::open(sp)?);
     }
+    Ok(())
 }

@@ -55,8 +55,9 @@ pub struct JoinOptions {
     pub speaker: Option<String>,
     /// Audio frame length in ms (10 or 20).
     pub frame_ms: u32,
-    /// The local address media is sent from; `None`: the one that routes to the server.
-    pub media_ip: Option<IpAddr>,
+    /// The local addresses media is sent from; empty: the one that routes to the server
+    /// (through the SFU), or every usable interface (a direct call).
+    pub media_ips: Vec<IpAddr>,
     /// How long to wait to be let into the room's group before giving up.
     pub admission_timeout: Duration,
     /// Status lines, about once a second.
@@ -79,6 +80,20 @@ pub struct JoinOptions {
     /// Receive at most this simulcast layer of anyone's video (0 = lowest): less
     /// bandwidth and decoding; `None`: what the bandwidth allows.
     pub max_layer: Option<u8>,
+    /// Commit an MLS self-update this long after each epoch change (new keys for
+    /// everyone: post-compromise security for long calls); `None`: never.
+    pub self_update_every: Option<Duration>,
+    /// Test hook: drop inbound video packets with these indices (0-based, in arrival
+    /// order) before reassembly, a loss no NACK repairs.
+    #[doc(hidden)]
+    pub test_drop_video: Option<std::ops::Range<u64>>,
+    /// Test hook: drop this share of inbound datagrams before the transport sees them
+    /// (a lossy path: this kernel has no netem).
+    #[doc(hidden)]
+    pub test_inbound_loss: f64,
+    /// Test hook: media keys from a secret of our own, not the group's.
+    #[doc(hidden)]
+    pub test_wrong_keys: bool,
 }
 
 /// A one-to-one call carried by a room of two (`sotto call --relay`, or the fallback when
@@ -110,7 +125,7 @@ impl Default for JoinOptions {
             microphone: None,
             speaker: None,
             frame_ms: 20,
-            media_ip: None,
+            media_ips: Vec::new(),
             admission_timeout: Duration::from_secs(30),
             status: None,
             leave: None,
@@ -119,6 +134,10 @@ impl Default for JoinOptions {
             stamps: false,
             pair: None,
             max_layer: None,
+            self_update_every: None,
+            test_drop_video: None,
+            test_inbound_loss: 0.0,
+            test_wrong_keys: false,
         }
     }
 }
@@ -187,6 +206,12 @@ pub struct RoomLine {
     pub played: u64,
     /// Audio slots concealed, everyone's.
     pub concealed: u64,
+    /// The media connection's round-trip time, as last measured.
+    pub rtt: Option<Duration>,
+    /// A direct call's send-side bandwidth estimate, bits per second.
+    pub estimate_bps: Option<u64>,
+    /// Whether media goes through an SFU (else straight to a direct call's peer).
+    pub via_sfu: bool,
 }
 
 /// What one remote sender's audio came to.
@@ -278,6 +303,22 @@ pub struct RoomReport {
     /// For a room carrying a one-to-one call: the other party's identity key, from its
     /// credential in the group (checked against the directory and the pins).
     pub peer_key: Option<Vec<u8>>,
+    /// Whether media went through an SFU at the end (a direct call may have moved).
+    pub via_sfu: bool,
+    /// Epoch changes that kept the members (self-updates, rejoins).
+    pub rekeys: u64,
+    /// Keyframes our video sent as its first under a rekeyed epoch.
+    pub epoch_keyframes: u64,
+    /// Keyframe requests for our video that reached us.
+    pub keyframe_requests_received: u64,
+    /// Keyframes our encoder was asked for (requests, new epochs, reconnections).
+    pub video_keyframes_forced: u64,
+    /// Keyframes our video sent.
+    pub video_keyframes: u64,
+    /// Packets that filled a gap (retransmissions after our NACKs).
+    pub retransmissions_received: u64,
+    /// The media connection's round-trip time at the end.
+    pub rtt: Option<Duration>,
 }
 
 /// Someone wants us: a call rings, or an invitation to a room came.
@@ -390,10 +431,10 @@ impl Endpoint {
         self.drain_arrived().await?;
         let server = self.signaling.connection().remote_address();
         let direct = opts.pair.as_ref().filter(|p| p.direct);
-        let ips = match (opts.media_ip, direct) {
-            (Some(ip), _) => vec![ip],
-            (None, Some(_)) => crate::transport::host_addrs(&crate::transport::Bind::AllInterfaces),
-            (None, None) => vec![route_to(server)?],
+        let ips = match (opts.media_ips.is_empty(), direct) {
+            (false, _) => opts.media_ips.clone(),
+            (true, Some(_)) => crate::transport::host_addrs(&crate::transport::Bind::AllInterfaces),
+            (true, None) => vec![route_to(server)?],
         };
         let sockets = MediaSockets::bind(&ips).await?;
         let mut locals = sockets.locals().into_iter();
@@ -416,6 +457,9 @@ impl Endpoint {
         room_opts.only = opts.pair.as_ref().map(|p| vec![p.peer.clone()]);
         room_opts.starts_group = opts.pair.as_ref().is_none_or(|p| p.caller);
         room_opts.max_layer = opts.max_layer;
+        room_opts.self_update_every = opts.self_update_every;
+        room_opts.test_wrong_keys = opts.test_wrong_keys;
+        room_opts.link.test_drop_video = opts.test_drop_video.clone();
         if let Some(v) = opts.video.as_ref() {
             if !matches!(v.layers.len(), 1 | 3) {
                 return Err(CallError::Room(
@@ -437,6 +481,9 @@ impl Endpoint {
             backlog,
             ..
         } = self;
+        // Events read ahead (a direct call's offer may be among them) go to the session
+        // first; what is not the room's is kept for later.
+        let ahead: Vec<Event> = backlog.drain(..).collect();
         let pins: &mut (dyn Pins + Send) = match profile.as_mut() {
             Some(p) => p,
             None => &mut no_pins,
@@ -477,7 +524,16 @@ impl Endpoint {
                 .as_ref()
                 .map(|v| v.layers.clone())
                 .unwrap_or_default(),
+            inbound_loss: (opts.test_inbound_loss > 0.0)
+                .then(|| LossDice::new(opts.test_inbound_loss)),
         };
+        for e in ahead {
+            if let Some(why) = shell.incoming(Some(Incoming::Event(e))) {
+                let report = shell.finish(Some(why));
+                backlog.extend(later.drain(..));
+                return Ok(report);
+            }
+        }
         let result = shell.run(opts).await;
         backlog.extend(later.drain(..));
         match result {
@@ -656,6 +712,34 @@ struct Shell<'a> {
     last_from: Option<SocketAddr>,
     /// The layers our video goes out in (one on a direct call).
     video_layers: Vec<crate::video::Layer>,
+    /// [`JoinOptions::test_inbound_loss`].
+    inbound_loss: Option<LossDice>,
+}
+
+/// Drops a share of datagrams at random (a test hook's lossy path).
+struct LossDice {
+    share: f64,
+    state: u64,
+}
+
+impl LossDice {
+    fn new(share: f64) -> Self {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            share,
+            state: u64::from_le_bytes(seed) | 1,
+        }
+    }
+
+    /// Whether the next datagram is lost (xorshift64*: plenty for a test's loss).
+    fn lose(&mut self) -> bool {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let x = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < self.share
+    }
 }
 
 /// A one-to-one call the room carries, as it goes.
@@ -732,6 +816,7 @@ impl Shell<'_> {
                     }
                 }
                 r = self.sockets.recv(&mut buf) => match r {
+                    Ok(_) if self.inbound_loss.as_mut().is_some_and(LossDice::lose) => {}
                     Ok((n, from, on)) => {
                         // Bounded: anyone can send datagrams from any address.
                         if self.last_from != Some(from) && self.report.media_from.len() < 16 {
@@ -859,7 +944,12 @@ impl Shell<'_> {
             RoomEvent::KeyframeNeeded => {
                 if let Some(v) = self.media.video_out.as_ref() {
                     v.request_keyframe();
+                    self.report.video_keyframes_forced += 1;
                 }
+            }
+            RoomEvent::VideoLost { sender } => {
+                self.media.video_in.lost(sender);
+                self.ask_keyframe();
             }
             RoomEvent::SendEstimate(bps) => self.follow_estimate(bps),
             RoomEvent::PausedLayers(layers) => {
@@ -876,7 +966,8 @@ impl Shell<'_> {
         let now = Instant::now();
         let m = &mut self.media;
         m.last_video_id = Some(f.id);
-        if !self.connected {
+        if !self.connected || self.members.len() < 2 {
+            // Nobody to see it (we are alone in the group, or media is not up).
             return;
         }
         let stamp = m.clock.map(|c| Stamp {
@@ -891,6 +982,7 @@ impl Shell<'_> {
         self.session
             .send_video(&m.vbuf, ts, f.layer, f.keyframe, now);
         self.report.video_sent += 1;
+        self.report.video_keyframes += u64::from(f.keyframe);
     }
 
     /// A decrypted video frame of another member: to its decoder, or (until its next
@@ -902,11 +994,17 @@ impl Shell<'_> {
         let Ok((stamp, h264)) = payload::decode(&f.payload) else {
             return;
         };
+        if self.media.video_in.push(f.sender, h264, stamp) {
+            self.ask_keyframe();
+        }
+    }
+
+    /// Asks for a keyframe of what we receive, at most every [`PLI_EVERY`].
+    fn ask_keyframe(&mut self) {
         let now = Instant::now();
         let m = &mut self.media;
-        if m.video_in.push(f.sender, h264, stamp)
-            && m.last_pli
-                .is_none_or(|t| now.duration_since(t) >= PLI_EVERY)
+        if m.last_pli
+            .is_none_or(|t| now.duration_since(t) >= PLI_EVERY)
         {
             m.last_pli = Some(now);
             self.report.keyframe_requests_sent += 1;
@@ -1109,8 +1207,9 @@ impl Shell<'_> {
         }
     }
 
-    /// Encodes what was captured and sends it (once media is up). A frame the encoder
-    /// refuses is logged and skipped: one bad frame does not end the call.
+    /// Encodes what was captured and sends it (once media is up and anyone else is in the
+    /// group). A frame the encoder refuses is logged and skipped: one bad frame does not
+    /// end the call.
     fn send_audio(&mut self) {
         let now = Instant::now();
         for (id, captured, pcm) in self.media.captured(now) {
@@ -1130,7 +1229,7 @@ impl Shell<'_> {
                     captured_us: c.micros(captured),
                 });
                 payload::encode(stamp, frame.data, &mut m.pbuf);
-                if self.connected {
+                if self.connected && self.members.len() > 1 {
                     self.session.send_audio(&m.pbuf, m.rtp_ts, level, now);
                     self.report.audio_sent += 1;
                 }
@@ -1224,6 +1323,9 @@ impl Shell<'_> {
             video_decoded: self.report.senders.values().map(|s| s.video_decoded).sum(),
             played,
             concealed,
+            rtt: st.link.rtt,
+            estimate_bps: self.report.estimate_bps,
+            via_sfu: self.session.via_sfu(),
         };
         self.last = LastSecond {
             at: Some(now),
@@ -1259,6 +1361,12 @@ impl Shell<'_> {
         report.commits = st.commits;
         report.rejoins = st.rejoins;
         report.frames_lost = st.link.frames_lost;
+        report.via_sfu = self.session.via_sfu();
+        report.rekeys = st.rekeys;
+        report.epoch_keyframes = st.epoch_keyframes;
+        report.keyframe_requests_received = st.keyframe_requests_received;
+        report.retransmissions_received = st.link.repaired;
+        report.rtt = st.link.rtt;
         report
     }
 

@@ -377,6 +377,14 @@ impl VideoReceiver {
         false
     }
 
+    /// A frame of `sender` was lost on the way: what follows it cannot be decoded, so its
+    /// chain waits for the next keyframe (and one should be asked for).
+    pub fn lost(&mut self, sender: u32) {
+        if let Some(c) = self.chains.get_mut(&sender) {
+            c.need_keyframe = true;
+        }
+    }
+
     /// The sender left: its decoder thread ends.
     pub fn remove(&mut self, sender: u32) -> Option<VideoStats> {
         self.chains.remove(&sender);

@@ -84,7 +84,7 @@ pub fn join_with(ep: Endpoint, room: RoomId, hz: f64, video: Option<VideoSend>) 
 pub fn join_opts(mut ep: Endpoint, room: RoomId, mut opts: JoinOptions) -> InRoom {
     let (tx, lines) = mpsc::unbounded_channel();
     let (leave, leave_rx) = watch::channel(false);
-    opts.media_ip = Some("127.0.0.1".parse().expect("ip"));
+    opts.media_ips = vec!["127.0.0.1".parse().expect("ip")];
     opts.status = Some(tx);
     opts.leave = Some(leave_rx);
     opts.stamps = true;

@@ -420,7 +420,7 @@ fn join_options(media: &RoomMediaArgs) -> anyhow::Result<JoinOptions> {
         microphone: synth.is_none().then(|| media.audio_in.clone()),
         speaker: (media.audio_out != "none").then(|| media.audio_out.clone()),
         frame_ms: media.frame_ms,
-        media_ip: media.bind,
+        media_ips: media.bind.into_iter().collect(),
         admission_timeout: parse_duration(&media.admission_timeout)?,
         video: media.video.then(|| {
             VideoSend::simulcast((media.video_in != "synth").then(|| media.video_in.clone()))

@@ -6,10 +6,12 @@
 
 use std::time::Instant;
 
-use sotto_media::keys::CallKeys;
+use sotto_media::keys::{CallKeys, EpochKeys};
+
+use sotto_proto::Handle;
 
 use super::{Env, LeftReason, RoomEvent, RoomSession};
-use crate::verify;
+use crate::{mls::CallGroup, verify};
 
 impl RoomSession {
     /// We are in the group (from a Welcome, or with the copy we had): keys of its epoch,
@@ -19,9 +21,8 @@ impl RoomSession {
             return;
         };
         let own = group.own_index();
-        let keys = group
-            .epoch_keys(env.mls, &self.opts.keys)
-            .map_err(|e| e.to_string())
+        let keys = self
+            .epoch_keys(group, env)
             .and_then(|k| CallKeys::new(own, k).map_err(|e| e.to_string()));
         match keys {
             Ok(k) => self.keys = Some(k),
@@ -32,6 +33,7 @@ impl RoomSession {
         self.emit(RoomEvent::InGroup { leaf: own });
         self.link_still_up();
         self.epoch_shown();
+        self.arm_self_update(now);
         self.retry_held(now);
     }
 
@@ -40,7 +42,7 @@ impl RoomSession {
         let Some(group) = self.group.as_ref() else {
             return;
         };
-        let fresh = match group.epoch_keys(env.mls, &self.opts.keys) {
+        let fresh = match self.epoch_keys(group, env) {
             Ok(k) => k,
             Err(e) => return self.end(env, LeftReason::Failed(format!("media keys: {e}"))),
         };
@@ -54,8 +56,34 @@ impl RoomSession {
             return self.end(env, LeftReason::Failed(format!("media keys: {e}")));
         }
         self.switch_at = Some(now + self.opts.send_switch);
+        let before: Vec<Handle> = self.members.values().cloned().collect();
         self.epoch_shown();
+        let after: Vec<Handle> = self.members.values().cloned().collect();
+        self.switch_is_rekey = sorted(before.clone()) == sorted(after);
+        self.status.rekeys += u64::from(self.switch_is_rekey);
+        self.arm_self_update(now);
+        if before.len() <= 1 {
+            // Nobody else had the previous epoch: nobody needs our frames in it.
+            self.switch_at = Some(now);
+            self.epoch_timeout(now);
+        }
         self.retry_held(now);
+    }
+
+    /// The media keys of `group`'s epoch (with [`super::RoomOptions::test_wrong_keys`],
+    /// from a secret nobody else has).
+    fn epoch_keys(&self, group: &CallGroup, env: &Env<'_>) -> Result<EpochKeys, String> {
+        let keys = if self.opts.test_wrong_keys {
+            EpochKeys::derive(
+                &RandomExporter,
+                group.epoch(),
+                group.member_indices(),
+                &self.opts.keys,
+            )
+        } else {
+            group.epoch_keys(env.mls, &self.opts.keys)
+        };
+        keys.map_err(|e| e.to_string())
     }
 
     /// We rejoined by external commit, perhaps at another leaf: our frames go out under
@@ -65,7 +93,7 @@ impl RoomSession {
             return;
         };
         let own = group.own_index();
-        let fresh = match group.epoch_keys(env.mls, &self.opts.keys) {
+        let fresh = match self.epoch_keys(group, env) {
             Ok(k) => k,
             Err(e) => return self.end(env, LeftReason::Failed(format!("media keys: {e}"))),
         };
@@ -82,13 +110,15 @@ impl RoomSession {
         self.switch_at = None;
         if self.opts.direct.is_none() {
             // The SFU binds a connection to its leaf; a peer-to-peer link has none.
-            self.link = None;
+            self.retire_link();
             self.link_asked = false;
         }
         self.emit(RoomEvent::InGroup { leaf: own });
         self.link_still_up();
         self.epoch_shown();
-        self.emit(RoomEvent::KeyframeNeeded);
+        self.status.rekeys += 1;
+        self.arm_self_update(now);
+        self.keyframe_for_epoch(true);
         self.retry_held(now);
     }
 
@@ -114,7 +144,7 @@ impl RoomSession {
             .filter_map(|m| {
                 let h = std::str::from_utf8(&m.identity)
                     .ok()
-                    .and_then(|s| sotto_proto::Handle::parse(s).ok())?;
+                    .and_then(|s| Handle::parse(s).ok())?;
                 Some((m.leaf, h))
             })
             .collect();
@@ -134,9 +164,46 @@ impl RoomSession {
         self.switch_at = None;
         if let Some(k) = self.keys.as_mut() {
             match k.send_current() {
-                Ok(()) => self.emit(RoomEvent::KeyframeNeeded),
+                Ok(()) => self.keyframe_for_epoch(self.switch_is_rekey),
                 Err(e) => tracing::warn!(error = %e, "could not switch our sending keys"),
             }
         }
+    }
+
+    /// Our frames moved to a new epoch: video needs a keyframe under the new keys
+    /// (counted when the epoch was a rekey of the same members).
+    fn keyframe_for_epoch(&mut self, rekey: bool) {
+        if rekey && self.opts.link.video {
+            self.status.epoch_keyframes += 1;
+        }
+        self.emit(RoomEvent::KeyframeNeeded);
+    }
+
+    /// The next self-update, this long after the latest epoch, while anyone else is in
+    /// the group to share the new keys with.
+    fn arm_self_update(&mut self, now: Instant) {
+        let others = self.members.len() > 1;
+        self.self_update_due = self
+            .opts
+            .self_update_every
+            .filter(|_| others)
+            .map(|d| now + d);
+    }
+}
+
+fn sorted(mut v: Vec<Handle>) -> Vec<Handle> {
+    v.sort();
+    v
+}
+
+/// An exporter of random secrets, for [`super::RoomOptions::test_wrong_keys`].
+struct RandomExporter;
+
+impl sotto_media::keys::MlsExporter for RandomExporter {
+    type Error = std::io::Error;
+    fn export_secret(&self, _: &str, _: &[u8], len: usize) -> Result<Vec<u8>, Self::Error> {
+        let mut v = vec![0u8; len];
+        getrandom::fill(&mut v).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(v)
     }
 }

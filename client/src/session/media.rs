@@ -9,6 +9,7 @@ use std::{net::SocketAddr, time::Instant};
 use sotto_media::{ContextId, keys::RejectReason};
 use sotto_proto::{Request, Response, RtcSignal};
 use sotto_wire::rtp_ext::AudioLevel;
+use str0m::media::Mid;
 
 use super::{
     Answer, Asked, Env, Frame, LeftReason, RoomEvent, RoomSession, Stage,
@@ -137,6 +138,11 @@ impl RoomSession {
         }
     }
 
+    /// Whether media goes through the SFU (else straight to a direct call's peer).
+    pub fn via_sfu(&self) -> bool {
+        self.opts.direct.is_none()
+    }
+
     /// Moves a direct call's media to the room's SFU (the direct path did not connect, or
     /// a party asked for the relay): the peer link goes, and a join token is asked for as
     /// in any room. Nothing else changes: the group, keys and receive chains carry on.
@@ -146,7 +152,7 @@ impl RoomSession {
         }
         tracing::info!("the call moves to the SFU");
         self.relay_due = None;
-        self.link = None;
+        self.retire_link();
         self.link_asked = false;
         self.maybe_connect(env, now);
     }
@@ -310,21 +316,36 @@ impl RoomSession {
                     self.emit(RoomEvent::KeyframeNeeded);
                 }
                 LinkEvent::Disconnected => tracing::warn!("media connection lost"),
-                LinkEvent::KeyframeRequest => self.emit(RoomEvent::KeyframeNeeded),
+                LinkEvent::KeyframeRequest => {
+                    self.status.keyframe_requests_received += 1;
+                    self.emit(RoomEvent::KeyframeNeeded);
+                }
                 LinkEvent::Estimate(bps) => self.emit(RoomEvent::SendEstimate(bps)),
+                LinkEvent::FrameLost { slot } => {
+                    if let Some(sender) = self.slot_senders.get(&slot).copied() {
+                        self.emit(RoomEvent::VideoLost { sender });
+                    }
+                }
                 LinkEvent::Frame {
+                    slot,
                     video,
                     timestamp,
                     data,
-                } => self.decrypt(video, timestamp, data, now),
+                } => self.decrypt(slot, video, timestamp, data, now),
             }
         }
     }
 
-    /// Decrypts a frame; one of an epoch not reached yet is held.
-    fn decrypt(&mut self, video: bool, timestamp: u32, data: Vec<u8>, now: Instant) {
+    /// Decrypts a frame; one of an epoch not reached yet is held. The sender a video
+    /// slot last carried (as its key proved) is whom a frame lost on it belonged to.
+    fn decrypt(&mut self, slot: Mid, video: bool, timestamp: u32, data: Vec<u8>, now: Instant) {
         match self.open(timestamp, &data, now) {
-            Some(Ok(e)) => self.emit(e),
+            Some(Ok(e)) => {
+                if let RoomEvent::Video(f) = &e {
+                    self.slot_senders.insert(slot, f.sender);
+                }
+                self.emit(e);
+            }
             Some(Err(e)) if e.reason == RejectReason::UnknownKid && self.held.len() < MAX_HELD => {
                 self.held.push_back((now, video, timestamp, data));
             }

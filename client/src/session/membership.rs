@@ -299,7 +299,7 @@ impl RoomSession {
         self.keys = None;
         self.switch_at = None;
         self.members.clear();
-        self.link = None;
+        self.retire_link();
         self.link_asked = false;
         self.plan.due_at = None;
         if self.stage == Stage::Leaving {
@@ -353,12 +353,16 @@ impl RoomSession {
         present.iter().position(|l| *l == own)
     }
 
-    /// Commits the roster's needs when it is our turn.
+    /// Commits the roster's needs when it is our turn (else a self-update when one is
+    /// due).
     pub(super) fn maybe_commit(&mut self, env: &mut Env<'_>, now: Instant) {
         if self.plan.busy() || !self.handshakes.is_empty() {
             // What is under way moves us on when it is answered.
             self.plan.due_at = None;
             return;
+        }
+        if self.self_update_due.is_some_and(|t| t <= now) {
+            return self.commit_update(env, now);
         }
         if let Some(t) = self.roster_stale_until.filter(|t| now < *t) {
             self.plan.due_at = Some(t);
@@ -396,6 +400,34 @@ impl RoomSession {
             self.commit_remove(env, &remove, now);
         } else {
             self.claim(add);
+        }
+    }
+
+    /// When a self-update is due, if nothing under way holds it back.
+    pub(super) fn self_update_timer(&self) -> Option<Instant> {
+        let free = self.stage == Stage::Member && !self.plan.busy() && self.handshakes.is_empty();
+        self.self_update_due.filter(|_| free)
+    }
+
+    /// Commits a refresh of our own leaf: a new epoch, new media keys for everyone.
+    fn commit_update(&mut self, env: &mut Env<'_>, now: Instant) {
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        self.self_update_due = None;
+        match group.update(env.mls) {
+            Ok(c) => {
+                tracing::info!("committing a self-update");
+                self.plan.committing = Some(CommitKind::Update);
+                self.ask(
+                    Asked::Commit(CommitKind::Update),
+                    c.into_request(self.room.0.to_vec()),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make a self-update");
+                self.self_update_due = self.opts.self_update_every.map(|d| now + d);
+            }
         }
     }
 
@@ -467,6 +499,7 @@ impl RoomSession {
                 None
             }
         };
+        let mut refusal = None;
         let checked = package.filter(|p| {
             let verdict = env
                 .mls
@@ -475,12 +508,25 @@ impl RoomSession {
             match verdict {
                 Ok(Verdict::Member(h)) if h == d.handle => true,
                 other => {
-                    tracing::warn!(device = %d.handle, verdict = ?other.ok(),
+                    tracing::warn!(device = %d.handle, verdict = ?other.as_ref().ok(),
                         "a KeyPackage handed out for a joiner is not its account's: not adding it");
+                    refusal = Some(match other {
+                        Ok(Verdict::Refused { reason, .. }) => reason,
+                        Ok(Verdict::Member(h)) => {
+                            format!("the KeyPackage handed out for it names {h}")
+                        }
+                        _ => "its KeyPackage's credential could not be read".into(),
+                    });
                     false
                 }
             }
         });
+        if let (Some(reason), Some(_)) = (refusal, self.opts.only.as_ref()) {
+            // A call with one other party: a substituted package is an attack on this
+            // call, not a joiner to skip. Nothing was encrypted to it.
+            let shown = d.handle.to_string();
+            return self.refused(env, Verdict::Refused { shown, reason });
+        }
         let Some(c) = self.plan.claiming.as_mut() else {
             return;
         };
@@ -553,6 +599,7 @@ impl RoomSession {
                     }
                 }
                 self.status.commits += 1;
+                self.status.self_updates += u64::from(kind == CommitKind::Update);
                 self.plan.since = None;
                 self.on_new_epoch(env, now);
             }

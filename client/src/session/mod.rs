@@ -96,6 +96,13 @@ pub struct RoomOptions {
     /// Whether we start the group when nobody present is in it. A call's callee does not:
     /// the caller's group is the call's, and two parties starting one each would race.
     pub starts_group: bool,
+    /// Commit an MLS self-update this long after the last epoch change while others
+    /// are in the group (post-compromise security for long calls); `None`: never.
+    pub self_update_every: Option<Duration>,
+    /// Test hook: media keys from a secret of our own instead of the group's, to prove
+    /// that a member with the wrong keys decodes nothing.
+    #[doc(hidden)]
+    pub test_wrong_keys: bool,
 }
 
 /// Media of a one-to-one call peer to peer: the offerer's link offers through the call's
@@ -130,11 +137,14 @@ impl RoomOptions {
                 // slot; above it the SFU forwards the loudest few only. Video: last N = 9.
                 slots: (20, 9),
                 bwe: None,
+                test_drop_video: None,
             },
             only: None,
             max_layer: None,
             direct: None,
             starts_group: true,
+            self_update_every: None,
+            test_wrong_keys: false,
         }
     }
 }
@@ -222,6 +232,12 @@ pub enum RoomEvent {
     Video(Frame),
     /// Send a keyframe next: our frames moved to a new epoch, or a subscriber asked.
     KeyframeNeeded,
+    /// A video frame of this sender was lost on the way: its decoder must wait for a
+    /// keyframe, and one should be asked for.
+    VideoLost {
+        /// The sender (the leaf its last frame on that slot proved).
+        sender: u32,
+    },
     /// What our media may send in all, bits per second (a direct call's bandwidth
     /// estimate): the encoders follow it.
     SendEstimate(u64),
@@ -260,6 +276,16 @@ pub struct RoomStatus {
     pub commits: u64,
     /// Times we rejoined by external commit.
     pub rejoins: u64,
+    /// Keyframe requests (PLI/FIR) for our video that reached us.
+    pub keyframe_requests_received: u64,
+    /// Epoch changes that kept the members (self-updates, ours or others', and
+    /// rejoins): new keys for the same call.
+    pub rekeys: u64,
+    /// Keyframes asked of our video encoder because our frames moved to such a rekeyed
+    /// epoch.
+    pub epoch_keyframes: u64,
+    /// MLS self-updates we committed (post-compromise security for long calls).
+    pub self_updates: u64,
     /// Bytes and losses on the media connection.
     pub link: LinkStats,
     /// The addresses the SFU's answer named (where our media goes).
@@ -289,6 +315,8 @@ enum CommitKind {
     Add,
     Remove,
     Rejoin,
+    /// A self-update (new keys for our leaf).
+    Update,
 }
 
 /// Where the session stands.
@@ -332,8 +360,17 @@ pub struct RoomSession {
     next_id: u64,
     link: Option<sfu_link::SfuLink>,
     link_asked: bool,
+    /// The figures of links dropped before this one.
+    retired: LinkStats,
+    /// The sender whose video each slot last carried (for a frame lost on it).
+    slot_senders: HashMap<str0m::media::Mid, u32>,
     /// When a direct call moves to the relay unless its link has connected.
     relay_due: Option<Instant>,
+    /// When we commit our next self-update ([`RoomOptions::self_update_every`]).
+    self_update_due: Option<Instant>,
+    /// Whether the send switch pending follows a rekey (same members) rather than a
+    /// change of members.
+    switch_is_rekey: bool,
     held: VecDeque<(Instant, bool, u32, Vec<u8>)>,
     out: VecDeque<Output>,
     status: RoomStatus,
@@ -373,7 +410,11 @@ impl RoomSession {
             next_id: 1,
             link: None,
             link_asked: false,
+            retired: LinkStats::default(),
+            slot_senders: HashMap::new(),
             relay_due: None,
+            self_update_due: None,
+            switch_is_rekey: false,
             held: VecDeque::new(),
             out: VecDeque::new(),
             status: RoomStatus::default(),
@@ -402,7 +443,10 @@ impl RoomSession {
             .link
             .as_ref()
             .is_some_and(sfu_link::SfuLink::is_connected);
-        s.link = self.link.as_ref().map(|l| l.stats()).unwrap_or_default();
+        s.link = match self.link.as_ref() {
+            Some(l) => self.retired.plus(l.stats()),
+            None => self.retired,
+        };
         s.sfu_addrs = self
             .link
             .as_ref()
@@ -457,6 +501,7 @@ impl RoomSession {
             plan,
             retry,
             self.relay_due,
+            self.self_update_timer(),
         ]
         .into_iter()
         .flatten()
@@ -654,8 +699,16 @@ impl RoomSession {
             tracing::warn!(error = %e, "could not delete the room's group");
         }
         self.keys = None;
-        self.link = None;
+        self.retire_link();
         self.emit(RoomEvent::Left(why));
+    }
+
+    /// Drops the media link, keeping its figures (a call's counters outlive a move to
+    /// the SFU, a rejoin and the end).
+    fn retire_link(&mut self) {
+        if let Some(l) = self.link.take() {
+            self.retired = self.retired.plus(l.stats());
+        }
     }
 
     /// Moves whatever can move: queued handshakes, our own commits, the media link.

@@ -38,9 +38,11 @@ use str0m::{
 const MAX_PAYLOAD: usize = 1100;
 /// How long a complete frame waits behind a gap for its repair (NACK, then RTX).
 const REPAIR_WAIT: Duration = Duration::from_millis(150);
-/// Where a direct call's bandwidth estimate starts: enough for speech and a small
-/// picture, probed upwards from there.
-const INITIAL_ESTIMATE_KBPS: u64 = 300;
+/// Where a direct call's bandwidth estimate starts, bits per second: enough for speech
+/// and a small picture, probed upwards from there.
+pub const INITIAL_ESTIMATE_BPS: u64 = 300_000;
+/// How often str0m reports its figures (the round-trip time among them).
+const STATS_EVERY: Duration = Duration::from_secs(1);
 /// The simulcast layers' RIDs, lowest first (as the SFU expects them).
 pub const RIDS: [&str; 3] = ["l", "m", "h"];
 
@@ -63,6 +65,10 @@ pub struct LinkConfig {
     /// second: a direct call's encoders follow the estimate ([`LinkEvent::Estimate`]).
     /// `None` towards the SFU, which estimates each subscriber's path itself.
     pub bwe: Option<u64>,
+    /// Test hook: drop inbound video packets with these indices (0-based, in arrival
+    /// order) after the transport and before reassembly: a loss no NACK repairs.
+    #[doc(hidden)]
+    pub test_drop_video: Option<std::ops::Range<u64>>,
 }
 
 /// Why the link could not be set up.
@@ -92,8 +98,16 @@ pub enum LinkEvent {
     KeyframeRequest,
     /// The send-side bandwidth estimate changed (bits per second).
     Estimate(u64),
+    /// A frame on a slot was given up incomplete: whatever depends on it (the video
+    /// frames after it) cannot be decoded until the next keyframe.
+    FrameLost {
+        /// The slot.
+        slot: Mid,
+    },
     /// A whole encrypted frame arrived on a slot.
     Frame {
+        /// The slot it came on (which sender that is, only the decrypted KID says).
+        slot: Mid,
         /// Audio or video.
         video: bool,
         /// Its RTP timestamp.
@@ -112,6 +126,25 @@ pub struct LinkStats {
     pub bytes_in: u64,
     /// Frames that arrived incomplete and were given up (loss upstream or here).
     pub frames_lost: u64,
+    /// Packets that filled a gap behind a later one: retransmissions after our NACK (or,
+    /// rarely, packets reordered on the way).
+    pub repaired: u64,
+    /// The round-trip time as the transport last measured it (transport-wide CC
+    /// feedback on a direct call, receiver reports towards the SFU).
+    pub rtt: Option<Duration>,
+}
+
+impl LinkStats {
+    /// These figures and a later link's together (its round-trip time if it has one).
+    pub fn plus(self, later: LinkStats) -> LinkStats {
+        LinkStats {
+            bytes_out: self.bytes_out + later.bytes_out,
+            bytes_in: self.bytes_in + later.bytes_in,
+            frames_lost: self.frames_lost + later.frames_lost,
+            repaired: self.repaired + later.repaired,
+            rtt: later.rtt.or(self.rtt),
+        }
+    }
 }
 
 /// The media connection; see the module docs.
@@ -123,6 +156,12 @@ pub struct SfuLink {
     pending: Option<SdpPendingOffer>,
     pts: (Option<Pt>, Option<Pt>),
     assemblers: HashMap<Mid, FrameAssembler>,
+    /// The highest sequence number seen per slot (a lower one filled a gap).
+    highest: HashMap<Mid, u64>,
+    /// Inbound video packets so far (for [`LinkConfig::test_drop_video`]).
+    video_arrivals: u64,
+    /// Frames given up per slot, as last looked at.
+    lost_by_slot: HashMap<Mid, u64>,
     audio_seq: u64,
     video_seq: [u64; 3],
     connected: bool,
@@ -168,9 +207,10 @@ impl SfuLink {
     fn rtc(cfg: &LinkConfig, now: Instant) -> Rtc {
         let mut builder = Rtc::builder()
             .set_rtp_mode(true)
-            .set_extension_map(extensions());
+            .set_extension_map(extensions())
+            .set_stats_interval(Some(STATS_EVERY));
         if cfg.bwe.is_some() {
-            builder = builder.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
+            builder = builder.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
         }
         let mut rtc = builder.build(now);
         if let Some(desired) = cfg.bwe {
@@ -194,6 +234,9 @@ impl SfuLink {
             pending: None,
             pts: (None, None),
             assemblers: HashMap::new(),
+            highest: HashMap::new(),
+            video_arrivals: 0,
+            lost_by_slot: HashMap::new(),
             audio_seq: 1,
             video_seq: [1; 3],
             connected: false,
@@ -360,6 +403,7 @@ impl SfuLink {
         for (mid, f) in frames {
             self.frame_out(mid, f.timestamp, f.frame);
         }
+        self.note_losses();
         self.drain(now);
     }
 
@@ -502,6 +546,8 @@ impl SfuLink {
                 self.events
                     .push_back(LinkEvent::Estimate(estimate.as_u64()));
             }
+            Event::PeerStats(s) => self.stats.rtt = s.rtt.or(self.stats.rtt),
+            Event::MediaEgressStats(s) if s.rtt.is_some() => self.stats.rtt = s.rtt,
             Event::RtpPacket(p) => {
                 let Some(mid) = self
                     .rtc
@@ -511,6 +557,17 @@ impl SfuLink {
                 else {
                     return;
                 };
+                if self.test_dropped(mid) {
+                    return;
+                }
+                let seq = *p.seq_no;
+                match self.highest.get_mut(&mid) {
+                    Some(h) if seq < *h => self.stats.repaired += 1,
+                    Some(h) => *h = seq,
+                    None => {
+                        self.highest.insert(mid, seq);
+                    }
+                }
                 let frames = self
                     .assemblers
                     .entry(mid)
@@ -520,19 +577,49 @@ impl SfuLink {
                             ..AssemblerLimits::default()
                         })
                     })
-                    .push(*p.seq_no as u16, p.header.timestamp, &p.payload, now);
+                    .push(seq as u16, p.header.timestamp, &p.payload, now);
                 for f in frames {
                     self.frame_out(mid, f.timestamp, f.frame);
                 }
+                self.note_losses();
             }
             _ => {}
         }
     }
 
+    /// Whether the test hook drops this inbound packet of `mid`.
+    fn test_dropped(&mut self, mid: Mid) -> bool {
+        let Some(range) = self.cfg.test_drop_video.as_ref() else {
+            return false;
+        };
+        if self.rtc.media(mid).map(|m| m.kind()) != Some(MediaKind::Video) {
+            return false;
+        }
+        let i = self.video_arrivals;
+        self.video_arrivals += 1;
+        range.contains(&i)
+    }
+
+    /// Says which slots gave frames up since the last look.
+    fn note_losses(&mut self) {
+        let mut lost = 0;
+        for (mid, a) in &self.assemblers {
+            let before = self.lost_by_slot.get(mid).copied().unwrap_or(0);
+            if a.dropped_frames > before {
+                self.events.push_back(LinkEvent::FrameLost { slot: *mid });
+            }
+            lost += a.dropped_frames;
+        }
+        for (mid, a) in &self.assemblers {
+            self.lost_by_slot.insert(*mid, a.dropped_frames);
+        }
+        self.stats.frames_lost = lost;
+    }
+
     fn frame_out(&mut self, mid: Mid, timestamp: u32, data: Vec<u8>) {
         let video = self.rtc.media(mid).map(|m| m.kind()) == Some(MediaKind::Video);
-        self.stats.frames_lost = self.assemblers.values().map(|a| a.dropped_frames).sum();
         self.events.push_back(LinkEvent::Frame {
+            slot: mid,
             video,
             timestamp,
             data,
@@ -553,6 +640,7 @@ pub fn exercise_offer(data: &[u8]) -> bool {
         simulcast: false,
         slots: (1, 1),
         bwe: Some(1_000_000),
+        test_drop_video: None,
     };
     let _ = crate::sdp::addresses(&offer);
     SfuLink::answer(cfg, &offer, Instant::now()).is_ok()
@@ -570,6 +658,7 @@ mod tests {
             simulcast: false,
             slots: (1, 1),
             bwe: Some(2_000_000),
+            test_drop_video: None,
         }
     }
 
@@ -715,6 +804,28 @@ mod tests {
             (0..30).collect::<Vec<u8>>(),
             "every frame, repaired, in order"
         );
+        assert!(p.b.stats().repaired > 0, "repairs counted");
+    }
+
+    /// The sender's estimate (str0m's loss-based controller after libWebRTC's
+    /// LossBasedBweV2) falls on a path that loses a third of everything, and not on a
+    /// clean one: what the encoders follow comes down with it.
+    #[test]
+    fn a_direct_links_estimate_falls_on_a_lossy_path() {
+        let last_estimate = |drop_nth: u64| {
+            let mut p = Pair::new();
+            p.run(Duration::from_secs(2));
+            p.drop_nth = drop_nth;
+            for n in 0..300u32 {
+                let now = p.now;
+                p.a.send_video(n * 3000, &vec![n as u8; 4000], 0, n % 30 == 0, now);
+                p.run(Duration::from_millis(33));
+            }
+            *p.estimates[0].last().expect("estimates")
+        };
+        let (clean, lossy) = (last_estimate(0), last_estimate(3));
+        assert!(clean > INITIAL_ESTIMATE_BPS, "clean: {clean}");
+        assert!(lossy < INITIAL_ESTIMATE_BPS / 4, "lossy: {lossy}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! One-to-one calls through the SFU (`sotto call --relay`, or the fallback when the direct
-//! path does not connect): the call runs as a room of its two parties, on the same
-//! session core and media pipeline as group calls, so neither side learns the other's
-//! address. The room is the signaling service's (it exists while the call lasts); only the
-//! two parties may be in its MLS group, checked against the directory and the pins like
-//! any member.
+//! A one-to-one call once answered: it runs as a room of its two parties, on the same
+//! session core and media pipeline as group calls. Its media goes peer to peer (the
+//! caller's link offers through the call's relay, the callee's answers), or through the
+//! room's SFU (`sotto call --relay`, or the fallback when the direct path does not
+//! connect), so that neither side learns the other's address. The room is the signaling
+//! service's (it exists while the call lasts; its id is the call's, and so is its MLS
+//! group's); only the two parties may be in the group, checked against the directory and
+//! the pins like any member.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use sotto_proto::{CallId, DeviceAddr, EndReason, ErrorCode, Event, Request, Resp
 use tokio::sync::mpsc;
 
 use crate::{
-    call::{CallError, CallOptions, CallReport, CallStatus, Endpoint},
+    call::{CallError, CallOptions, CallReport, CallStatus, Endpoint, RelayPolicy},
     room::{JoinOptions, PairCall, RoomLine, RoomPhase, RoomReport},
     session::LeftReason,
     signaling::ClientError,
@@ -26,9 +28,10 @@ pub(crate) struct Parties {
     pub call: CallId,
     /// The other party's device.
     pub peer: DeviceAddr,
-    /// Whether we placed the call: the caller starts the call's group if the callee's
-    /// relay request got there first (the caller's group is the call's).
+    /// Whether we placed the call: only the caller starts the call's group.
     pub caller: bool,
+    /// Media peer to peer first (else through the SFU from the start).
+    pub direct: bool,
 }
 
 impl Endpoint {
@@ -60,13 +63,19 @@ impl Endpoint {
                 return Err(e);
             }
         };
-        self.relayed(Parties { call, peer, caller }, room, opts, report, started)
+        let parties = Parties {
+            call,
+            peer,
+            caller,
+            direct: false,
+        };
+        self.in_call_room(parties, room, opts, report, started)
             .await
     }
 
-    /// Runs `call` with `peer` in its relay room until either side hangs up, and reports it
-    /// as a call (`report` holds what setup already recorded).
-    pub(crate) async fn relayed(
+    /// Runs `call` with `peer` in its room until either side hangs up, and reports it as
+    /// a call (`report` holds what setup already recorded).
+    pub(crate) async fn in_call_room(
         &mut self,
         parties: Parties,
         room: RoomId,
@@ -74,9 +83,12 @@ impl Endpoint {
         mut report: CallReport,
         started: Instant,
     ) -> Result<CallReport, CallError> {
-        let Parties { call, peer, caller } = parties;
-        tracing::info!(%call, %room, "the call goes through the SFU");
-        let mut join = join_options(call, &peer, caller, opts);
+        let call = parties.call;
+        let peer = parties.peer.clone();
+        if !parties.direct {
+            tracing::info!(%call, %room, "the call goes through the SFU");
+        }
+        let mut join = join_options(&parties, opts);
         let status = opts
             .status
             .clone()
@@ -108,10 +120,11 @@ impl Endpoint {
             Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => {}
             Err(e) => tracing::debug!(%call, error = %e, "ending the relayed call"),
         }
+        self.forget_held(&call.0).await;
         let ended_meanwhile = self.take_call_ended(call);
         let r = match result {
             Ok(r) => r,
-            // The other side hung up while we moved to the relay: its room is gone.
+            // The other side hung up before we were in: its room is gone.
             Err(e) => match ended_meanwhile {
                 Some(reason) => {
                     report.ended = Some(reason);
@@ -130,7 +143,7 @@ impl Endpoint {
             });
         }
         if let Some(LeftReason::Failed(why)) = &r.ended {
-            return Err(CallError::Setup(format!("the relayed call failed: {why}")));
+            return Err(CallError::Setup(format!("the call failed: {why}")));
         }
         fill_report(&mut report, &r, joined_at);
         if let Some(key) = &r.peer_key {
@@ -159,17 +172,22 @@ impl Endpoint {
     }
 }
 
-/// The room options of a relayed call, from the call's.
-fn join_options(call: CallId, peer: &DeviceAddr, caller: bool, opts: &CallOptions) -> JoinOptions {
+/// The room options of a call, from the call's.
+fn join_options(parties: &Parties, opts: &CallOptions) -> JoinOptions {
+    let relay_after = match opts.relay {
+        // The caller decides on a fallback to the relay; the callee follows when told.
+        RelayPolicy::Fallback(after) if parties.caller => Some(after),
+        _ => None,
+    };
     JoinOptions {
         duration: opts.duration,
         audio: opts.audio,
         microphone: opts.microphone.clone(),
         speaker: opts.speaker.clone(),
         frame_ms: opts.frame_ms,
-        media_ip: match &opts.transport.bind {
-            Bind::Addrs(a) => a.first().copied(),
-            Bind::AllInterfaces => None,
+        media_ips: match &opts.transport.bind {
+            Bind::Addrs(a) => a.clone(),
+            Bind::AllInterfaces => Vec::new(),
         },
         admission_timeout: opts.setup_timeout,
         status: None,
@@ -186,14 +204,18 @@ fn join_options(call: CallId, peer: &DeviceAddr, caller: bool, opts: &CallOption
         }),
         stamps: opts.stamps,
         pair: Some(PairCall {
-            call,
-            peer: peer.clone(),
+            call: parties.call,
+            peer: parties.peer.clone(),
             arrive_within: opts.setup_timeout,
-            caller,
-            direct: false,
-            relay_after: None,
+            caller: parties.caller,
+            direct: parties.direct,
+            relay_after,
         }),
         max_layer: None,
+        self_update_every: opts.rekey_every,
+        test_drop_video: opts.test_drop_video.clone(),
+        test_inbound_loss: opts.transport.test_inbound_loss,
+        test_wrong_keys: opts.test_wrong_keys,
     }
 }
 
@@ -217,7 +239,9 @@ fn forward_status(
                 concealed: l.concealed,
                 loss: l.loss,
                 epoch: l.epoch,
-                relayed: true,
+                relayed: l.via_sfu,
+                rtt: l.rtt,
+                estimate_bps: l.estimate_bps,
                 ..CallStatus::default()
             };
             if to.send(s).is_err() {
@@ -231,15 +255,26 @@ fn forward_status(
 /// What the room's report says about the other party's media, in the call report's terms
 /// (the room was joined `joined_at` into the call).
 fn fill_report(report: &mut CallReport, r: &RoomReport, joined_at: Duration) {
-    report.relayed = true;
+    report.relayed = r.via_sfu;
     // The server's word if it ended the call; else we hung up (we left, or the other
     // party did and we followed).
     report.ended = report.ended.or(r.call_ended).or(Some(EndReason::HungUp));
     report.verification_code = r.codes.last().map(|(_, c)| c.clone()).unwrap_or_default();
-    report.epoch_changes = r.codes.len().saturating_sub(1) as u64;
+    report.epoch_changes = r.rekeys;
+    report.epoch_keyframes = r.epoch_keyframes;
     report.audio_sent = r.audio_sent;
     report.video_sent = r.video_sent;
+    report.video_keyframes = r.video_keyframes;
+    report.video_keyframes_forced = r.video_keyframes_forced;
     report.keyframe_requests_sent = r.keyframe_requests_sent;
+    report.keyframe_requests_received = r.keyframe_requests_received;
+    report.retransmissions_received = r.retransmissions_received;
+    report.rtt = r.rtt;
+    report.estimate_bps = r.estimate_bps;
+    report.estimate_updates = r.estimate_updates;
+    report.audio_bitrate = r.audio_bitrate;
+    report.audio_bitrate_min = r.audio_bitrate_min;
+    report.video_bitrate = r.video_bitrate;
     report.decrypt_failures = r.decrypt_failures.clone();
     report.rejoins = r.rejoins;
     report.remote_addrs = r.sfu_addrs.clone();
