@@ -568,12 +568,16 @@ impl SfuLink {
                         self.highest.insert(mid, seq);
                     }
                 }
+                // Audio is never retransmitted (Opus FEC and the jitter buffer cover
+                // its loss): a frame behind a lost one must not wait for a repair that
+                // will not come, or it reaches the jitter buffer after its slot.
+                let video = self.rtc.media(mid).map(|m| m.kind()) == Some(MediaKind::Video);
                 let frames = self
                     .assemblers
                     .entry(mid)
                     .or_insert_with(|| {
                         FrameAssembler::new(AssemblerLimits {
-                            repair_wait: REPAIR_WAIT,
+                            repair_wait: if video { REPAIR_WAIT } else { Duration::ZERO },
                             ..AssemblerLimits::default()
                         })
                     })
@@ -673,6 +677,8 @@ mod tests {
         got: [Vec<(bool, Vec<u8>)>; 2],
         connected: [bool; 2],
         estimates: [Vec<u64>; 2],
+        /// When each audio frame came out, by side (its second byte, and the time).
+        audio_at: [Vec<(u8, Instant)>; 2],
     }
 
     impl Pair {
@@ -690,6 +696,7 @@ mod tests {
                 got: [Vec::new(), Vec::new()],
                 connected: [false; 2],
                 estimates: [Vec::new(), Vec::new()],
+                audio_at: [Vec::new(), Vec::new()],
             }
         }
 
@@ -722,6 +729,9 @@ mod tests {
                                 LinkEvent::Connected => self.connected[i] = true,
                                 LinkEvent::Estimate(bps) => self.estimates[i].push(bps),
                                 LinkEvent::Frame { video, data, .. } => {
+                                    if !video && data.len() > 1 {
+                                        self.audio_at[i].push((data[1], self.now));
+                                    }
                                     self.got[i].push((video, data))
                                 }
                                 _ => {}
@@ -769,6 +779,39 @@ mod tests {
             );
             assert_eq!(video.len(), 5, "side {i} got every video frame");
             assert!(video.iter().all(|(_, d)| d.len() == 3000));
+        }
+    }
+
+    /// Audio is not retransmitted: a frame after a lost one comes out at once, not after
+    /// the repair wait video frames get (it would reach the jitter buffer after its slot).
+    #[test]
+    fn audio_after_a_loss_is_not_held_for_a_repair() {
+        let mut p = Pair::new();
+        p.run(Duration::from_secs(2));
+        let level = AudioLevel {
+            level: 30,
+            voice: true,
+        };
+        let mut sent = Vec::new();
+        for n in 0..50u8 {
+            let now = p.now;
+            sent.push(now);
+            p.a.send_audio(u32::from(n) * 960, &[1, n], level, now);
+            p.run(Duration::from_millis(20));
+            p.drop_nth = 7;
+        }
+        let got = &p.audio_at[1];
+        assert!(
+            got.len() < 50 && got.len() > 35,
+            "some were lost: {}",
+            got.len()
+        );
+        for (n, at) in got {
+            let waited = *at - sent[usize::from(*n)];
+            assert!(
+                waited < Duration::from_millis(5),
+                "frame {n} waited {waited:?}"
+            );
         }
     }
 
