@@ -167,6 +167,10 @@ impl RoomSession {
             tracing::warn!("a Welcome labelled for this room is for another group: ignored");
             return Handled::Done;
         }
+        if let Some(v) = self.pair_missing(&staged.members()) {
+            self.refused(env, v);
+            return Handled::Done;
+        }
         match self.dir.check_all(&staged.members(), env.pins) {
             Err(v) => {
                 self.refused(env, v);
@@ -401,6 +405,20 @@ impl RoomSession {
         } else {
             self.claim(add);
         }
+    }
+
+    /// A one-to-one call's group (from a Welcome, or offered to rejoin) must hold the
+    /// other party: one that does not is someone else's group, refused in the peer's name.
+    fn pair_missing(&self, members: &[crate::mls::MemberCredential]) -> Option<Verdict> {
+        let peer = self.opts.only.as_ref()?.first()?;
+        let named = peer.handle.as_str().as_bytes();
+        if members.iter().any(|m| m.identity == named) {
+            return None;
+        }
+        Some(Verdict::Refused {
+            shown: peer.handle.to_string(),
+            reason: "the call's group does not hold it".into(),
+        })
     }
 
     /// When a self-update is due, if nothing under way holds it back.
@@ -657,6 +675,10 @@ impl RoomSession {
                     reason: "the GroupInfo offered to rejoin is another group's".into(),
                 },
             );
+        }
+        if let Some(v) = self.pair_missing(&fresh.members()) {
+            let _ = fresh.delete(env.mls);
+            return self.refused(env, v);
         }
         match self.dir.check_all(&fresh.members(), env.pins) {
             Err(v) => {
