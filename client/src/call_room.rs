@@ -212,6 +212,7 @@ fn join_options(parties: &Parties, opts: &CallOptions) -> JoinOptions {
             relay_after,
         }),
         max_layer: None,
+        stun: opts.transport.stun.clone(),
         self_update_every: opts.rekey_every,
         test_drop_video: opts.test_drop_video.clone(),
         test_inbound_loss: opts.transport.test_inbound_loss,

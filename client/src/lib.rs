@@ -26,6 +26,7 @@ pub mod room;
 pub mod sdp;
 pub mod session;
 pub mod signaling;
+pub mod stun;
 pub mod transport;
 pub mod video;
 

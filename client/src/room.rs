@@ -80,6 +80,8 @@ pub struct JoinOptions {
     /// Receive at most this simulcast layer of anyone's video (0 = lowest): less
     /// bandwidth and decoding; `None`: what the bandwidth allows.
     pub max_layer: Option<u8>,
+    /// STUN servers (`stun:host:port`) a direct call asks for our public address.
+    pub stun: Vec<String>,
     /// Commit an MLS self-update this long after each epoch change (new keys for
     /// everyone: post-compromise security for long calls); `None`: never.
     pub self_update_every: Option<Duration>,
@@ -87,8 +89,9 @@ pub struct JoinOptions {
     /// order) before reassembly, a loss no NACK repairs.
     #[doc(hidden)]
     pub test_drop_video: Option<std::ops::Range<u64>>,
-    /// Test hook: drop this share of inbound datagrams before the transport sees them
-    /// (a lossy path: this kernel has no netem).
+    /// Test hook: once media is up, drop this share of inbound datagrams before the
+    /// transport sees them (a path that turned lossy mid-call: this kernel has no netem,
+    /// and a handshake under heavy loss takes its retransmission timers' seconds).
     #[doc(hidden)]
     pub test_inbound_loss: f64,
     /// Test hook: media keys from a secret of our own, not the group's.
@@ -134,6 +137,7 @@ impl Default for JoinOptions {
             stamps: false,
             pair: None,
             max_layer: None,
+            stun: Vec::new(),
             self_update_every: None,
             test_drop_video: None,
             test_inbound_loss: 0.0,
@@ -449,6 +453,9 @@ impl Endpoint {
         let key = self.identity.verifying_key().to_bytes().to_vec();
         let mut room_opts = RoomOptions::new(local);
         room_opts.link.also = locals.collect();
+        if direct.is_some() {
+            room_opts.link.srflx = reflexive(&sockets, &opts.stun).await?;
+        }
         room_opts.direct = direct.map(|p| Direct {
             call: p.call,
             offerer: p.caller,
@@ -548,6 +555,28 @@ impl Endpoint {
             other => other,
         }
     }
+}
+
+/// Our addresses as the STUN servers in `urls` see them (none without servers).
+async fn reflexive(
+    sockets: &MediaSockets,
+    urls: &[String],
+) -> Result<Vec<(SocketAddr, SocketAddr)>, CallError> {
+    if urls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut servers = Vec::new();
+    for url in urls {
+        servers.extend(crate::stun::resolve(url).await.map_err(CallError::Setup)?);
+    }
+    let found = crate::stun::gather(sockets, &servers).await;
+    if found.is_empty() {
+        tracing::warn!(
+            "no STUN server answered within {} ms: offering host candidates only",
+            crate::stun::GATHER_WAIT.as_millis()
+        );
+    }
+    Ok(found)
 }
 
 /// The local address that routes to `server` (no packet is sent: a UDP socket's
@@ -816,7 +845,7 @@ impl Shell<'_> {
                     }
                 }
                 r = self.sockets.recv(&mut buf) => match r {
-                    Ok(_) if self.inbound_loss.as_mut().is_some_and(LossDice::lose) => {}
+                    Ok(_) if self.connected && self.inbound_loss.as_mut().is_some_and(LossDice::lose) => {}
                     Ok((n, from, on)) => {
                         // Bounded: anyone can send datagrams from any address.
                         if self.last_from != Some(from) && self.report.media_from.len() < 16 {

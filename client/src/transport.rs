@@ -24,8 +24,8 @@ pub struct TransportConfig {
     pub bind: Bind,
     /// STUN servers (`stun:host:port`), none by default.
     pub stun: Vec<String>,
-    /// Test hook: drop this fraction of inbound RTP before the transport sees it (a lossy
-    /// path, since this kernel has no netem).
+    /// Test hook: once media is up, drop this fraction of inbound datagrams before the
+    /// transport sees them (a lossy path, since this kernel has no netem).
     #[doc(hidden)]
     pub test_inbound_loss: f64,
 }

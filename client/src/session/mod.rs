@@ -137,6 +137,7 @@ impl RoomOptions {
                 // slot; above it the SFU forwards the loudest few only. Video: last N = 9.
                 slots: (20, 9),
                 bwe: None,
+                srflx: Vec::new(),
                 test_drop_video: None,
             },
             only: None,

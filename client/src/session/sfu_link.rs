@@ -65,6 +65,9 @@ pub struct LinkConfig {
     /// second: a direct call's encoders follow the estimate ([`LinkEvent::Estimate`]).
     /// `None` towards the SFU, which estimates each subscriber's path itself.
     pub bwe: Option<u64>,
+    /// Server-reflexive candidates (our address as a STUN server saw it, and the local
+    /// address it maps): a direct call offers them beside the host ones.
+    pub srflx: Vec<(SocketAddr, SocketAddr)>,
     /// Test hook: drop inbound video packets with these indices (0-based, in arrival
     /// order) after the transport and before reassembly: a loss no NACK repairs.
     #[doc(hidden)]
@@ -220,6 +223,14 @@ impl SfuLink {
         for addr in std::iter::once(&cfg.local).chain(&cfg.also) {
             if let Ok(c) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(c);
+            }
+        }
+        for (mapped, base) in &cfg.srflx {
+            match Candidate::server_reflexive(*mapped, *base, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::debug!(error = %e, "a STUN server's answer is no candidate"),
             }
         }
         rtc
@@ -644,6 +655,7 @@ pub fn exercise_offer(data: &[u8]) -> bool {
         simulcast: false,
         slots: (1, 1),
         bwe: Some(1_000_000),
+        srflx: Vec::new(),
         test_drop_video: None,
     };
     let _ = crate::sdp::addresses(&offer);
@@ -662,6 +674,7 @@ mod tests {
             simulcast: false,
             slots: (1, 1),
             bwe: Some(2_000_000),
+            srflx: Vec::new(),
             test_drop_video: None,
         }
     }
@@ -813,6 +826,22 @@ mod tests {
                 "frame {n} waited {waited:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_stun_servers_answer_is_offered_as_a_server_reflexive_candidate() {
+        let mapped: SocketAddr = "203.0.113.7:40000".parse().expect("addr");
+        let cfg = LinkConfig {
+            srflx: vec![(mapped, cfg(41_000).local)],
+            ..cfg(41_000)
+        };
+        let (_, offer) = SfuLink::offer(cfg, Instant::now()).expect("offer");
+        assert!(
+            offer
+                .lines()
+                .any(|l| l.contains("203.0.113.7 40000 typ srflx")),
+            "{offer}"
+        );
     }
 
     #[test]
