@@ -113,6 +113,19 @@ pub async fn gather(
     found
 }
 
+/// Feeds untrusted bytes to the path a STUN server's answer takes, as a hostile server
+/// (or anyone who can send us a datagram) would: nothing may panic. For the fuzz target
+/// `stun_response`.
+#[doc(hidden)]
+pub fn exercise_response(data: &[u8]) -> Option<SocketAddr> {
+    let id = TransactionId(
+        data.get(8..20)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 12]),
+    );
+    mapped(data, &id)
+}
+
 /// What a STUN server answers a Binding request `req` that came from `from`: a success
 /// response naming `from`; `None` for anything else. For the tests' loopback STUN server.
 #[doc(hidden)]
