@@ -231,6 +231,11 @@ fn options(media: &MediaArgs, video: bool) -> anyhow::Result<CallOptions> {
             .transpose()?,
         ..CallOptions::default()
     };
+    for url in &media.stun {
+        if let Err(e) = sotto_client::stun::host_port(url) {
+            bail!("--stun {e}");
+        }
+    }
     o.transport.stun = media.stun.clone();
     if !media.bind.is_empty() {
         for ip in &media.bind {

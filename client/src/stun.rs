@@ -23,21 +23,26 @@ pub const GATHER_WAIT: Duration = Duration::from_millis(800);
 /// Requests are sent again this often while no answer came (UDP loses them).
 const RESEND: Duration = Duration::from_millis(200);
 
-/// The address of a STUN server given as `stun:host[:port]` (the port defaults to 3478),
-/// resolved; a clear error for anything else.
-pub async fn resolve(url: &str) -> Result<Vec<SocketAddr>, String> {
+/// The `host:port` of a STUN server given as `stun:host[:port]` (the port defaults to
+/// 3478); a clear error for anything else.
+pub fn host_port(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("stun:")
+        .filter(|r| !r.is_empty())
         .ok_or_else(|| format!("{url}: a STUN server is given as stun:host:port"))?;
-    let with_port = if rest
+    let has_port = rest
         .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !rest.ends_with(']')
-    {
+        .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
+    Ok(if has_port {
         rest.to_string()
     } else {
         format!("{rest}:3478")
-    };
+    })
+}
+
+/// The addresses of the STUN server `url` ([`host_port`]), resolved.
+pub async fn resolve(url: &str) -> Result<Vec<SocketAddr>, String> {
+    let with_port = host_port(url)?;
     let found: Vec<SocketAddr> = tokio::net::lookup_host(&with_port)
         .await
         .map_err(|e| format!("{url}: cannot resolve the STUN server ({e})"))?
@@ -181,5 +186,8 @@ mod tests {
         let b = resolve("stun:127.0.0.1:19302").await.expect("resolves");
         assert_eq!(b[0].port(), 19302);
         assert!(resolve("127.0.0.1:3478").await.is_err(), "no scheme");
+        assert!(host_port("stun:").is_err());
+        assert_eq!(host_port("stun:[::1]:5000").as_deref(), Ok("[::1]:5000"));
+        assert_eq!(host_port("stun:[::1]").as_deref(), Ok("[::1]:3478"));
     }
 }
