@@ -150,7 +150,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let kbps = |e: Option<u64>| e.map_or_else(|| "-".to_owned(), |e| format!("{} kb/s", e / 1000));
     for (label, r) in [("@alice sends", &a), ("@bob sends", &b)] {
         println!(
-            "  {label:<16} estimate {} (GCC on transport-wide feedback, {} updates) → Opus {} kb/s, video {} kb/s",
+            "  {label:<16} estimate {} (str0m, transport-wide CC, {} updates) → Opus {} kb/s, video {} kb/s",
             kbps(r.estimate_bps),
             r.estimate_updates,
             r.audio_bitrate / 1000,
