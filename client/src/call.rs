@@ -13,12 +13,10 @@ use std::{
 use ed25519_dalek::SigningKey;
 use sotto_media::synth::{ArrivalLog, AudioSignal};
 use sotto_proto::{
-    CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, Request, Response, RoomId,
-    Stored,
+    CallId, DeviceAddr, DeviceId, EndReason, ErrorCode, Event, Handle, Request, Response, Stored,
 };
 use tokio::sync::mpsc;
 
-use crate::call_room::Parties;
 use crate::{
     codec::CodecError,
     devices::{
@@ -700,33 +698,8 @@ impl Endpoint {
         self.run_call(call, from, false, opts, report, started)
             .await
     }
-
-    /// Runs an answered call on the session core: peer to peer, or through the SFU from
-    /// the start when our policy says so (`RelayPolicy::Always`, either side).
-    async fn run_call(
-        &mut self,
-        call: CallId,
-        peer: DeviceAddr,
-        caller: bool,
-        opts: &CallOptions,
-        report: CallReport,
-        started: Instant,
-    ) -> Result<CallReport, CallError> {
-        if opts.relay == RelayPolicy::Always {
-            return self
-                .relay_from_start(call, peer, caller, opts, report, started)
-                .await;
-        }
-        let parties = Parties {
-            call,
-            peer,
-            caller,
-            direct: true,
-        };
-        self.in_call_room(parties, RoomId(call.0), opts, report, started)
-            .await
-    }
 }
+
 /// Opens and closes the devices `opts` asks for: a listener finds out at start, not when
 /// a call comes in, that one is missing.
 pub fn check_devices(opts: &CallOptions) -> Result<(), CallError> {

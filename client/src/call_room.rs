@@ -23,15 +23,15 @@ use crate::{
 };
 
 /// The two parties of a call, as one side sees them.
-pub(crate) struct Parties {
+struct Parties {
     /// The call.
-    pub call: CallId,
+    call: CallId,
     /// The other party's device.
-    pub peer: DeviceAddr,
+    peer: DeviceAddr,
     /// Whether we placed the call: only the caller starts the call's group.
-    pub caller: bool,
+    caller: bool,
     /// Media peer to peer first (else through the SFU from the start).
-    pub direct: bool,
+    direct: bool,
 }
 
 impl Endpoint {
@@ -45,9 +45,10 @@ impl Endpoint {
         }
     }
 
-    /// Carries an answered `call` through the SFU from the start (`RelayPolicy::Always`,
-    /// either side); the call is hung up if the service cannot relay it.
-    pub(crate) async fn relay_from_start(
+    /// Runs an answered call: peer to peer (the call's room, whose id is the call's), or
+    /// through the SFU from the start when our policy says so (`RelayPolicy::Always`,
+    /// either side; the call is hung up if the service cannot relay it).
+    pub(crate) async fn run_call(
         &mut self,
         call: CallId,
         peer: DeviceAddr,
@@ -56,18 +57,23 @@ impl Endpoint {
         report: CallReport,
         started: Instant,
     ) -> Result<CallReport, CallError> {
-        let room = match self.request_relay(call).await {
-            Ok(room) => room,
-            Err(e) => {
-                let _ = self.signaling.request(Request::Hangup { call }).await;
-                return Err(e);
+        let direct = opts.relay != RelayPolicy::Always;
+        let room = if direct {
+            RoomId(call.0)
+        } else {
+            match self.request_relay(call).await {
+                Ok(room) => room,
+                Err(e) => {
+                    let _ = self.signaling.request(Request::Hangup { call }).await;
+                    return Err(e);
+                }
             }
         };
         let parties = Parties {
             call,
             peer,
             caller,
-            direct: false,
+            direct,
         };
         self.in_call_room(parties, room, opts, report, started)
             .await
@@ -75,7 +81,7 @@ impl Endpoint {
 
     /// Runs `call` with `peer` in its room until either side hangs up, and reports it as
     /// a call (`report` holds what setup already recorded).
-    pub(crate) async fn in_call_room(
+    async fn in_call_room(
         &mut self,
         parties: Parties,
         room: RoomId,
