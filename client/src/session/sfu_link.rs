@@ -36,8 +36,11 @@ use str0m::{
 
 /// Largest RTP payload we make (descriptor included).
 const MAX_PAYLOAD: usize = 1100;
-/// How long a complete frame waits behind a gap for its repair (NACK, then RTX).
-const REPAIR_WAIT: Duration = Duration::from_millis(150);
+/// How long a complete video frame waits behind a gap for its repair (NACK, then RTX):
+/// two of str0m's NACK rounds (it retries after its 100 ms default RTT while a
+/// receive stream has no RTT of its own), so a retransmission lost again is asked for
+/// again in time.
+const REPAIR_WAIT: Duration = Duration::from_millis(250);
 /// Where a direct call's bandwidth estimate starts, bits per second: enough for speech
 /// and a small picture, probed upwards from there.
 pub const INITIAL_ESTIMATE_BPS: u64 = 300_000;
