@@ -421,21 +421,10 @@ impl Endpoint {
 
     /// Claims took our one-use KeyPackages below the server's low-water mark: top them up.
     async fn top_up_key_packages(&mut self, remaining: u32) -> Result<(), CallError> {
-        let missing = KEY_PACKAGE_TARGET.saturating_sub(remaining as usize);
-        if missing == 0 {
-            return Ok(());
+        if let Some(upload) = top_up_request(&self.mls, remaining)? {
+            tracing::debug!(remaining, "topping up KeyPackages");
+            self.signaling.request(upload).await?;
         }
-        let packages = (0..missing)
-            .map(|_| self.mls.key_package())
-            .collect::<Result<Vec<_>, _>>()?;
-        tracing::debug!(missing, "topping up KeyPackages");
-        self.signaling
-            .request(Request::UploadKeyPackages {
-                packages,
-                last_resort: None,
-                replace: false,
-            })
-            .await?;
         Ok(())
     }
 
@@ -698,6 +687,23 @@ impl Endpoint {
         self.run_call(call, from, false, opts, report, started)
             .await
     }
+}
+
+/// The upload that takes our one-use KeyPackages from `remaining` back to
+/// [`KEY_PACKAGE_TARGET`]; `None` if none is missing.
+pub(crate) fn top_up_request(mls: &MlsDevice, remaining: u32) -> Result<Option<Request>, MlsError> {
+    let missing = KEY_PACKAGE_TARGET.saturating_sub(remaining as usize);
+    if missing == 0 {
+        return Ok(None);
+    }
+    let packages = (0..missing)
+        .map(|_| mls.key_package())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Request::UploadKeyPackages {
+        packages,
+        last_resort: None,
+        replace: false,
+    }))
 }
 
 /// Opens and closes the devices `opts` asks for: a listener finds out at start, not when

@@ -25,7 +25,7 @@ use sotto_wire::rtp_ext::AudioLevel;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    call::{Arrival, CallError, Endpoint, KEY_PACKAGE_TARGET},
+    call::{Arrival, CallError, Endpoint},
     codec::audio::AudioEncoder,
     devices::audio::{Microphone, PulledSpeaker},
     inbox::{Inbox, Owner, owner},
@@ -1188,20 +1188,13 @@ impl Shell<'_> {
 
     /// Claims took our KeyPackages low: new ones go up without holding anything up.
     fn top_up(&mut self, remaining: u32) {
-        let missing = KEY_PACKAGE_TARGET.saturating_sub(remaining as usize);
-        let packages: Result<Vec<_>, _> = (0..missing).map(|_| self.mls.key_package()).collect();
-        let packages = match packages {
-            Ok(p) if !p.is_empty() => p,
-            Ok(_) => return,
+        let upload = match crate::call::top_up_request(self.mls, remaining) {
+            Ok(Some(u)) => u,
+            Ok(None) => return,
             Err(e) => return tracing::warn!(error = %e, "could not make KeyPackages"),
         };
         let r = self.requester.clone();
         tokio::spawn(async move {
-            let upload = Request::UploadKeyPackages {
-                packages,
-                last_resort: None,
-                replace: false,
-            };
             if let Err(e) = r.request(upload).await {
                 tracing::warn!(error = %e, "could not top up KeyPackages");
             }
