@@ -531,8 +531,7 @@ impl Endpoint {
                 .as_ref()
                 .map(|v| v.layers.clone())
                 .unwrap_or_default(),
-            inbound_loss: (opts.test_inbound_loss > 0.0)
-                .then(|| LossDice::new(opts.test_inbound_loss)),
+            inbound_loss: opts.test_inbound_loss,
         };
         for e in ahead {
             if let Some(why) = shell.incoming(Some(Incoming::Event(e))) {
@@ -742,33 +741,13 @@ struct Shell<'a> {
     /// The layers our video goes out in (one on a direct call).
     video_layers: Vec<crate::video::Layer>,
     /// [`JoinOptions::test_inbound_loss`].
-    inbound_loss: Option<LossDice>,
+    inbound_loss: f64,
 }
 
-/// Drops a share of datagrams at random (a test hook's lossy path).
-struct LossDice {
-    share: f64,
-    state: u64,
-}
-
-impl LossDice {
-    fn new(share: f64) -> Self {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        Self {
-            share,
-            state: u64::from_le_bytes(seed) | 1,
-        }
-    }
-
-    /// Whether the next datagram is lost (xorshift64*: plenty for a test's loss).
-    fn lose(&mut self) -> bool {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        let x = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        ((x >> 11) as f64 / (1u64 << 53) as f64) < self.share
-    }
+/// Whether a datagram is lost on the test hook's lossy path (a `share` of them, at
+/// random).
+fn lost_on_test_path(share: f64) -> bool {
+    share > 0.0 && getrandom::u32().is_ok_and(|x| f64::from(x) < share * f64::from(u32::MAX))
 }
 
 /// A one-to-one call the room carries, as it goes.
@@ -845,7 +824,7 @@ impl Shell<'_> {
                     }
                 }
                 r = self.sockets.recv(&mut buf) => match r {
-                    Ok(_) if self.connected && self.inbound_loss.as_mut().is_some_and(LossDice::lose) => {}
+                    Ok(_) if self.connected && lost_on_test_path(self.inbound_loss) => {}
                     Ok((n, from, on)) => {
                         // Bounded: anyone can send datagrams from any address.
                         if self.last_from != Some(from) && self.report.media_from.len() < 16 {

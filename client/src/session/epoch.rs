@@ -4,7 +4,7 @@
 //! then senders switch (with a keyframe, so video decodes on the new keys alone), and
 //! receivers erase the previous epoch after the key schedule's grace period.
 
-use std::time::Instant;
+use std::{collections::BTreeSet, time::Instant};
 
 use sotto_media::keys::{CallKeys, EpochKeys};
 
@@ -56,13 +56,14 @@ impl RoomSession {
             return self.end(env, LeftReason::Failed(format!("media keys: {e}")));
         }
         self.switch_at = Some(now + self.opts.send_switch);
-        let before: Vec<Handle> = self.members.values().cloned().collect();
+        let alone = self.members.len() <= 1;
+        let before: BTreeSet<Handle> = self.members.values().cloned().collect();
         self.epoch_shown();
-        let after: Vec<Handle> = self.members.values().cloned().collect();
-        self.switch_is_rekey = sorted(before.clone()) == sorted(after);
+        let after: BTreeSet<Handle> = self.members.values().cloned().collect();
+        self.switch_is_rekey = before == after;
         self.status.rekeys += u64::from(self.switch_is_rekey);
         self.arm_self_update(now);
-        if before.len() <= 1 {
+        if alone {
             // Nobody else had the previous epoch: nobody needs our frames in it.
             self.switch_at = Some(now);
             self.epoch_timeout(now);
@@ -189,11 +190,6 @@ impl RoomSession {
             .filter(|_| others)
             .map(|d| now + d);
     }
-}
-
-fn sorted(mut v: Vec<Handle>) -> Vec<Handle> {
-    v.sort();
-    v
 }
 
 /// An exporter of random secrets, for [`super::RoomOptions::test_wrong_keys`].
