@@ -177,6 +177,16 @@ struct MediaArgs {
     rekey_every: Option<String>,
 }
 
+/// A `--rekey-every` period: each rekey is a commit every member processes, so less than
+/// a second is refused (it would keep the group committing instead of talking).
+fn parse_rekey(s: &str) -> anyhow::Result<Duration> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        bail!("--rekey-every {s}: rekey at most once a second (for example 5m)");
+    }
+    Ok(d)
+}
+
 fn parse_frame_ms(s: &str) -> Result<u32, String> {
     match s {
         "10" => Ok(10),
@@ -224,11 +234,7 @@ fn options(media: &MediaArgs, video: bool) -> anyhow::Result<CallOptions> {
         camera: (video && media.video_in != "synth").then(|| media.video_in.clone()),
         video: video.then(VideoOptions::default),
         frame_ms: media.frame_ms,
-        rekey_every: media
-            .rekey_every
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?,
+        rekey_every: media.rekey_every.as_deref().map(parse_rekey).transpose()?,
         ..CallOptions::default()
     };
     for url in &media.stun {
