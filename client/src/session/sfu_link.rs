@@ -21,7 +21,7 @@ use std::{
 
 use sotto_wire::{
     rtp_ext::{AudioLevel, FrameMarking},
-    rtp_sframe::{AssemblerLimits, FrameAssembler, packetize},
+    rtp_sframe::{AssemblerLimits, FrameAssembler, Reassembled, packetize},
     str0m_ext::Rfc9626,
 };
 use str0m::{
@@ -166,8 +166,6 @@ pub struct SfuLink {
     highest: HashMap<Mid, u64>,
     /// Inbound video packets so far (for [`LinkConfig::test_drop_video`]).
     video_arrivals: u64,
-    /// Frames given up per slot, as last looked at.
-    lost_by_slot: HashMap<Mid, u64>,
     audio_seq: u64,
     video_seq: [u64; 3],
     connected: bool,
@@ -250,7 +248,6 @@ impl SfuLink {
             assemblers: HashMap::new(),
             highest: HashMap::new(),
             video_arrivals: 0,
-            lost_by_slot: HashMap::new(),
             audio_seq: 1,
             video_seq: [1; 3],
             connected: false,
@@ -408,16 +405,17 @@ impl SfuLink {
         if now >= self.next_timeout {
             let _ = self.rtc.handle_input(Input::Timeout(now));
         }
-        let mut frames = Vec::new();
+        let mut due = Vec::new();
         for (mid, a) in &mut self.assemblers {
             if a.poll_timeout().is_some_and(|t| t <= now) {
-                frames.extend(a.poll(now).into_iter().map(|f| (*mid, f)));
+                let before = a.dropped_frames;
+                let frames = a.poll(now);
+                due.push((*mid, a.dropped_frames - before, frames));
             }
         }
-        for (mid, f) in frames {
-            self.frame_out(mid, f.timestamp, f.frame);
+        for (mid, lost, frames) in due {
+            self.frames_out(mid, lost, frames);
         }
-        self.note_losses();
         self.drain(now);
     }
 
@@ -586,20 +584,16 @@ impl SfuLink {
                 // its loss): a frame behind a lost one must not wait for a repair that
                 // will not come, or it reaches the jitter buffer after its slot.
                 let video = self.rtc.media(mid).map(|m| m.kind()) == Some(MediaKind::Video);
-                let frames = self
-                    .assemblers
-                    .entry(mid)
-                    .or_insert_with(|| {
-                        FrameAssembler::new(AssemblerLimits {
-                            repair_wait: if video { REPAIR_WAIT } else { Duration::ZERO },
-                            ..AssemblerLimits::default()
-                        })
+                let a = self.assemblers.entry(mid).or_insert_with(|| {
+                    FrameAssembler::new(AssemblerLimits {
+                        repair_wait: if video { REPAIR_WAIT } else { Duration::ZERO },
+                        ..AssemblerLimits::default()
                     })
-                    .push(seq as u16, p.header.timestamp, &p.payload, now);
-                for f in frames {
-                    self.frame_out(mid, f.timestamp, f.frame);
-                }
-                self.note_losses();
+                });
+                let before = a.dropped_frames;
+                let frames = a.push(seq as u16, p.header.timestamp, &p.payload, now);
+                let lost = a.dropped_frames - before;
+                self.frames_out(mid, lost, frames);
             }
             _ => {}
         }
@@ -618,20 +612,16 @@ impl SfuLink {
         range.contains(&i)
     }
 
-    /// Says which slots gave frames up since the last look.
-    fn note_losses(&mut self) {
-        let mut lost = 0;
-        for (mid, a) in &self.assemblers {
-            let before = self.lost_by_slot.get(mid).copied().unwrap_or(0);
-            if a.dropped_frames > before {
-                self.events.push_back(LinkEvent::FrameLost { slot: *mid });
-            }
-            lost += a.dropped_frames;
+    /// What one assembler gave on `mid`: first that it gave `lost` frames up (so what
+    /// depends on them waits for a keyframe), then the whole frames after them.
+    fn frames_out(&mut self, mid: Mid, lost: u64, frames: Vec<Reassembled>) {
+        if lost > 0 {
+            self.stats.frames_lost += lost;
+            self.events.push_back(LinkEvent::FrameLost { slot: mid });
         }
-        for (mid, a) in &self.assemblers {
-            self.lost_by_slot.insert(*mid, a.dropped_frames);
+        for f in frames {
+            self.frame_out(mid, f.timestamp, f.frame);
         }
-        self.stats.frames_lost = lost;
     }
 
     fn frame_out(&mut self, mid: Mid, timestamp: u32, data: Vec<u8>) {
