@@ -329,6 +329,10 @@ pub struct Endpoint {
 /// taken it below its low-water mark, and the device tops it up to this again.
 pub const KEY_PACKAGE_TARGET: usize = 16;
 
+/// Most replaced KeyPackages one upload's answer may make us look up and delete (the
+/// server keeps at most a hundred per device).
+const MAX_FORGOTTEN: usize = 1024;
+
 /// What a wait in the endpoint produced.
 pub(crate) enum Arrival {
     /// An event.
@@ -409,13 +413,19 @@ impl Endpoint {
         let packages = (0..KEY_PACKAGE_TARGET)
             .map(|_| self.mls.key_package())
             .collect::<Result<Vec<_>, _>>()?;
-        self.signaling
+        let stored = self
+            .signaling
             .request(Request::UploadKeyPackages {
                 packages,
                 last_resort: Some(self.mls.last_resort_key_package()?),
                 replace: true,
             })
             .await?;
+        if let Response::KeyPackagesStored { forgotten, .. } = stored {
+            let forgotten = &forgotten[..forgotten.len().min(MAX_FORGOTTEN)];
+            let deleted = self.mls.forget_key_packages(forgotten)?;
+            tracing::debug!(deleted, "private keys of replaced KeyPackages deleted");
+        }
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //! then left running for 18, more calls than one stock of KeyPackages (16) covers. Every
 //! call connects, and the listener's stock of one-use KeyPackages on the server never
 //! runs out: restarts replace it, claims that run it low make the listener top it up, and
-//! the last-resort package is never needed.
+//! the last-resort package is never needed. Nor do the profiles pile up private keys: a
+//! restart deletes those of the packages it replaced that nobody claimed.
 
 mod common;
 
@@ -12,6 +13,8 @@ use std::{process::Child, sync::atomic::Ordering};
 use common::{listener, sotto};
 
 const CALLS: usize = 30;
+/// A device's stock of one-use KeyPackages.
+const KEY_PACKAGE_TARGET: i64 = sotto_client::call::KEY_PACKAGE_TARGET as i64;
 /// Calls before which the listener is (re)started.
 const RESTART_BEFORE: [usize; 4] = [0, 4, 8, 12];
 
@@ -27,6 +30,16 @@ fn one_use_packages(data: &std::path::Path, handle: &str) -> i64 {
         [handle],
         |r| r.get(0),
     )
+    .expect("count")
+}
+
+/// KeyPackages whose private keys a profile holds (openmls' table in its `mls.db`).
+fn private_key_packages(profile: &std::path::Path) -> i64 {
+    // Read-write: the processes are gone, and a WAL database read alone needs its index.
+    let db = rusqlite::Connection::open(profile.join("mls.db")).expect("profile's MLS storage");
+    db.query_row("SELECT COUNT(*) FROM openmls_key_packages", [], |r| {
+        r.get(0)
+    })
     .expect("count")
 }
 
@@ -100,6 +113,19 @@ async fn thirty_calls_from_fresh_processes_all_connect_and_key_packages_never_ru
     assert!(
         one_use_packages(data.path(), "@alice") <= 16,
         "a caller restarted 30 times replaces its KeyPackages instead of piling them up"
+    );
+    // One stock and a last-resort package; nobody claimed the caller's.
+    let kept = private_key_packages(a.path());
+    assert_eq!(
+        kept,
+        KEY_PACKAGE_TARGET + 1,
+        "the caller's profile keeps only the packages the server holds"
+    );
+    // The listener's stock and last resort, and none of the 30 it used to join.
+    let kept = private_key_packages(b.path());
+    assert!(
+        (1..=KEY_PACKAGE_TARGET + 1).contains(&kept),
+        "the listener's profile holds {kept} KeyPackages"
     );
     server.shutdown().await;
 }

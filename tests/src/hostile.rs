@@ -9,6 +9,7 @@ use sotto_client::mls::MlsDevice;
 use sotto_proto::{DeviceAddr, DeviceId, Handle, MlsKind, RoomId, Stored};
 use sotto_signaling::storage::{
     Account, ClaimedKeyPackage, CommitOutcome, Group, NewKeyPackage, Result, Room, Storage,
+    StoredKeyPackages,
 };
 
 /// What the hostile server does.
@@ -137,7 +138,7 @@ impl Storage for Hostile {
         packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
         replace: bool,
-    ) -> Result<usize> {
+    ) -> Result<StoredKeyPackages> {
         self.inner
             .add_key_packages(device, packages, last_resort, replace)
     }

@@ -128,7 +128,10 @@ async fn key_packages_are_checked_and_capped_with_typed_errors() {
     );
     assert_eq!(
         upload(vec![kp(), kp()], None).await.expect("valid"),
-        Response::KeyPackagesStored { one_time: 2 }
+        Response::KeyPackagesStored {
+            one_time: 2,
+            forgotten: vec![]
+        }
     );
 }
 

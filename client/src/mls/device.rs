@@ -3,13 +3,13 @@
 
 use openmls::prelude::{
     BasicCredential, Capabilities, CredentialWithKey, Extension, ExtensionType, Extensions,
-    ExternalSender, KeyPackage, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
-    MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
-    StagedWelcome,
-    tls_codec::{Deserialize as _, Serialize as _},
+    ExternalSender, KeyPackage, KeyPackageBundle, KeyPackageRef, MlsGroup, MlsGroupCreateConfig,
+    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
+    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, StagedWelcome,
+    tls_codec::{Deserialize as _, Serialize as _, VLBytes},
 };
 use openmls_basic_credential::SignatureKeyPair;
-use openmls_traits::OpenMlsProvider as _;
+use openmls_traits::{OpenMlsProvider as _, storage::StorageProvider as _};
 
 use super::{CIPHERSUITE, CallGroup, MemberCredential, MlsError, boxed, provider::Provider};
 
@@ -101,6 +101,35 @@ impl MlsDevice {
     /// after a join.
     pub fn last_resort_key_package(&self) -> Result<Vec<u8>, MlsError> {
         self.build_key_package(true)
+    }
+
+    /// Deletes the private keys of our KeyPackages that the service dropped before anyone
+    /// claimed them (the `forgotten` of an upload's answer), so a profile's storage holds
+    /// only packages a Welcome may still name. Returns how many were here. A lying service
+    /// can only make packages of ours useless, which it could do by never handing them out.
+    pub fn forget_key_packages(&self, refs: &[Vec<u8>]) -> Result<usize, MlsError> {
+        let storage = self.provider.storage();
+        let mut found = 0;
+        for r in refs {
+            // A hash reference is a TLS variable-length vector.
+            let Ok(r) = VLBytes::new(r.clone())
+                .tls_serialize_detached()
+                .map_err(drop)
+                .and_then(|b| KeyPackageRef::tls_deserialize_exact(b).map_err(drop))
+            else {
+                continue;
+            };
+            let held: Option<KeyPackageBundle> = storage
+                .key_package(&r)
+                .map_err(|e| MlsError::local("reading a KeyPackage")(boxed(e)))?;
+            if held.is_some() {
+                storage
+                    .delete_key_package(&r)
+                    .map_err(|e| MlsError::local("deleting a KeyPackage")(boxed(e)))?;
+                found += 1;
+            }
+        }
+        Ok(found)
     }
 
     fn build_key_package(&self, last_resort: bool) -> Result<Vec<u8>, MlsError> {

@@ -562,6 +562,9 @@ pub enum Response {
     KeyPackagesStored {
         /// One-use KeyPackages the device now has.
         one_time: u32,
+        /// Hash references of the packages this upload replaced that nobody claimed: no
+        /// Welcome can name them, so the device deletes their private keys.
+        forgotten: Vec<Vec<u8>>,
     },
     /// A group's latest member-signed GroupInfo.
     GroupInfo {

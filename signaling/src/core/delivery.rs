@@ -93,12 +93,13 @@ impl Core {
             .map(|p| check(p, false))
             .collect::<Result<Vec<_>, _>>()?;
         let last_resort = last_resort.map(|p| check(p, true)).transpose()?;
-        let one_time =
-            self.storage
-                .add_key_packages(me, &packages, last_resort.as_ref(), replace)?;
+        let stored = self
+            .storage
+            .add_key_packages(me, &packages, last_resort.as_ref(), replace)?;
         self.low_notified.remove(me);
         Ok(Response::KeyPackagesStored {
-            one_time: one_time.try_into().unwrap_or(u32::MAX),
+            one_time: stored.one_time.try_into().unwrap_or(u32::MAX),
+            forgotten: stored.forgotten,
         })
     }
 

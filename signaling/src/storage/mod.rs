@@ -46,6 +46,16 @@ pub struct NewKeyPackage {
     pub key_ref: Vec<u8>,
 }
 
+/// What an upload of KeyPackages left stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredKeyPackages {
+    /// One-use packages the device now has.
+    pub one_time: usize,
+    /// Hash references of the packages the upload replaced that no claimer ever received:
+    /// no Welcome can name them, so the device may delete their private keys.
+    pub forgotten: Vec<Vec<u8>>,
+}
+
 /// An MLS group as the delivery service tracks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
@@ -101,14 +111,14 @@ pub trait Storage: Send {
 
     /// Stores one-use KeyPackages (after dropping the device's stored ones if `replace`)
     /// and, if given, replaces the last-resort one. Returns how many one-use packages the
-    /// device now has.
+    /// device now has, and which replaced packages nobody claimed.
     fn add_key_packages(
         &mut self,
         device: &DeviceAddr,
         packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
         replace: bool,
-    ) -> Result<usize>;
+    ) -> Result<StoredKeyPackages>;
     /// One-use KeyPackages stored for a device.
     fn key_package_count(&self, device: &DeviceAddr) -> Result<usize>;
     /// Takes one KeyPackage of `handle` (of `device` if given) for `claimer`: a one-use

@@ -11,7 +11,7 @@ use sotto_proto::{DeviceAddr, DeviceId, Handle, RoomId};
 
 use super::{
     Account, ClaimedKeyPackage, CommitOutcome, Group, NewKeyPackage, Result, Room, Storage,
-    StorageError,
+    StorageError, StoredKeyPackages,
 };
 
 const SCHEMA: &str = "
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS key_packages (
     device INTEGER NOT NULL,
     last_resort INTEGER NOT NULL,
     package BLOB NOT NULL,
-    key_ref BLOB NOT NULL
+    key_ref BLOB NOT NULL,
+    claimed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS key_packages_by_device ON key_packages (handle, device, last_resort, id);
 CREATE INDEX IF NOT EXISTS key_packages_by_ref ON key_packages (key_ref);
@@ -106,7 +107,7 @@ impl SqliteStorage {
 }
 
 /// `PRAGMA user_version` of the current schema.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Claimed KeyPackage references remembered (a commit adds a claimed package within
 /// seconds; older claims are forgotten first).
@@ -119,8 +120,9 @@ const CLAIMS_REMEMBERED: i64 = 100_000;
 /// groups without public state, which this version cannot check: those are dropped
 /// (devices upload new packages at login; 1:1 groups live for one call), and so are the
 /// queued deliveries, which belong to those groups or repeat stored room invitations.
-/// Schema 2 recorded claims without their claimer: those are dropped too. Accounts,
-/// devices and rooms are kept.
+/// Schema 2 recorded claims without their claimer: those are dropped too. Schema 3 did
+/// not mark a claimed last-resort package (assumed claimed). Accounts, devices and rooms
+/// are kept.
 fn migrate(db: &Connection) -> Result<()> {
     let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let table_exists = |name: &str| -> Result<bool> {
@@ -155,7 +157,21 @@ fn migrate(db: &Connection) -> Result<()> {
             steps.push_str("ALTER TABLE queue ADD COLUMN grp BLOB;\n");
         }
     }
-    steps.push_str("DROP TABLE IF EXISTS claimed_key_packages;\n");
+    if version < 3 {
+        steps.push_str("DROP TABLE IF EXISTS claimed_key_packages;\n");
+    }
+    let key_packages_have_claimed: bool = db.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('key_packages') WHERE name = 'claimed'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if table_exists("key_packages")? && !key_packages_have_claimed {
+        // Unknown for older rows: count them as claimed, so none is called forgotten.
+        steps.push_str(
+            "ALTER TABLE key_packages ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
+             UPDATE key_packages SET claimed = 1;\n",
+        );
+    }
     steps.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"));
     db.execute_batch(&steps)?;
     Ok(())
@@ -228,14 +244,34 @@ impl Storage for SqliteStorage {
         packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
         replace: bool,
-    ) -> Result<usize> {
+    ) -> Result<StoredKeyPackages> {
         let tx = self.db.transaction()?;
+        let mut forgotten = Vec::new();
         {
+            // What goes and was never handed out: a one-use package in the table is
+            // unclaimed (a claim deletes it); a last-resort one says so itself.
+            let mut dropped = tx.prepare_cached(
+                "DELETE FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = ?3
+                 RETURNING key_ref, claimed",
+            )?;
+            let mut drop_kind = |last_resort: bool| -> Result<()> {
+                let rows = dropped
+                    .query_map(params![d.handle.as_str(), d.device, last_resort], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?))
+                    })?;
+                for row in rows {
+                    let (key_ref, claimed) = row?;
+                    if !claimed {
+                        forgotten.push(key_ref);
+                    }
+                }
+                Ok(())
+            };
             if replace {
-                tx.execute(
-                    "DELETE FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = 0",
-                    params![d.handle.as_str(), d.device],
-                )?;
+                drop_kind(false)?;
+            }
+            if last_resort.is_some() {
+                drop_kind(true)?;
             }
             let mut ins = tx.prepare_cached(
                 "INSERT INTO key_packages (handle, device, last_resort, package, key_ref)
@@ -251,10 +287,6 @@ impl Storage for SqliteStorage {
                 ])?;
             }
             if let Some(p) = last_resort {
-                tx.execute(
-                    "DELETE FROM key_packages WHERE handle = ?1 AND device = ?2 AND last_resort = 1",
-                    params![d.handle.as_str(), d.device],
-                )?;
                 ins.execute(params![
                     d.handle.as_str(),
                     d.device,
@@ -265,7 +297,10 @@ impl Storage for SqliteStorage {
             }
         }
         tx.commit()?;
-        self.key_package_count(d)
+        Ok(StoredKeyPackages {
+            one_time: self.key_package_count(d)?,
+            forgotten,
+        })
     }
 
     fn key_package_count(&self, d: &DeviceAddr) -> Result<usize> {
@@ -305,9 +340,11 @@ impl Storage for SqliteStorage {
             Some((d, p, key_ref)) => Some((d, p, key_ref, false)),
             None => tx
                 .query_row(
-                    "SELECT device, package, key_ref FROM key_packages
-                     WHERE handle = ?1 AND (?2 IS NULL OR device = ?2) AND last_resort = 1
-                     ORDER BY id LIMIT 1",
+                    "UPDATE key_packages SET claimed = 1 WHERE id = (
+                         SELECT id FROM key_packages
+                         WHERE handle = ?1 AND (?2 IS NULL OR device = ?2) AND last_resort = 1
+                         ORDER BY id LIMIT 1)
+                     RETURNING device, package, key_ref",
                     params![h.as_str(), device],
                     |r| {
                         Ok((
@@ -680,7 +717,10 @@ mod tests {
         assert_eq!(
             s.add_key_packages(&d, &[kp(1), kp(2)], Some(&kp(9)), false)
                 .expect("add"),
-            2
+            StoredKeyPackages {
+                one_time: 2,
+                forgotten: vec![]
+            }
         );
         let carol = addr("@carol", 1);
         assert_eq!(
@@ -724,8 +764,13 @@ mod tests {
             Some((vec![9], true)),
             "last resort is never consumed"
         );
-        s.add_key_packages(&d, &[], Some(&kp(10)), false)
-            .expect("replace last resort");
+        assert_eq!(
+            s.add_key_packages(&d, &[], Some(&kp(10)), false)
+                .expect("replace last resort")
+                .forgotten,
+            Vec::<Vec<u8>>::new(),
+            "a claimed last-resort package may still be named by a Welcome"
+        );
         assert_eq!(c(&mut s), Some((vec![10], true)));
         assert_eq!(
             s.claim_key_package(&bob, Some(2), &carol).expect("claim"),
@@ -736,15 +781,54 @@ mod tests {
             s.key_package_owner(&[10, 10], &carol).expect("owner"),
             Some(d.clone())
         );
-        // A restarted device replaces its one-use packages instead of adding to them.
-        s.add_key_packages(&d, &[kp(3), kp(4)], None, false)
+        // A restarted device replaces its one-use packages instead of adding to them, and
+        // learns which of the replaced ones nobody received.
+        s.add_key_packages(&d, &[kp(3), kp(4)], Some(&kp(11)), false)
             .expect("add");
         assert_eq!(
-            s.add_key_packages(&d, &[kp(5)], None, true)
+            s.add_key_packages(&d, &[kp(5)], Some(&kp(12)), true)
                 .expect("replace"),
-            1
+            StoredKeyPackages {
+                one_time: 1,
+                forgotten: vec![vec![3, 3], vec![4, 4], vec![11, 11]]
+            }
         );
         assert_eq!(c(&mut s), Some((vec![5], false)));
+        assert_eq!(
+            s.add_key_packages(&d, &[kp(6)], None, true)
+                .expect("replace")
+                .forgotten,
+            Vec::<Vec<u8>>::new(),
+            "the claimed one is gone from the table; the last resort stays"
+        );
+    }
+
+    #[test]
+    fn a_schema_3_database_counts_its_packages_as_claimed() {
+        let db = Connection::open_in_memory().expect("db");
+        db.execute_batch(&SCHEMA.replace(",\n    claimed INTEGER NOT NULL DEFAULT 0", ""))
+            .expect("old schema");
+        db.pragma_update(None, "user_version", 3).expect("version");
+        db.execute(
+            "INSERT INTO accounts (handle, identity_key) VALUES ('@bob', x'01')",
+            [],
+        )
+        .expect("account");
+        db.execute(
+            "INSERT INTO key_packages (handle, device, last_resort, package, key_ref)
+             VALUES ('@bob', 1, 1, x'09', x'0909')",
+            [],
+        )
+        .expect("package");
+        let mut s = SqliteStorage::init(db).expect("migrated");
+        let d = addr("@bob", 1);
+        assert_eq!(
+            s.add_key_packages(&d, &[kp(1)], Some(&kp(2)), true)
+                .expect("replace")
+                .forgotten,
+            Vec::<Vec<u8>>::new(),
+            "it may have been claimed"
+        );
     }
 
     #[test]
