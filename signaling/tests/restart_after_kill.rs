@@ -103,7 +103,6 @@ async fn state_survives_sigkill() {
     })
     .await
     .expect("upload");
-    bob.close();
     let Response::RoomCreated { room } = alice.request(Request::CreateRoom).await.expect("room")
     else {
         panic!()
@@ -115,6 +114,10 @@ async fn state_survives_sigkill() {
         })
         .await
         .expect("invite");
+    // Both in the room, so Alice may claim Bob's KeyPackage.
+    for c in [&alice, &bob] {
+        c.request(Request::JoinRoom { room }).await.expect("join");
+    }
     let mut group = alice_mls.create_group_with_id(&room.0).expect("group");
     alice
         .request(Request::CreateGroup {
@@ -156,7 +159,15 @@ async fn state_survives_sigkill() {
         service_key_after, service_key,
         "the service's MLS key survives"
     );
-    // KeyPackages survived, none consumed by the crash.
+    // The room survived (both can join it again); KeyPackages survived, none consumed by
+    // the crash.
+    let (mut bob, _) = login(&second, "@bobby", false).await;
+    for c in [&alice, &bob] {
+        assert!(matches!(
+            c.request(Request::JoinRoom { room }).await,
+            Ok(Response::RoomJoined { .. })
+        ));
+    }
     let Response::KeyPackage {
         package,
         last_resort: false,
@@ -172,12 +183,8 @@ async fn state_survives_sigkill() {
         panic!("a one-use package")
     };
     assert_eq!(package, bob_packages[1]);
-    // The room survived (Alice can join it); so did the group's public state: a stale
-    // commit is fenced, and a valid one for the current epoch validates against it.
-    assert!(matches!(
-        alice.request(Request::JoinRoom { room }).await,
-        Ok(Response::RoomJoined { .. })
-    ));
+    // So did the group's public state: a stale commit is fenced, and a valid one for the
+    // current epoch validates against it.
     let stale = alice
         .request(Request::Commit {
             group: room.0.to_vec(),
@@ -196,7 +203,6 @@ async fn state_survives_sigkill() {
         Ok(Response::CommitAccepted { epoch: 2, .. })
     ));
     // Bob's queued messages arrive, in order.
-    let (mut bob, _) = login(&second, "@bobby", false).await;
     let mut got = Vec::new();
     while got.len() < 3 {
         match bob.next_within(std::time::Duration::from_secs(5)).await {

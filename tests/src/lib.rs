@@ -155,6 +155,44 @@ impl TestServer {
 }
 
 impl User {
+    /// Creates a room this user owns and brings `others` into it with us: a KeyPackage may
+    /// be claimed only for a device in a call or room with the claimer.
+    pub async fn room_with(&self, others: &[&User]) -> sotto_proto::RoomId {
+        let r = self.client.request(sotto_proto::Request::CreateRoom).await;
+        let Ok(Response::RoomCreated { room }) = r else {
+            panic!("creating a room: {r:?}")
+        };
+        self.join(room).await;
+        for o in others {
+            self.bring(room, o).await;
+        }
+        room
+    }
+
+    /// Invites `other` to our `room` and has it join.
+    pub async fn bring(&self, room: sotto_proto::RoomId, other: &User) {
+        let invite = sotto_proto::Request::InviteToRoom {
+            room,
+            handles: vec![other.handle.clone()],
+        };
+        let r = self.client.request(invite).await;
+        assert!(matches!(r, Ok(Response::Ok)), "inviting: {r:?}");
+        other.join(room).await;
+    }
+
+    /// Joins a room we are invited to (or own).
+    pub async fn join(&self, room: sotto_proto::RoomId) {
+        let r = self
+            .client
+            .request(sotto_proto::Request::JoinRoom { room })
+            .await;
+        assert!(
+            matches!(r, Ok(Response::RoomJoined { .. })),
+            "{}: joining: {r:?}",
+            self.handle
+        );
+    }
+
     /// The next event or delivery within 5 s (panics on silence: a test is waiting for it).
     pub async fn next(&mut self) -> Incoming {
         self.client

@@ -23,11 +23,16 @@ fn code(r: Result<Response, ClientError>) -> ErrorCode {
     }
 }
 
-async fn room_of(owner: &Member) -> RoomId {
-    match owner.user.client.request(Request::CreateRoom).await {
-        Ok(Response::RoomCreated { room }) => room,
-        other => panic!("room: {other:?}"),
-    }
+/// A room `owner` owns with `others` in it (so its owner may claim their KeyPackages).
+async fn room_of(owner: &Member, others: &[&Member]) -> RoomId {
+    let others: Vec<_> = others.iter().map(|m| &m.user).collect();
+    owner.user.room_with(&others).await
+}
+
+/// Brings `m` into the room whose group is `group` (owned by `owner`).
+async fn bring(owner: &Member, group: &CallGroup, m: &Member) {
+    let room = RoomId(group.group_id().try_into().expect("a room's group id"));
+    owner.user.bring(room, &m.user).await;
 }
 
 fn device(handle: &str) -> DeviceAddr {
@@ -74,7 +79,7 @@ async fn group_info(m: &Member, group: &[u8]) -> (u64, Vec<u8>) {
 async fn alice_and_bob(s: &TestServer) -> (Member, CallGroup, Member, CallGroup) {
     let alice = s.member("@alice", 1, 2).await;
     let mut bob = s.member("@bob", 1, 4).await;
-    let room = room_of(&alice).await;
+    let room = room_of(&alice, &[&bob]).await;
     let mut alice_group = alice.create_group(&room.0).await.expect("group");
     alice
         .add(&mut alice_group, &["@bob"])
@@ -89,9 +94,9 @@ async fn alice_and_bob(s: &TestServer) -> (Member, CallGroup, Member, CallGroup)
 async fn a_forged_leaf_claim_is_refused_and_the_server_computes_leaves() {
     let s = server(|_| {}).await;
     let alice = s.member("@alice", 1, 1).await;
-    s.member("@bob", 1, 4).await;
-    s.member("@carol", 1, 4).await;
-    let room = room_of(&alice).await;
+    let bob = s.member("@bob", 1, 4).await;
+    let carol = s.member("@carol", 1, 4).await;
+    let room = room_of(&alice, &[&bob, &carol]).await;
     let mut group = alice.create_group(&room.0).await.expect("group");
 
     // Alice adds Bob but claims he sits at leaf 5 (so the SFU would bind him there).
@@ -161,7 +166,8 @@ async fn a_forged_leaf_claim_is_refused_and_the_server_computes_leaves() {
 async fn commits_from_non_members_invalid_commits_and_unknown_packages_are_refused() {
     let s = server(|_| {}).await;
     let (alice, mut group, bob, mut bob_group) = alice_and_bob(&s).await;
-    s.member("@carol", 1, 2).await;
+    let carol_member = s.member("@carol", 1, 2).await;
+    bring(&alice, &group, &carol_member).await;
     let room = group.group_id().to_vec();
 
     // Mallory is no member: her commit, made in a group of her own with the same id, is
@@ -209,7 +215,6 @@ async fn commits_from_non_members_invalid_commits_and_unknown_packages_are_refus
     // would be added) is refused.
     let carol =
         MlsDevice::with_identity("@carol", &sotto_tests::key_for("@carol"), None).expect("device");
-    s.user("@carol", 1).await;
     let commit = group
         .add(&alice.mls, &[carol.key_package().expect("kp")])
         .expect("commit");
@@ -255,7 +260,7 @@ async fn a_squatted_group_id_is_refused() {
     let alice = s.member("@alice", 1, 1).await;
     let _bob = s.member("@bob", 1, 1).await;
     let mallory = s.member("@mallory", 1, 1).await;
-    let room = room_of(&alice).await;
+    let room = room_of(&alice, &[]).await;
     // Mallory may not create the group of Alice's room,
     assert_eq!(
         code(mallory.create_group(&room.0).await.map(|_| Response::Ok)),
@@ -308,7 +313,8 @@ async fn proposals_validate_and_commit_by_reference_and_group_info_is_kept() {
     let s = server(|_| {}).await;
     let (mut alice, mut alice_group, mut bob, mut bob_group) = alice_and_bob(&s).await;
     let room = alice_group.group_id().to_vec();
-    let _carol = s.member("@carol", 1, 2).await;
+    let carol = s.member("@carol", 1, 2).await;
+    bring(&alice, &alice_group, &carol).await;
     alice
         .add(&mut alice_group, &["@carol"])
         .await

@@ -31,6 +31,9 @@ async fn twenty_concurrent_claimers_each_get_a_distinct_package_or_the_last_reso
     for i in 0..20 {
         claimers.push(s.user(&format!("@claimer{i:02}"), 1).await);
     }
+    // Claims are only for devices in a call or room with the claimer.
+    let claimer_refs: Vec<_> = claimers.iter().collect();
+    bob.user.room_with(&claimer_refs).await;
     let results = futures_util::future::join_all(claimers.iter().map(|c| {
         c.client.request(Request::ClaimKeyPackage {
             handle: h("@bob"),
@@ -140,16 +143,8 @@ async fn concurrent_commits_for_one_epoch_exactly_one_wins_and_members_get_it() 
     let s = server(|_| {}).await;
     let mut alice = s.member("@alice", 1, 2).await;
     let mut bob = s.member("@bob", 1, 2).await;
-    s.member("@carol", 1, 2).await.user.client.close();
-    let Response::RoomCreated { room } = alice
-        .user
-        .client
-        .request(Request::CreateRoom)
-        .await
-        .expect("room")
-    else {
-        panic!("room")
-    };
+    let carol = s.member("@carol", 1, 2).await;
+    let room = alice.user.room_with(&[&bob.user, &carol.user]).await;
     let mut alice_group = alice.create_group(&room.0).await.expect("create");
     let r = alice
         .add(&mut alice_group, &["@bob"])
@@ -167,10 +162,22 @@ async fn concurrent_commits_for_one_epoch_exactly_one_wins_and_members_get_it() 
         (h("@bob"), 1),
         "the server computed who was added, and where"
     );
-    // (Bob is also told his KeyPackages run low: the claim left him one.)
+    // (Bob is also told his KeyPackages run low: the claim left him one; and his room
+    // invitation came first.)
     let Incoming::Delivery { seq, item } = bob
         .user
-        .expect("the Welcome", |i| matches!(i, Incoming::Delivery { .. }))
+        .expect("the Welcome", |i| {
+            matches!(
+                i,
+                Incoming::Delivery {
+                    item: Stored::Mls {
+                        kind: MlsKind::Welcome,
+                        ..
+                    },
+                    ..
+                }
+            )
+        })
         .await
     else {
         panic!("delivery")
@@ -188,6 +195,8 @@ async fn concurrent_commits_for_one_epoch_exactly_one_wins_and_members_get_it() 
 
     // Alice (adding Carol) and Bob (a self-update) both commit in epoch 1, at once.
     let carol_package = alice.claim(&["@carol"]).await;
+    // Carol goes offline: if she is added, her Welcome waits for her.
+    carol.user.client.close();
     let alice_commit = alice_group
         .add(&alice.mls, &carol_package)
         .expect("alice commit");

@@ -1,7 +1,8 @@
 //! The fixed membership flow of load participants, through the real signaling service:
 //! everyone registers and publishes KeyPackages; the first creates the room and its MLS
-//! group, invites the rest and adds them all in one commit; everyone joins from the
-//! Welcome, joins the room, and fetches its join token. Each then has real MLS-derived
+//! group and invites the rest; everyone joins the room (KeyPackages may be claimed only
+//! for devices in it); the first adds them all in one commit; everyone joins the group
+//! from the Welcome and fetches its join token. Each then has real MLS-derived
 //! SFrame keys and the leaf the delivery service computed. (The group-call issue's client
 //! replaces this with real membership handling: rotations, late joins, removals.)
 
@@ -108,6 +109,9 @@ pub async fn form(
             })
             .await?;
     }
+    for (client, _) in &accounts {
+        client.request(Request::JoinRoom { room }).await?;
+    }
     let mut group = owner_mls.create_group_with_id(&room.0)?;
     owner
         .request(Request::CreateGroup {
@@ -173,7 +177,7 @@ async fn welcome(client: &mut SignalingClient, room: &RoomId) -> anyhow::Result<
     }
 }
 
-/// Joins the room and fetches the token; derives the epoch's SFrame keys.
+/// Fetches the token for the room (joined before); derives the epoch's SFrame keys.
 async fn enter(
     client: SignalingClient,
     mls: MlsDevice,
@@ -181,7 +185,6 @@ async fn enter(
     room: RoomId,
     handle: &str,
 ) -> anyhow::Result<Joined> {
-    client.request(Request::JoinRoom { room }).await?;
     let Response::SfuToken { token, .. } = client.request(Request::SfuToken { room }).await? else {
         bail!("the join token was answered unexpectedly");
     };

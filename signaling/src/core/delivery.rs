@@ -111,7 +111,17 @@ impl Core {
         now: Instant,
     ) -> Reply {
         self.account_rate(&me.handle, super::AccountRate::Claims, now)?;
-        let Some(c) = self.storage.claim_key_package(handle, device, me)? else {
+        // A claim uses a one-use package up: were claims open to anyone, anyone could
+        // drain a device down to its last-resort package.
+        let Some(device) = self.device_beside(me, handle, device) else {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!(
+                    "a KeyPackage may be claimed only for a device of {handle} in a call or room with you"
+                ),
+            ));
+        };
+        let Some(c) = self.storage.claim_key_package(handle, Some(device), me)? else {
             return Err(err(
                 ErrorCode::NotFound,
                 format!("no KeyPackage available for {handle}"),

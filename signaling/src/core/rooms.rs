@@ -14,8 +14,8 @@ use std::{
 
 use ed25519_dalek::Signer;
 use sotto_proto::{
-    DeviceAddr, ErrorBody, ErrorCode, Event, Handle, JOIN_TOKEN_LABEL, JoinToken, MlsKind,
-    Response, RoomId, RosterEntry, RtcSignal, SignedJoinToken, Stored,
+    DeviceAddr, DeviceId, ErrorBody, ErrorCode, Event, Handle, JOIN_TOKEN_LABEL, JoinToken,
+    MlsKind, Response, RoomId, RosterEntry, RtcSignal, SignedJoinToken, Stored,
 };
 
 use super::{Core, Reply, SessionId, SessionState, Timer, err, room_id};
@@ -496,6 +496,24 @@ impl Core {
             .rooms
             .get(room)
             .is_some_and(|l| l.participants.contains_key(me))
+    }
+
+    /// A device of `handle` (`device` if named) present in a live room, a call's room
+    /// included, where `me` is present too: the only devices whose KeyPackages `me` may
+    /// claim. (One pass over the live rooms, as a disconnect makes.)
+    pub(super) fn device_beside(
+        &self,
+        me: &DeviceAddr,
+        handle: &Handle,
+        device: Option<DeviceId>,
+    ) -> Option<DeviceId> {
+        self.rooms
+            .rooms
+            .values()
+            .filter(|l| l.participants.contains_key(me))
+            .flat_map(|l| l.participants.keys())
+            .find(|d| &d.handle == handle && device.is_none_or(|want| d.device == want))
+            .map(|d| d.device)
     }
 
     fn roster(&self, room: &RoomId) -> Vec<RosterEntry> {

@@ -400,6 +400,7 @@ fn epoch_fencing_accepts_one_commit_per_epoch() {
     let (alice, alice_mls) = w.member("@alice", 2);
     let (bob, bob_mls) = w.member("@bob", 2);
     let room = w.room(alice);
+    w.gather(alice, room, &[(bob, "@bob")]);
     let mut alice_group = w.create_group(alice, &alice_mls, &room.0);
     let added = w.add(alice, &alice_mls, &mut alice_group, &["@bob"]);
     assert_eq!(
@@ -435,11 +436,13 @@ fn offline_device_gets_stored_messages_in_order_at_login() {
     let mut w = World::new();
     let (alice, alice_mls) = w.member("@alice", 1);
     let (bob, _bob_mls) = w.member("@bob", 1);
-    w.core.disconnect(bob, w.now);
     let room = w.room(alice);
+    w.gather(alice, room, &[(bob, "@bob")]);
     let mut group = w.create_group(alice, &alice_mls, &room.0);
     w.add(alice, &alice_mls, &mut group, &["@bob"])
         .expect("commit");
+    // Bob goes offline before reading his Welcome.
+    w.core.disconnect(bob, w.now);
     let mut sent = Vec::new();
     for _ in 1..=3 {
         let c = group.update(&alice_mls).expect("update");
@@ -463,9 +466,10 @@ fn offline_device_gets_stored_messages_in_order_at_login() {
         .sign(&login_transcript(&nonce, &h("@bob"), 1))
         .to_bytes()
         .to_vec();
+    // The room invitation, the Welcome, the three commits.
     assert!(matches!(
         w.req(sid, Request::Prove { signature: sig }),
-        Ok(Response::LoggedIn { pending: 4, .. })
+        Ok(Response::LoggedIn { pending: 5, .. })
     ));
     let data: Vec<(MlsKind, Vec<u8>)> = w
         .drain(sid)
@@ -493,6 +497,8 @@ fn a_claim_that_leaves_few_key_packages_asks_the_device_for_more() {
     let low = w.core.cfg.limits.key_package_low_water;
     let (alice, _) = w.member("@alice", 0);
     let (bob, _) = w.member("@bob", low + 1);
+    let room = w.room(alice);
+    w.gather(alice, room, &[(bob, "@bob")]);
     let claim = Request::ClaimKeyPackage {
         handle: h("@bob"),
         device: None,
@@ -536,6 +542,56 @@ fn a_claim_that_leaves_few_key_packages_asks_the_device_for_more() {
     )
     .expect("claim");
     assert_eq!(w.events(bob).len(), 1, "told again after an upload");
+}
+
+#[test]
+fn key_packages_are_claimed_only_for_a_device_in_a_call_or_room_with_the_claimer() {
+    let mut w = World::new();
+    let (alice, _) = w.member("@alice", 0);
+    let (bob, _) = w.member("@bob", 4);
+    let (mallory, _) = w.member("@mallory", 0);
+    let claim = |device| Request::ClaimKeyPackage {
+        handle: h("@bob"),
+        device,
+    };
+    assert_eq!(
+        code(w.req(alice, claim(None))),
+        ErrorCode::Forbidden,
+        "no room or call in common yet"
+    );
+    let room = w.room(alice);
+    let invite = Request::InviteToRoom {
+        room,
+        handles: vec![h("@bob")],
+    };
+    assert_eq!(w.req(alice, invite), Ok(Response::Ok));
+    assert!(w.req(alice, Request::JoinRoom { room }).is_ok());
+    assert_eq!(
+        code(w.req(alice, claim(None))),
+        ErrorCode::Forbidden,
+        "invited is not enough: bob is not in the room"
+    );
+    assert!(w.req(bob, Request::JoinRoom { room }).is_ok());
+    assert!(matches!(
+        w.req(alice, claim(Some(1))),
+        Ok(Response::KeyPackage { .. })
+    ));
+    assert_eq!(
+        code(w.req(alice, claim(Some(2)))),
+        ErrorCode::Forbidden,
+        "a device of bob's that is not there"
+    );
+    assert_eq!(
+        code(w.req(mallory, claim(None))),
+        ErrorCode::Forbidden,
+        "someone outside the room"
+    );
+    w.core.disconnect(bob, w.now);
+    assert_eq!(
+        code(w.req(alice, claim(None))),
+        ErrorCode::Forbidden,
+        "bob left"
+    );
 }
 
 #[test]
@@ -584,17 +640,18 @@ fn session_cap_refuses_new_connections() {
 #[test]
 fn a_full_device_queue_refuses_the_message_for_everyone_with_a_typed_error() {
     let mut w = World::new();
-    w.core.cfg.limits.max_pending = 2;
     let (alice, alice_mls) = w.member("@alice", 1);
     let (bob, _) = w.member("@bob", 1);
     let (carol, _) = w.member("@carol", 1);
-    w.core.disconnect(bob, w.now);
     let room = w.room(alice);
+    w.gather(alice, room, &[(bob, "@bob"), (carol, "@carol")]);
+    // Bob reads nothing: the room invitation is 1 queued.
+    w.core.cfg.limits.max_pending = 3;
     let mut group = w.create_group(alice, &alice_mls, &room.0);
     w.add(alice, &alice_mls, &mut group, &["@bob"])
-        .expect("add bob"); // bob: Welcome (1 queued)
+        .expect("add bob"); // bob: Welcome (2 queued)
     w.add(alice, &alice_mls, &mut group, &["@carol"])
-        .expect("add carol"); // bob: commit (2 queued)
+        .expect("add carol"); // bob: commit (3 queued)
     w.drain(carol);
     // Bob's queue is full: the next commit is refused, for everyone, and the epoch stays.
     let c = group.update(&alice_mls).expect("update");
@@ -648,6 +705,19 @@ impl World {
             panic!("room")
         };
         room
+    }
+
+    /// Invites `others` to `owner`'s room and brings everyone into it, as joiners are before
+    /// anyone may claim their KeyPackages.
+    fn gather(&mut self, owner: SessionId, room: RoomId, others: &[(SessionId, &str)]) {
+        let invite = Request::InviteToRoom {
+            room,
+            handles: others.iter().map(|(_, hd)| h(hd)).collect(),
+        };
+        assert_eq!(self.req(owner, invite), Ok(Response::Ok));
+        for sid in std::iter::once(owner).chain(others.iter().map(|(s, _)| *s)) {
+            assert!(self.req(sid, Request::JoinRoom { room }).is_ok());
+        }
     }
 
     fn create_group(&mut self, sid: SessionId, mls: &MlsDevice, id: &[u8]) -> CallGroup {
