@@ -83,7 +83,6 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
         "not the owner"
     );
     let mut group = alice.create_group(&room.0).await.expect("group");
-    alice.add(&mut group, &["@bob"]).await.expect("commit");
 
     alice
         .user
@@ -107,6 +106,8 @@ async fn room_lifecycle_with_sfu_tokens_and_relay() {
             |i| matches!(i, Incoming::Event(Event::Roster { roster, .. }) if roster.len() == 2),
         )
         .await;
+    // Bob is in the room, so Alice may claim his KeyPackage and add him.
+    alice.add(&mut group, &["@bob"]).await.expect("commit");
 
     // Bob's token names his leaf and verifies under the key the SFU got.
     let Response::SfuToken { token, media_addr } = bob
