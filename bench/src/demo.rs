@@ -11,6 +11,7 @@ use anyhow::{Context, ensure};
 use ed25519_dalek::SigningKey;
 use sotto_client::{
     call::{CallOptions, CallReport, Endpoint, VideoOptions},
+    codec::audio::AudioEncoder,
     transport::TransportConfig,
 };
 use sotto_media::synth::AudioSignal;
@@ -110,7 +111,11 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let per_client = cpu.as_secs_f64() / call_started.elapsed().as_secs_f64() / 2.0;
     eprintln!();
 
-    print_report(&a, &b, per_client);
+    let fill = Fill {
+        frame: Duration::from_millis(u64::from(alice_opts.frame_ms)),
+        lookahead: AudioEncoder::new()?.lookahead()?,
+    };
+    print_report(&a, &b, per_client, &fill);
     check_flowed(&a, &b)?;
     server.shutdown().await;
     println!(
@@ -120,8 +125,16 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What mouth-to-ear latency adds to the frame latency the stamps measure.
+struct Fill {
+    /// A frame's duration: its first sample waits that long for the frame to be ready.
+    frame: Duration,
+    /// The encoder's algorithmic delay.
+    lookahead: Duration,
+}
+
 /// The call's figures, both directions, as the demo prints them.
-fn print_report(a: &CallReport, b: &CallReport, per_client: f64) {
+fn print_report(a: &CallReport, b: &CallReport, per_client: f64, fill: &Fill) {
     println!(
         "  setup            {} from invite to first sound",
         ms(a.setup_time)
@@ -144,9 +157,7 @@ fn print_report(a: &CallReport, b: &CallReport, per_client: f64) {
     println!("  audio (Opus 20 ms, SFrame AES-128-GCM):");
     side("@alice → @bob", b, a);
     side("@bob → @alice", a, b);
-    println!(
-        "  mouth-to-ear latency, capture → playout on the same clock (goal p50 ≤ 30 ms, p99 ≤ 45 ms):"
-    );
+    println!("  audio frame latency, frame ready → playout start, one clock (goal p50 ≤ 10 ms):");
     for (label, r) in [("@alice → @bob", b), ("@bob → @alice", a)] {
         println!(
             "  {label:<16} p50 {}   p99 {}   max {}",
@@ -154,6 +165,19 @@ fn print_report(a: &CallReport, b: &CallReport, per_client: f64) {
             ms(r.latency.latency_quantile(0.99)),
             ms(r.latency.latency_quantile(1.0)),
         );
+    }
+    println!(
+        "  mouth-to-ear, first sample captured → played: the frame latency + {} of frame fill + {} Opus look-ahead:",
+        ms(Some(fill.frame)),
+        ms(Some(fill.lookahead))
+    );
+    for (label, r) in [("@alice → @bob", b), ("@bob → @alice", a)] {
+        let m2e = |q| {
+            r.latency
+                .latency_quantile(q)
+                .map(|l| l + fill.frame + fill.lookahead)
+        };
+        println!("  {label:<16} p50 {}   p99 {}", ms(m2e(0.5)), ms(m2e(0.99)));
     }
     println!(
         "  epochs           {} MLS self-updates mid-call (new SFrame keys, old ones kept 2 s); keyframes right after: @alice {}, @bob {}",

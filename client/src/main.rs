@@ -400,8 +400,8 @@ fn report_json(r: &CallReport) -> serde_json::Value {
         "keyframe_requests_sent": r.keyframe_requests_sent,
         "keyframe_requests_received": r.keyframe_requests_received,
         "retransmissions_received": r.retransmissions_received,
-        "latency_p50_ms": ms(r.latency.latency_quantile(0.5)),
-        "latency_p99_ms": ms(r.latency.latency_quantile(0.99)),
+        "frame_latency_p50_ms": ms(r.latency.latency_quantile(0.5)),
+        "frame_latency_p99_ms": ms(r.latency.latency_quantile(0.99)),
         "video_latency_p50_ms": ms(r.video.latency_quantile(0.5)),
         "rtt_ms": ms(r.rtt),
         "setup_ms": ms(r.setup_time),
@@ -455,7 +455,7 @@ fn print_report(r: &CallReport) {
         r.latency.latency_quantile(0.99),
     ) {
         println!(
-            "latency: p50 {:.1} ms, p99 {:.1} ms",
+            "audio frame latency (frame ready → playout start): p50 {:.1} ms, p99 {:.1} ms",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3
         );

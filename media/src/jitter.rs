@@ -5,9 +5,16 @@
 //! DTX pauses are gaps like any other. Playout runs on a schedule that starts at the first
 //! frame's arrival plus the target delay and advances one frame per slot. For each slot the
 //! buffer hands out the frame, or a concealment order (with the next frame's bytes when
-//! present, for Opus in-band FEC). The target delay follows the interarrival jitter
-//! (RFC 3550 §6.4.1 estimator): a frame that arrives after its slot stretches the schedule
-//! by one frame; a buffer persistently deeper than the target skips one.
+//! present, for Opus in-band FEC).
+//!
+//! The delay earns its keep: on a clean path it is a small margin plus four times the
+//! interarrival jitter (RFC 3550 §6.4.1 estimator), well under a frame. Once a frame is
+//! missing at its slot, the buffer waits one frame longer for a while
+//! ([`JitterConfig::repair_memory`]), so that when the next one goes missing the frame
+//! after it, whose in-band FEC rebuilds it, is already here. (Audio is never retransmitted,
+//! so no longer wait could repair anything.) A frame that arrives after its slot stretches
+//! the schedule by one frame; a buffer that kept a whole frame more than its target for a
+//! second (or far more for a moment) skips one, which is how the delay comes back down.
 
 use std::{
     collections::BTreeMap,
@@ -19,25 +26,32 @@ use std::{
 pub struct JitterConfig {
     /// Duration of one frame.
     pub frame: Duration,
-    /// Least playout delay.
+    /// Least playout delay: the margin kept on a clean path, on top of the jitter's.
     pub min_delay: Duration,
     /// Most playout delay.
     pub max_delay: Duration,
     /// Frames held at most; beyond that the oldest is dropped.
     pub capacity: usize,
+    /// How long after a missing frame the buffer keeps one frame more delay for FEC.
+    pub repair_memory: Duration,
 }
 
 impl Default for JitterConfig {
     fn default() -> Self {
         Self {
             frame: Duration::from_millis(20),
-            min_delay: Duration::from_millis(20),
+            min_delay: Duration::from_millis(2),
             max_delay: Duration::from_millis(300),
             capacity: 64,
+            repair_memory: Duration::from_secs(10),
         }
     }
 }
 
+/// Slots over which the least slack is taken before the delay may come down by a frame.
+const TRIM_WINDOW: u32 = 50;
+/// Slots after which a buffer far deeper than its target skips a frame at once.
+const TRIM_FAST: u32 = 10;
 /// What to play in one slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Playout {
@@ -90,14 +104,34 @@ pub struct JitterStats {
 #[derive(Debug)]
 pub struct JitterBuffer {
     cfg: JitterConfig,
-    frames: BTreeMap<u64, Vec<u8>>,
+    /// Buffered frames by index: when each arrived, and its bytes.
+    frames: BTreeMap<u64, (Instant, Vec<u8>)>,
     next_index: Option<u64>,
     next_at: Option<Instant>,
     /// Interarrival jitter estimate, seconds.
     jitter: f64,
     prev_transit: Option<f64>,
     origin: Option<Instant>,
-    /// Slots in a row the buffer was deeper than it needs to be.
+    /// Until when the buffer keeps one frame more delay for FEC (a frame went missing).
+    repair_until: Option<Instant>,
+    /// What it was before the missing frame that last stretched the schedule.
+    repair_before: Option<Instant>,
+    /// Whether that wait was on at the last slot.
+    repairing: bool,
+    /// The next due slot is a stretch: one concealed slot more, to add a frame of delay.
+    stretch_pending: bool,
+    /// The missing frame that last stretched the schedule (its late arrival adds nothing).
+    stretched_for: Option<u64>,
+    /// Stretches for late frames not undone yet.
+    late_stretches: u32,
+    /// Whether the repair wait stretched the schedule (undone when the wait ends).
+    repair_stretched: bool,
+    /// Least slack (playout minus arrival, seconds) of the frames played this window.
+    least_slack: f64,
+    /// Slots in the current trim window, and whether any was late or missing.
+    window: u32,
+    window_clean: bool,
+    /// Slots in a row the buffer held far more frames than it needs.
     deep_slots: u32,
     stats: JitterStats,
 }
@@ -113,9 +147,29 @@ impl JitterBuffer {
             jitter: 0.0,
             prev_transit: None,
             origin: None,
+            repair_until: None,
+            repair_before: None,
+            repairing: false,
+            stretch_pending: false,
+            stretched_for: None,
+            late_stretches: 0,
+            repair_stretched: false,
+            least_slack: f64::INFINITY,
+            window: 0,
+            window_clean: true,
             deep_slots: 0,
             stats: JitterStats::default(),
         }
+    }
+
+    /// Empties the buffer for a new talk spurt of `frame`-long frames (a sender back from
+    /// a pause, perhaps with another framing), with fresh counters and a new schedule,
+    /// but keeping what it learned of the path: the jitter and a recent loss.
+    pub fn restart(&mut self, frame: Duration) {
+        let (jitter, repair_until) = (self.jitter, self.repair_until);
+        *self = Self::new(JitterConfig { frame, ..self.cfg });
+        self.jitter = jitter;
+        self.repair_until = repair_until;
     }
 
     /// Counters so far.
@@ -123,14 +177,19 @@ impl JitterBuffer {
         self.stats
     }
 
-    /// The delay the buffer aims for now: one frame plus four times the jitter, clamped.
+    /// The delay the buffer aims for now: the least delay plus four times the jitter, and
+    /// one frame more while it waits for FEC after a loss; clamped.
     pub fn target_delay(&self) -> Duration {
-        let d = self.cfg.frame.as_secs_f64() + 4.0 * self.jitter;
+        let repair = if self.repairing {
+            self.cfg.frame.as_secs_f64()
+        } else {
+            0.0
+        };
+        let d = self.cfg.min_delay.as_secs_f64() + 4.0 * self.jitter + repair;
         Duration::from_secs_f64(d).clamp(self.cfg.min_delay, self.cfg.max_delay)
     }
 
-    /// The target in whole frames, rounding up but forgiving a millisecond, so that a
-    /// decayed jitter estimate of a few microseconds does not cost a whole frame.
+    /// The target in whole frames, rounding up but forgiving a millisecond.
     fn target_frames(&self) -> u64 {
         let frames = (self.target_delay().as_secs_f64() - 0.001) / self.cfg.frame.as_secs_f64();
         (frames.ceil() as u64).max(1)
@@ -153,14 +212,24 @@ impl JitterBuffer {
         self.update_jitter(index, arrival);
         match self.next_index {
             None => {
+                self.repairing = self.repair_until.is_some_and(|until| arrival < until);
                 self.next_index = Some(index);
                 self.next_at = Some(arrival + self.target_delay());
             }
             Some(next) if index < next => {
                 self.stats.late += 1;
-                // Evidence the delay is too short: add one frame of delay.
-                if self.target_delay() + self.cfg.frame <= self.cfg.max_delay {
-                    self.next_at = self.next_at.map(|t| t + self.cfg.frame);
+                self.window_clean = false;
+                if self.stretched_for == Some(index) {
+                    // The frame that started the FEC wait was late, not lost: its stretch
+                    // stays, but as a late frame's (undone once jitter settles), and the
+                    // wait it started ends.
+                    if std::mem::take(&mut self.repair_stretched) {
+                        self.repair_until = self.repair_before;
+                        self.late_stretches += 1;
+                    }
+                } else if self.stretch() {
+                    // Evidence the delay is too short.
+                    self.late_stretches += 1;
                 }
                 return Pushed::Late;
             }
@@ -170,7 +239,7 @@ impl JitterBuffer {
             self.stats.duplicates += 1;
             return Pushed::Duplicate;
         }
-        self.frames.insert(index, payload);
+        self.frames.insert(index, (arrival, payload));
         self.stats.received += 1;
         while self.frames.len() > self.cfg.capacity {
             if let Some((dropped, _)) = self.frames.pop_first() {
@@ -181,6 +250,15 @@ impl JitterBuffer {
             }
         }
         Pushed::Accepted
+    }
+
+    /// Plays one concealed slot more at the next due time, if the delay may grow and no
+    /// stretch is pending already; whether it will.
+    fn stretch(&mut self) -> bool {
+        let grow =
+            !self.stretch_pending && self.target_delay() + self.cfg.frame <= self.cfg.max_delay;
+        self.stretch_pending |= grow;
+        grow
     }
 
     fn update_jitter(&mut self, index: u64, arrival: Instant) {
@@ -207,41 +285,90 @@ impl JitterBuffer {
             return None;
         }
         self.next_at = Some(at + self.cfg.frame);
+        self.repairing = self.repair_until.is_some_and(|until| now < until);
+        if std::mem::take(&mut self.stretch_pending) {
+            self.stats.concealed += 1;
+            return Some(Playout::Conceal {
+                index: None,
+                next: None,
+            });
+        }
         self.next_index = Some(index + 1);
         let out = match self.frames.remove(&index) {
-            Some(payload) => {
+            Some((arrival, payload)) => {
                 self.stats.played += 1;
+                let slack = now.saturating_duration_since(arrival).as_secs_f64();
+                self.least_slack = self.least_slack.min(slack);
                 Playout::Frame { index, payload }
             }
             None => {
                 self.stats.concealed += 1;
+                let next = self.frames.get(&(index + 1)).map(|(_, p)| p.clone());
+                self.missing(index, now, next.is_some());
                 Playout::Conceal {
                     index: Some(index),
-                    next: self.frames.get(&(index + 1)).cloned(),
+                    next,
                 }
             }
         };
-        self.trim_depth();
+        self.trim();
         Some(out)
     }
 
-    /// If the buffer has held more than the target for a second (or far more for a
-    /// moment), drop the oldest buffered frame to cut a frame of latency. This is what
-    /// brings the delay back down after a late frame stretched it.
-    fn trim_depth(&mut self) {
+    /// A slot found its frame missing: wait for FEC for a while, and if the next frame
+    /// was not here to rebuild this one, add the frame of delay that lets it be next time.
+    fn missing(&mut self, index: u64, now: Instant, repaired: bool) {
+        let was_repairing = self.repairing;
+        let before = self.repair_until.replace(now + self.cfg.repair_memory);
+        self.repairing = true;
+        self.window_clean = false;
+        if !was_repairing && !repaired && self.stretch() {
+            self.stretched_for = Some(index);
+            self.repair_stretched = true;
+            self.repair_before = before;
+        }
+    }
+
+    /// Cuts a frame of delay when it is not earning its keep: the FEC wait that added it
+    /// is over; or every frame of a clean window arrived a frame (and the least delay,
+    /// unless a late frame's stretch is being undone) before it played, a frame more
+    /// while waiting for FEC; or the buffer held far more frames than its target for a
+    /// while (a stall released a burst). Slack is measured to the actual playout, so the
+    /// device's pull granularity counts as the margin it is.
+    fn trim(&mut self) {
         let Some(next) = self.next_index else { return };
         let depth = self.frames.range(next..).count() as u64;
-        let target = self.target_frames();
-        if depth > target {
+        if depth > self.target_frames() + 2 {
             self.deep_slots += 1;
         } else {
             self.deep_slots = 0;
         }
-        let patience = if depth > target + 2 { 10 } else { 50 };
-        if self.deep_slots >= patience && self.frames.remove(&next).is_some() {
+        let frame = self.cfg.frame.as_secs_f64();
+        let undo_repair = self.repair_stretched && !self.repairing;
+        self.window += 1;
+        let mut window_cut = false;
+        if self.window >= TRIM_WINDOW {
+            let mut need = if self.repairing { frame } else { 0.0 };
+            if self.late_stretches == 0 {
+                need += self.cfg.min_delay.as_secs_f64();
+            }
+            window_cut = self.window_clean
+                && self.least_slack.is_finite()
+                && self.least_slack - frame >= need;
+            self.window = 0;
+            self.window_clean = true;
+            self.least_slack = f64::INFINITY;
+        }
+        let cut = undo_repair || window_cut || self.deep_slots >= TRIM_FAST;
+        if cut && self.frames.remove(&next).is_some() {
             self.next_index = Some(next + 1);
             self.stats.dropped += 1;
             self.deep_slots = 0;
+            if undo_repair {
+                self.repair_stretched = false;
+            } else if window_cut {
+                self.late_stretches = self.late_stretches.saturating_sub(1);
+            }
         }
     }
 }
@@ -251,18 +378,11 @@ mod tests {
     use super::*;
 
     const F: Duration = Duration::from_millis(20);
+    const MS: Duration = Duration::from_millis(1);
 
     /// Plays everything due up to `until`, in 1 ms steps.
     fn drain(jb: &mut JitterBuffer, from: Instant, until: Instant) -> Vec<(Instant, Playout)> {
-        let mut out = Vec::new();
-        let mut t = from;
-        while t <= until {
-            while let Some(p) = jb.poll(t) {
-                out.push((t, p));
-            }
-            t += Duration::from_millis(1);
-        }
-        out
+        simulate(jb, from, Vec::new(), until)
     }
 
     /// Drives time in 1 ms steps: frames are pushed when they arrive, slots polled when due.
@@ -285,9 +405,25 @@ mod tests {
             while let Some(p) = jb.poll(t) {
                 out.push((t, p));
             }
-            t += Duration::from_millis(1);
+            t += MS;
         }
         out
+    }
+
+    /// Frames `0..n` sent every frame from `t0`, arriving on time except `lost` (never)
+    /// and `late` (by the given delay).
+    fn stream(t0: Instant, n: u32, lost: &[u64], late: &[(u64, Duration)]) -> Vec<(u64, Instant)> {
+        (0..n)
+            .map(u64::from)
+            .filter(|i| !lost.contains(i))
+            .map(|i| {
+                let extra = late
+                    .iter()
+                    .find(|(l, _)| *l == i)
+                    .map_or(Duration::ZERO, |(_, d)| *d);
+                (i, t0 + F * u32::try_from(i).expect("short") + extra)
+            })
+            .collect()
     }
 
     fn indices(out: &[(Instant, Playout)]) -> Vec<Option<u64>> {
@@ -299,22 +435,28 @@ mod tests {
             .collect()
     }
 
+    /// When frame `index` was played.
+    fn played_at(out: &[(Instant, Playout)], index: u64) -> Instant {
+        out.iter()
+            .find(|(_, p)| matches!(p, Playout::Frame { index: i, .. } if *i == index))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("frame {index} played"))
+    }
+
     #[test]
-    fn steady_stream_plays_in_order_at_min_delay() {
+    fn a_clean_stream_plays_in_order_at_the_least_delay() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
-        let arrivals = (0..50u32).map(|i| (u64::from(i), t0 + F * i)).collect();
-        let out = simulate(&mut jb, t0, arrivals, t0 + F * 60);
+        let out = simulate(&mut jb, t0, stream(t0, 50, &[], &[]), t0 + F * 49 + 2 * MS);
         assert_eq!(
             indices(&out),
-            (0..50)
-                .map(Some)
-                .chain(std::iter::repeat_n(None, out.len() - 50))
-                .collect::<Vec<_>>()
+            (0..50).map(Some).collect::<Vec<_>>(),
+            "every frame, no concealment"
         );
-        // First frame played one target delay after it arrived.
-        assert_eq!(out[0].0, t0 + F);
-        assert_eq!(jb.stats().concealed as usize, out.len() - 50);
+        // Played the least delay after it arrived, well under a frame.
+        assert_eq!(out[0].0, t0 + 2 * MS);
+        assert_eq!(played_at(&out, 49), t0 + F * 49 + 2 * MS);
+        assert_eq!(jb.stats().concealed, 0);
     }
 
     #[test]
@@ -344,20 +486,107 @@ mod tests {
     }
 
     #[test]
-    fn late_frames_are_refused_and_stretch_the_delay() {
+    fn a_missing_frame_adds_a_frame_of_delay_so_the_next_loss_is_rebuilt_from_fec() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
-        jb.push(0, t0, vec![0]);
-        let first = drain(&mut jb, t0, t0 + F * 2);
-        assert_eq!(indices(&first)[..2], [Some(0), None]);
-        let due_before = jb.poll_timeout().expect("scheduled");
-        assert_eq!(jb.push(1, t0 + F * 2, vec![1]), Pushed::Late);
+        let out = simulate(&mut jb, t0, stream(t0, 100, &[10, 30], &[]), t0 + F * 99);
+        // Frame 10 is missing and frame 11 not yet here: concealed without FEC data, then
+        // one slot more (the stretch) before frame 11.
+        let at10 = out
+            .iter()
+            .position(|(_, p)| {
+                matches!(
+                    p,
+                    Playout::Conceal {
+                        index: Some(10),
+                        ..
+                    }
+                )
+            })
+            .expect("slot 10");
         assert_eq!(
-            jb.poll_timeout(),
-            Some(due_before + F),
-            "one frame more delay"
+            out[at10].1,
+            Playout::Conceal {
+                index: Some(10),
+                next: None
+            }
+        );
+        assert_eq!(
+            out[at10 + 1].1,
+            Playout::Conceal {
+                index: None,
+                next: None
+            }
+        );
+        assert_eq!(played_at(&out, 11), t0 + F * 11 + F + 2 * MS);
+        // With that frame more, frame 31 is here when slot 30 is due: FEC rebuilds it.
+        assert!(out.contains(&(
+            t0 + F * 30 + F + 2 * MS,
+            Playout::Conceal {
+                index: Some(30),
+                next: Some(vec![31])
+            }
+        )));
+        assert_eq!(jb.stats().concealed, 3, "two losses and one stretch");
+    }
+
+    #[test]
+    fn the_fec_wait_ends_after_a_clean_spell() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            repair_memory: Duration::from_secs(1),
+            ..JitterConfig::default()
+        });
+        let out = simulate(&mut jb, t0, stream(t0, 200, &[5], &[]), t0 + F * 199);
+        assert_eq!(played_at(&out, 20), t0 + F * 20 + F + 2 * MS, "waiting");
+        assert_eq!(
+            played_at(&out, 150),
+            t0 + F * 150 + 2 * MS,
+            "back to the least delay a second after the loss"
+        );
+        assert_eq!(jb.stats().dropped, 1, "one frame skipped to get there");
+    }
+
+    #[test]
+    fn a_late_frame_stretches_the_delay_until_jitter_settles() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // Frame 3 is lost (the FEC wait starts: a frame more); frame 60 comes 50 ms late,
+        // after even that.
+        let arrivals = stream(t0, 200, &[3], &[(60, 50 * MS)]);
+        let out = simulate(&mut jb, t0, arrivals, t0 + F * 199);
+        assert_eq!(jb.stats().late, 1);
+        assert_eq!(
+            played_at(&out, 62),
+            t0 + F * 62 + 2 * F + 2 * MS,
+            "two frames of delay"
+        );
+        assert_eq!(
+            played_at(&out, 190),
+            t0 + F * 190 + F + 2 * MS,
+            "the late frame's stretch is undone; the FEC wait stays"
+        );
+    }
+
+    #[test]
+    fn a_frame_late_rather_than_lost_starts_no_fec_wait() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // Frame 10 comes 10 ms late: its slot is concealed and stretched, but once it
+        // shows up the stretch is a late frame's, undone after a clean second.
+        let out = simulate(
+            &mut jb,
+            t0,
+            stream(t0, 200, &[], &[(10, 10 * MS)]),
+            t0 + F * 199,
         );
         assert_eq!(jb.stats().late, 1);
+        assert_eq!(played_at(&out, 11), t0 + F * 11 + F + 2 * MS, "stretched");
+        assert_eq!(
+            played_at(&out, 150),
+            t0 + F * 150 + 2 * MS,
+            "back to the least delay, long before a loss's FEC wait would end"
+        );
     }
 
     #[test]
@@ -366,11 +595,7 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         for i in 0..200u32 {
             let wobble = if i % 2 == 0 { 0 } else { 30 };
-            jb.push(
-                u64::from(i),
-                t0 + F * i + Duration::from_millis(wobble),
-                vec![],
-            );
+            jb.push(u64::from(i), t0 + F * i + wobble * MS, vec![]);
         }
         assert!(
             jb.target_delay() >= Duration::from_millis(100),
@@ -392,35 +617,24 @@ mod tests {
     }
 
     #[test]
-    fn a_stretch_after_one_late_frame_is_undone_once_jitter_settles() {
+    fn a_restart_keeps_the_jitter_and_the_fec_wait() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
-        // Frame 5 arrives 45 ms late (after its slot); everything else is on time.
-        let arrivals = (0..200u32)
-            .map(|i| {
-                (
-                    u64::from(i),
-                    t0 + F * i
-                        + if i == 5 {
-                            Duration::from_millis(45)
-                        } else {
-                            Duration::ZERO
-                        },
-                )
-            })
+        let wobbly: Vec<_> = (0..50u32)
+            .map(|i| (u64::from(i), t0 + F * i + (i % 2) * 4 * MS))
+            .filter(|(i, _)| *i != 40)
             .collect();
-        let out = simulate(&mut jb, t0, arrivals, t0 + F * 200);
-        assert_eq!(jb.stats().late, 1);
-        // Frame 150 arrives at 150*20 ms; with the stretch undone it plays one frame later.
-        let played_150 = out
-            .iter()
-            .find(|(_, p)| matches!(p, Playout::Frame { index: 150, .. }))
-            .map(|(t, _)| *t)
-            .expect("frame 150 played");
-        assert!(
-            played_150 <= t0 + F * 150 + F + Duration::from_millis(2),
-            "delay back to one frame: {:?}",
-            played_150 - (t0 + F * 150)
+        simulate(&mut jb, t0, wobbly, t0 + F * 50);
+        let before = jb.target_delay();
+        assert!(before > F, "jitter and the FEC wait: {before:?}");
+        jb.restart(F);
+        assert_eq!(jb.stats(), JitterStats::default());
+        let t1 = t0 + F * 60;
+        jb.push(1000, t1, vec![]);
+        assert_eq!(
+            jb.poll_timeout(),
+            Some(t1 + before),
+            "the new spurt starts with what the path taught"
         );
     }
 

@@ -47,6 +47,16 @@ impl AudioEncoder {
         })
     }
 
+    /// The encoder's algorithmic delay (its look-ahead): part of mouth-to-ear latency that
+    /// no capture stamp sees, since a stamp is taken when the frame is ready.
+    pub fn lookahead(&mut self) -> Result<std::time::Duration, CodecError> {
+        let samples = self.enc.get_lookahead().map_err(opus_err)?;
+        let samples = u64::try_from(samples).unwrap_or(0);
+        Ok(std::time::Duration::from_micros(
+            samples * 1_000_000 / u64::from(SAMPLE_RATE),
+        ))
+    }
+
     /// Sets the target bitrate (6 to 128 kb/s), e.g. from the bandwidth estimate.
     pub fn set_bitrate(&mut self, bps: i32) -> Result<(), CodecError> {
         self.enc
