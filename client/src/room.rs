@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     call::{Arrival, CallError, Endpoint},
     codec::audio::AudioEncoder,
-    devices::audio::{Microphone, PulledSpeaker},
+    devices::audio::{CapturedFrame, Microphone, PulledSpeaker},
     inbox::{Inbox, Owner, owner},
     media_sockets::MediaSockets,
     mls::{CallGroup, MlsDevice},
@@ -600,6 +600,8 @@ fn route_to(server: SocketAddr) -> Result<IpAddr, CallError> {
 /// The microphone (or synthetic source), the encoder and the mixer's playout.
 struct MediaIo {
     microphone: Option<Microphone>,
+    /// No microphone was asked for: the synthetic source captures on a virtual clock.
+    synthetic_capture: bool,
     source: AudioSource,
     encoder: AudioEncoder,
     frame_samples: usize,
@@ -642,6 +644,7 @@ impl MediaIo {
         let mut ts = [0u8; 4];
         getrandom::fill(&mut ts).map_err(|e| CallError::Room(e.to_string()))?;
         Ok(Self {
+            synthetic_capture: opts.microphone.is_none(),
             microphone: opts
                 .microphone
                 .as_deref()
@@ -673,23 +676,17 @@ impl MediaIo {
         })
     }
 
-    /// Captured frames since the last tick, with ids and capture times: the
-    /// microphone's, or one synthetic frame.
-    fn captured(&mut self, now: Instant) -> Vec<(u64, Instant, Vec<i16>)> {
-        match self.microphone.as_ref() {
-            Some(m) => m
-                .take_frames()
-                .into_iter()
-                .map(|f| {
-                    self.mic_frames += 1;
-                    (self.mic_frames, f.captured, f.samples)
-                })
-                .collect(),
-            None => {
-                let f = self.source.next_frame(now);
-                vec![(f.id, f.captured, f.samples)]
-            }
-        }
+    /// The synthetic source's next frame, with its id and capture time (the virtual
+    /// device's tick).
+    fn synthetic(&mut self, now: Instant) -> (u64, Instant, Vec<i16>) {
+        let f = self.source.next_frame(now);
+        (f.id, f.captured, f.samples)
+    }
+
+    /// A frame the microphone filled, with its id and capture time.
+    fn mic_frame(&mut self, f: CapturedFrame) -> (u64, Instant, Vec<i16>) {
+        self.mic_frames += 1;
+        (self.mic_frames, f.captured, f.samples)
     }
 
     fn lock_mixer(&self) -> std::sync::MutexGuard<'_, Mixer<u32>> {
@@ -835,7 +832,15 @@ impl Shell<'_> {
                     }
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
-                _ = capture.tick() => self.send_audio(),
+                // The virtual device's clock, or the microphone's callback, drives capture.
+                _ = capture.tick(), if self.media.synthetic_capture => {
+                    let frame = self.media.synthetic(Instant::now());
+                    self.send_audio(frame);
+                }
+                Some(f) = next_mic(&mut self.media.microphone) => {
+                    let frame = self.media.mic_frame(f);
+                    self.send_audio(frame);
+                }
                 Some(f) = next_video(&mut self.media.video_out) => self.send_video(f),
                 Some(d) = self.media.video_in.decoded.recv() => self.decoded(d),
                 _ = clock.tick(), if virtual_clock => {
@@ -1208,35 +1213,33 @@ impl Shell<'_> {
         }
     }
 
-    /// Encodes what was captured and sends it (once media is up and anyone else is in the
+    /// Encodes a captured frame and sends it (once media is up and anyone else is in the
     /// group). A frame the encoder refuses is logged and skipped: one bad frame does not
     /// end the call.
-    fn send_audio(&mut self) {
+    fn send_audio(&mut self, (id, captured, pcm): (u64, Instant, Vec<i16>)) {
         let now = Instant::now();
-        for (id, captured, pcm) in self.media.captured(now) {
-            let m = &mut self.media;
-            m.last_id = Some(id);
-            let encoded = match m.encoder.encode(&pcm) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the audio encoder refused a frame");
-                    None
-                }
-            };
-            if let Some(frame) = encoded {
-                let level = AudioLevel::of_samples(&pcm, frame.voice);
-                let stamp = m.clock.map(|c| Stamp {
-                    id,
-                    captured_us: c.micros(captured),
-                });
-                payload::encode(stamp, frame.data, &mut m.pbuf);
-                if self.connected && self.members.len() > 1 {
-                    self.session.send_audio(&m.pbuf, m.rtp_ts, level, now);
-                    self.report.audio_sent += 1;
-                }
+        let m = &mut self.media;
+        m.last_id = Some(id);
+        let encoded = match m.encoder.encode(&pcm) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "the audio encoder refused a frame");
+                None
             }
-            m.rtp_ts = m.rtp_ts.wrapping_add(m.frame_samples as u32);
+        };
+        if let Some(frame) = encoded {
+            let level = AudioLevel::of_samples(&pcm, frame.voice);
+            let stamp = m.clock.map(|c| Stamp {
+                id,
+                captured_us: c.micros(captured),
+            });
+            payload::encode(stamp, frame.data, &mut m.pbuf);
+            if self.connected && self.members.len() > 1 {
+                self.session.send_audio(&m.pbuf, m.rtp_ts, level, now);
+                self.report.audio_sent += 1;
+            }
         }
+        m.rtp_ts = m.rtp_ts.wrapping_add(m.frame_samples as u32);
     }
 
     fn leave(&mut self) {
@@ -1394,6 +1397,22 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// The next encoded video frame; never, without video (or once the encoder stopped).
+/// The microphone's next frame; pending for ever without one (or once it stopped, with a
+/// warning: the call goes on silent rather than ending, and no synthetic sound stands in).
+async fn next_mic(m: &mut Option<Microphone>) -> Option<CapturedFrame> {
+    match m {
+        Some(mic) => match mic.next_frame().await {
+            Some(f) => Some(f),
+            None => {
+                tracing::warn!("the microphone stopped delivering audio");
+                *m = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_video(v: &mut Option<VideoSender>) -> Option<LayerFrame> {
     match v {
         Some(s) => match s.next().await {

@@ -10,7 +10,6 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
     time::Instant,
 };
@@ -185,10 +184,11 @@ pub struct CapturedFrame {
     pub captured: Instant,
 }
 
-/// A microphone delivering frames of the call's length.
+/// A microphone delivering frames of the call's length. Its callback hands each frame
+/// over as it fills, so the call sends it then, not at the next tick of a timer.
 pub struct Microphone {
     _stream: cpal::Stream,
-    frames: mpsc::Receiver<CapturedFrame>,
+    frames: tokio::sync::mpsc::Receiver<CapturedFrame>,
     /// Frames dropped because the call did not take them in time.
     pub dropped: Arc<AtomicU64>,
 }
@@ -200,7 +200,7 @@ impl Microphone {
         let _quiet = quiet_alsa();
         let (device, config, format) = configure(kind, name)?;
         let frame = (RATE / 1000 * frame_ms) as usize;
-        let (tx, rx) = mpsc::sync_channel(8);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
         let dropped = Arc::new(AtomicU64::new(0));
         let stream = match format {
             SampleFormat::I16 => capture::<i16>(&device, &config, frame, tx, dropped.clone()),
@@ -216,9 +216,10 @@ impl Microphone {
         })
     }
 
-    /// Frames captured since the last call, oldest first (never blocks).
-    pub fn take_frames(&self) -> Vec<CapturedFrame> {
-        self.frames.try_iter().collect()
+    /// The next captured frame, as soon as the device has filled it; `None` once the
+    /// stream has stopped.
+    pub async fn next_frame(&mut self) -> Option<CapturedFrame> {
+        self.frames.recv().await
     }
 }
 
@@ -226,7 +227,7 @@ fn capture<T>(
     device: &cpal::Device,
     config: &StreamConfig,
     frame: usize,
-    tx: mpsc::SyncSender<CapturedFrame>,
+    tx: tokio::sync::mpsc::Sender<CapturedFrame>,
     dropped: Arc<AtomicU64>,
 ) -> Result<cpal::Stream, cpal::Error>
 where
