@@ -517,7 +517,6 @@ impl Endpoint {
             leaf: None,
             connected: false,
             dominant: None,
-            audio_in: 0,
             last: LastSecond::default(),
             leaving_since: None,
             pair: opts.pair.clone().map(|call| Pair {
@@ -727,8 +726,6 @@ struct Shell<'a> {
     leaf: Option<u32>,
     connected: bool,
     dominant: Option<Handle>,
-    /// Audio frames decrypted, in all (for the loss figure).
-    audio_in: u64,
     last: LastSecond,
     leaving_since: Option<Instant>,
     pair: Option<Pair>,
@@ -938,7 +935,6 @@ impl Shell<'_> {
                 if Some(f.sender) == self.leaf {
                     return; // Our own frames, echoed: nothing to play.
                 }
-                self.audio_in += 1;
                 self.report.first_audio.get_or_insert(since);
                 self.report
                     .senders
@@ -1277,7 +1273,6 @@ impl Shell<'_> {
         };
         let now = Instant::now();
         let st = self.session.status();
-        let frames = self.audio_in;
         let (speaking, played, concealed) = {
             let mixer = self.media.lock_mixer();
             let speaking: Vec<Handle> = mixer
@@ -1298,7 +1293,7 @@ impl Shell<'_> {
             .map_or(1.0, |t| now.duration_since(t).as_secs_f64().max(0.001));
         let rate = |now: u64, then: u64| ((now.saturating_sub(then)) as f64 * 8.0 / secs) as u64;
         let lost = st.link.frames_lost.saturating_sub(self.last.lost);
-        let got = frames.saturating_sub(self.last.frames);
+        let got = st.link.frames_in.saturating_sub(self.last.frames);
         let line = RoomLine {
             phase: if self.leaving_since.is_some() {
                 RoomPhase::Leaving
@@ -1335,7 +1330,7 @@ impl Shell<'_> {
             at: Some(now),
             bytes_out: st.link.bytes_out,
             bytes_in: st.link.bytes_in,
-            frames,
+            frames: st.link.frames_in,
             lost: st.link.frames_lost,
         };
         let _ = tx.send(line);

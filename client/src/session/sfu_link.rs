@@ -130,6 +130,8 @@ pub struct LinkStats {
     pub bytes_out: u64,
     /// Bytes of datagrams received.
     pub bytes_in: u64,
+    /// Whole frames received, audio and video (what the loss figure sets the lost against).
+    pub frames_in: u64,
     /// Frames that arrived incomplete and were given up (loss upstream or here).
     pub frames_lost: u64,
     /// Packets that filled a gap behind a later one: retransmissions after our NACK (or,
@@ -146,6 +148,7 @@ impl LinkStats {
         LinkStats {
             bytes_out: self.bytes_out + later.bytes_out,
             bytes_in: self.bytes_in + later.bytes_in,
+            frames_in: self.frames_in + later.frames_in,
             frames_lost: self.frames_lost + later.frames_lost,
             repaired: self.repaired + later.repaired,
             rtt: later.rtt.or(self.rtt),
@@ -619,6 +622,7 @@ impl SfuLink {
             self.stats.frames_lost += lost;
             self.events.push_back(LinkEvent::FrameLost { slot: mid });
         }
+        self.stats.frames_in += frames.len() as u64;
         for f in frames {
             self.frame_out(mid, f.timestamp, f.frame);
         }
@@ -811,6 +815,14 @@ mod tests {
             got.len() < 50 && got.len() > 35,
             "some were lost: {}",
             got.len()
+        );
+        // The loss figure counts like with like: every frame is either in or given up,
+        // but for the last if it was lost (a loss shows once a later frame arrives).
+        let st = p.b.stats();
+        assert_eq!(st.frames_in, got.len() as u64);
+        assert!(
+            (49..=50).contains(&(st.frames_in + st.frames_lost)),
+            "{st:?}"
         );
         for (n, at) in got {
             let waited = *at - sent[usize::from(*n)];

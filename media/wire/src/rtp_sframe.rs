@@ -246,9 +246,10 @@ impl FrameAssembler {
             }
             let Some(end) = end else { continue };
             // Something before this frame is missing: give its repair a moment, and keep
-            // every later frame waiting behind this one so order holds.
-            let gap = self.done_through.is_some_and(|d| start > d + 1)
-                || self.pending.range(..start).next().is_some();
+            // every later frame waiting behind this one so order holds. Packets missing
+            // right after the last whole frame are at least one whole frame lost.
+            let whole_missing = self.done_through.is_some_and(|d| start > d + 1);
+            let gap = whole_missing || self.pending.range(..start).next().is_some();
             if gap && !self.limits.repair_wait.is_zero() {
                 let until = match self.hold {
                     Some((s, until)) if s == start => until,
@@ -273,7 +274,7 @@ impl FrameAssembler {
             }
             // Whatever was older than this frame can no longer complete.
             let stale: Vec<u64> = self.pending.range(..start).map(|(s, _)| *s).collect();
-            if !stale.is_empty() {
+            if !stale.is_empty() || whole_missing {
                 self.dropped_frames += 1;
             }
             for s in stale {
@@ -384,6 +385,7 @@ mod tests {
         a.push(1, 1, &one(1), t(0));
         assert_eq!(a.push(3, 3, &one(3), t(1)).len(), 1);
         assert_eq!(a.poll_timeout(), None);
+        assert_eq!(a.dropped_frames, 1, "frame 2, whose only packet never came");
     }
 
     #[test]
