@@ -50,6 +50,10 @@ impl Default for JitterConfig {
 
 /// Slots over which the least slack is taken before the delay may come down by a frame.
 const TRIM_WINDOW: u32 = 50;
+/// Windows in a row with a frame to spare before a late frame's stretch is undone: a
+/// busy host is late now and then, and each stretch costs a concealed slot, so the delay
+/// a late frame asked for stays until the path has been clean for a while (5 s).
+const UNDO_LATE_WINDOWS: u32 = 5;
 /// Slots after which a buffer far deeper than its target skips a frame at once.
 const TRIM_FAST: u32 = 10;
 /// What to play in one slot.
@@ -131,6 +135,8 @@ pub struct JitterBuffer {
     /// Slots in the current trim window, and whether any was late or missing.
     window: u32,
     window_clean: bool,
+    /// Windows in a row that were clean with a frame to spare.
+    spare_windows: u32,
     /// Slots in a row the buffer held far more frames than it needs.
     deep_slots: u32,
     stats: JitterStats,
@@ -157,6 +163,7 @@ impl JitterBuffer {
             least_slack: f64::INFINITY,
             window: 0,
             window_clean: true,
+            spare_windows: 0,
             deep_slots: 0,
             stats: JitterStats::default(),
         }
@@ -330,9 +337,10 @@ impl JitterBuffer {
     }
 
     /// Cuts a frame of delay when it is not earning its keep: the FEC wait that added it
-    /// is over; or every frame of a clean window arrived a frame (and the least delay,
-    /// unless a late frame's stretch is being undone) before it played, a frame more
-    /// while waiting for FEC; or the buffer held far more frames than its target for a
+    /// is over; or every frame of a clean window (of five in a row, to undo a late
+    /// frame's stretch) arrived a frame (and the least delay, unless a late frame's
+    /// stretch is being undone) before it played, a frame more while waiting for FEC; or
+    /// the buffer held far more frames than its target for a
     /// while (a stall released a burst). Slack is measured to the actual playout, so the
     /// device's pull granularity counts as the margin it is.
     fn trim(&mut self) {
@@ -352,9 +360,16 @@ impl JitterBuffer {
             if self.late_stretches == 0 {
                 need += self.cfg.min_delay.as_secs_f64();
             }
-            window_cut = self.window_clean
+            let spare = self.window_clean
                 && self.least_slack.is_finite()
                 && self.least_slack - frame >= need;
+            self.spare_windows = if spare { self.spare_windows + 1 } else { 0 };
+            let patience = if self.late_stretches > 0 {
+                UNDO_LATE_WINDOWS
+            } else {
+                1
+            };
+            window_cut = self.spare_windows >= patience;
             self.window = 0;
             self.window_clean = true;
             self.least_slack = f64::INFINITY;
@@ -368,6 +383,7 @@ impl JitterBuffer {
                 self.repair_stretched = false;
             } else if window_cut {
                 self.late_stretches = self.late_stretches.saturating_sub(1);
+                self.spare_windows = 0;
             }
         }
     }
@@ -553,8 +569,8 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         // Frame 3 is lost (the FEC wait starts: a frame more); frame 60 comes 50 ms late,
         // after even that.
-        let arrivals = stream(t0, 200, &[3], &[(60, 50 * MS)]);
-        let out = simulate(&mut jb, t0, arrivals, t0 + F * 199);
+        let arrivals = stream(t0, 400, &[3], &[(60, 50 * MS)]);
+        let out = simulate(&mut jb, t0, arrivals, t0 + F * 399);
         assert_eq!(jb.stats().late, 1);
         assert_eq!(
             played_at(&out, 62),
@@ -562,9 +578,14 @@ mod tests {
             "two frames of delay"
         );
         assert_eq!(
-            played_at(&out, 190),
-            t0 + F * 190 + F + 2 * MS,
-            "the late frame's stretch is undone; the FEC wait stays"
+            played_at(&out, 250),
+            t0 + F * 250 + 2 * F + 2 * MS,
+            "kept for a while"
+        );
+        assert_eq!(
+            played_at(&out, 390),
+            t0 + F * 390 + F + 2 * MS,
+            "the late frame's stretch is undone after 5 clean seconds; the FEC wait stays"
         );
     }
 
@@ -573,19 +594,19 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
         // Frame 10 comes 10 ms late: its slot is concealed and stretched, but once it
-        // shows up the stretch is a late frame's, undone after a clean second.
+        // shows up the stretch is a late frame's, undone after clean seconds.
         let out = simulate(
             &mut jb,
             t0,
-            stream(t0, 200, &[], &[(10, 10 * MS)]),
-            t0 + F * 199,
+            stream(t0, 400, &[], &[(10, 10 * MS)]),
+            t0 + F * 399,
         );
         assert_eq!(jb.stats().late, 1);
         assert_eq!(played_at(&out, 11), t0 + F * 11 + F + 2 * MS, "stretched");
         assert_eq!(
-            played_at(&out, 150),
-            t0 + F * 150 + 2 * MS,
-            "back to the least delay, long before a loss's FEC wait would end"
+            played_at(&out, 350),
+            t0 + F * 350 + 2 * MS,
+            "back to the least delay after 5 clean seconds, before a loss's 10 s wait ends"
         );
     }
 

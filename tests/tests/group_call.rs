@@ -138,6 +138,19 @@ async fn five_people_hear_each_other() {
         .collect();
     latencies.sort_unstable();
     let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let chains: Vec<_> = reports
+        .iter()
+        .flat_map(|r| r.senders.values().map(|s| s.stats))
+        .collect();
+    let sum = |f: fn(&sotto_client::pipeline::ChainStats) -> u64| chains.iter().map(f).sum::<u64>();
+    eprintln!(
+        "audio, all chains: played {}, concealed {} (fec {}), late {}, underrun {} ms",
+        sum(|s| s.played),
+        sum(|s| s.concealed),
+        sum(|s| s.fec_recovered),
+        sum(|s| s.late),
+        sum(|s| s.underrun_samples) / 48
+    );
     let mut video: Vec<Duration> = reports
         .iter()
         .flat_map(|r| {
