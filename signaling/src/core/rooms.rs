@@ -118,7 +118,10 @@ impl Core {
             .room_record(&room)?
             .ok_or_else(|| err(ErrorCode::NotFound, "no such room"))?;
         if r.owner != me.handle && !r.invited.contains(&me.handle) {
-            return Err(err(ErrorCode::Forbidden, "not invited to that room"));
+            return Err(err(
+                ErrorCode::Forbidden,
+                "not invited to that room: ask its owner for an invitation",
+            ));
         }
         if self
             .relay_devices(&room)
