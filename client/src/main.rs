@@ -175,6 +175,11 @@ struct MediaArgs {
     /// Commit a fresh MLS epoch this often during the call (e.g. 5m): new media keys.
     #[arg(long)]
     rekey_every: Option<String>,
+    /// Stamp each frame with its capture time (inside the encryption) so the end-of-call
+    /// report shows audio frame latency; both sides must ask. Off by default: it costs
+    /// 17 bytes a frame and tells the other side your clock.
+    #[arg(long)]
+    measure_latency: bool,
 }
 
 /// A `--rekey-every` period: each rekey is a commit every member processes, so less than
@@ -235,6 +240,7 @@ fn options(media: &MediaArgs, video: bool) -> anyhow::Result<CallOptions> {
         video: video.then(VideoOptions::default),
         frame_ms: media.frame_ms,
         rekey_every: media.rekey_every.as_deref().map(parse_rekey).transpose()?,
+        stamps: media.measure_latency,
         ..CallOptions::default()
     };
     for url in &media.stun {

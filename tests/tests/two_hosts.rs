@@ -98,8 +98,8 @@ fn call_between_hosts(hosts: &mut Hosts, seconds: u32, loss: Option<u32>) -> (Si
         alice: &a,
         bob: &b,
         seconds,
-        alice_args: &[],
-        bob_args: &[],
+        alice_args: &["--measure-latency"],
+        bob_args: &["--measure-latency"],
     };
     call_by_cli(&mut hosts.net, &call, |net| {
         if let Some(percent) = loss {
@@ -164,8 +164,16 @@ fn five_percent_kernel_loss_is_repaired_and_concealment_reported() {
             me.n("audio_fec"),
         );
         let sent = peer.n("audio_sent");
+        let ms = |key: &str| me.report[key].as_f64().unwrap_or(f64::NAN);
         eprintln!(
-            "{}: audio played {played} concealed {concealed} (fec {fec}) of {sent}",
+            "{}: audio played {played} concealed {concealed} (fec {fec}) of {sent}, frame latency p50 {:.1} ms p99 {:.1} ms",
+            me.name,
+            ms("frame_latency_p50_ms"),
+            ms("frame_latency_p99_ms"),
+        );
+        assert!(
+            ms("frame_latency_p50_ms") > 0.0,
+            "{}: asked to, the report measures latency",
             me.name
         );
         assert!(
