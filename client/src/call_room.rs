@@ -223,6 +223,7 @@ fn join_options(parties: &Parties, opts: &CallOptions) -> JoinOptions {
         test_drop_video: opts.test_drop_video.clone(),
         test_inbound_loss: opts.transport.test_inbound_loss,
         test_wrong_keys: opts.test_wrong_keys,
+        test_add_unchecked: false,
     }
 }
 

@@ -97,6 +97,9 @@ pub struct JoinOptions {
     /// Test hook: media keys from a secret of our own, not the group's.
     #[doc(hidden)]
     pub test_wrong_keys: bool,
+    /// Test hook: add joiners' KeyPackages unchecked (a careless member).
+    #[doc(hidden)]
+    pub test_add_unchecked: bool,
 }
 
 /// A one-to-one call carried by a room of two (`sotto call --relay`, or the fallback when
@@ -142,6 +145,7 @@ impl Default for JoinOptions {
             test_drop_video: None,
             test_inbound_loss: 0.0,
             test_wrong_keys: false,
+            test_add_unchecked: false,
         }
     }
 }
@@ -282,6 +286,9 @@ pub struct RoomReport {
     pub commits: u64,
     /// Times we rejoined by external commit.
     pub rejoins: u64,
+    /// Members a commit brought in whose keys did not check out (who they claimed to be,
+    /// and why): kept out of every media key and removed.
+    pub refused_members: Vec<String>,
     /// Frames the media connection gave up as incomplete.
     pub frames_lost: u64,
     /// Datagrams that could not be sent (socket full).
@@ -466,6 +473,7 @@ impl Endpoint {
         room_opts.max_layer = opts.max_layer;
         room_opts.self_update_every = opts.self_update_every;
         room_opts.test_wrong_keys = opts.test_wrong_keys;
+        room_opts.test_add_unchecked = opts.test_add_unchecked;
         room_opts.link.test_drop_video = opts.test_drop_video.clone();
         if let Some(v) = opts.video.as_ref() {
             if !matches!(v.layers.len(), 1 | 3) {
@@ -949,6 +957,11 @@ impl Shell<'_> {
                 }
             }
             RoomEvent::Speaker(d) => self.dominant = Some(d.handle),
+            RoomEvent::MemberRefused { shown, reason } => {
+                self.report
+                    .refused_members
+                    .push(format!("{shown}: {reason}"));
+            }
             RoomEvent::Video(f) => self.video_in(f),
             RoomEvent::KeyframeNeeded => {
                 if let Some(v) = self.media.video_out.as_ref() {

@@ -20,6 +20,10 @@ pub enum Attack {
     /// Hands out a KeyPackage of its own (credential naming the victim, its own key)
     /// when anyone claims one of `victim`'s.
     SubstituteKeyPackage,
+    /// The same for the first claim only, and then also accepts a commit that adds it,
+    /// as the victim's device (as a server that gave up checking would): a careless
+    /// member's commit brings the substitute into the group.
+    SubstituteKeyPackageOnce,
     /// Replaces the Welcome for a 1:1 call with one for a group of its own making, in
     /// which a member of its own claims to be the caller.
     SubstituteWelcomeMember,
@@ -55,6 +59,8 @@ pub struct Hostile {
     impostor: Handle,
     /// The attacker's own MLS identities (kept alive: their groups' secrets are theirs).
     attackers: Mutex<Vec<MlsDevice>>,
+    /// Substituted packages: the claimer, and the device the server is to say it is.
+    substituted: Mutex<Vec<(DeviceAddr, DeviceAddr)>>,
     log: Arc<Mutex<Log>>,
 }
 
@@ -74,6 +80,7 @@ impl Hostile {
             victim: crate::h(victim),
             impostor: crate::h(impostor),
             attackers: Mutex::new(Vec::new()),
+            substituted: Mutex::new(Vec::new()),
             log,
         })
     }
@@ -152,10 +159,20 @@ impl Storage for Hostile {
         claimer: &DeviceAddr,
     ) -> Result<Option<ClaimedKeyPackage>> {
         let real = self.inner.claim_key_package(handle, device, claimer)?;
-        if self.attack != Attack::SubstituteKeyPackage || *handle != self.victim {
+        let once = self.attack == Attack::SubstituteKeyPackageOnce;
+        if !(self.attack == Attack::SubstituteKeyPackage
+            || once && self.log().packages_substituted == 0)
+            || *handle != self.victim
+        {
             return Ok(real);
         }
         let Some(real) = real else { return Ok(None) };
+        if once {
+            self.substituted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((claimer.clone(), real.device.clone()));
+        }
         let attacker = MlsDevice::new(handle.as_str())
             .map_err(|e| sotto_signaling::storage::StorageError(e.to_string()))?;
         let package = attacker
@@ -170,7 +187,19 @@ impl Storage for Hostile {
         key_ref: &[u8],
         claimer: &DeviceAddr,
     ) -> Result<Option<DeviceAddr>> {
-        self.inner.key_package_owner(key_ref, claimer)
+        let real = self.inner.key_package_owner(key_ref, claimer)?;
+        if real.is_some() {
+            return Ok(real);
+        }
+        // A package the server never stored: the substitute, if this claimer got one.
+        let subs = self
+            .substituted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(subs
+            .iter()
+            .find(|(c, _)| c == claimer)
+            .map(|(_, d)| d.clone()))
     }
     fn enqueue(
         &mut self,

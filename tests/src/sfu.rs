@@ -1,7 +1,7 @@
 //! A room through a real SFU: the signaling service and the SFU on loopback in this
 //! process, and load participants (real MLS, real SFrame, real WebRTC) joined to it.
 
-use crate::{TestServer, server};
+use crate::{TestServer, server_with_storage};
 use sotto_bench::load::peer::PeerStats;
 use sotto_bench::load::{Participant, room};
 use sotto_proto::RoomId;
@@ -27,7 +27,19 @@ pub async fn start_sfu(workers: usize) -> SfuHarness {
 
 /// [`start_sfu`] with a tap that sees every forwarded packet.
 pub async fn start_sfu_with(workers: usize, tap: Option<sotto_sfu::core::Tap>) -> SfuHarness {
-    let server = server(|c| c.core.sfu_secret = Some(SFU_SECRET.into())).await;
+    start_sfu_wrapping(workers, tap, |s| s).await
+}
+
+/// [`start_sfu_with`], the signaling service's storage wrapped by `wrap` (a hostile
+/// server).
+pub async fn start_sfu_wrapping(
+    workers: usize,
+    tap: Option<sotto_sfu::core::Tap>,
+    wrap: impl FnOnce(
+        Box<dyn sotto_signaling::storage::Storage>,
+    ) -> Box<dyn sotto_signaling::storage::Storage>,
+) -> SfuHarness {
+    let server = server_with_storage(|c| c.core.sfu_secret = Some(SFU_SECRET.into()), wrap).await;
     let loopback = "127.0.0.1:0".parse().expect("addr");
     let sfu = start(SfuConfig {
         signaling: server.running.addr,

@@ -506,6 +506,11 @@ fn print_report(r: &RoomReport) {
     if let Some((_, code)) = r.codes.last() {
         println!("last verification code  {code}");
     }
+    for m in &r.refused_members {
+        println!(
+            "warning: someone's commit brought in a member whose key did not check out ({m}); it was removed and never heard or seen your media"
+        );
+    }
     println!("audio sent {}, video sent {}", r.audio_sent, r.video_sent);
     for (leaf, s) in &r.senders {
         let who = s

@@ -39,6 +39,11 @@ impl RoomSession {
 
     /// The group moved to a new epoch (a commit of ours or another's was applied).
     pub(super) fn on_new_epoch(&mut self, env: &mut Env<'_>, now: Instant) {
+        if self.quarantined(env) {
+            // Its keys would be shared with a member whose key did not check out: our
+            // frames stay in the epoch before, and its frames are never decrypted.
+            return;
+        }
         let Some(group) = self.group.as_ref() else {
             return;
         };

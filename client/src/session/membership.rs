@@ -9,15 +9,20 @@
 //! never a fork.
 //!
 //! Every credential a change brings in is checked against the directory and the pins
-//! before it is applied; a commit that brings in a key that does not check out ends the
-//! session (someone is substituting keys). A commit we cannot follow makes us rejoin by
-//! external commit from the GroupInfo the delivery service keeps.
+//! before it is applied. A commit that brings in a key that does not check out (someone
+//! is substituting keys, and a member added it unchecked) ends a one-to-one call; in a
+//! room the member is reported and quarantined: no media key of an epoch it is in is
+//! derived (our frames stay in the epoch before, its frames are never decrypted) while
+//! we commit its removal, and we leave if that fails. A commit we cannot follow makes us
+//! rejoin by external commit from the GroupInfo the delivery service keeps.
 
 use std::{collections::HashMap, time::Duration, time::Instant};
 
-use sotto_proto::{DeviceAddr, ErrorCode, MlsKind, Request, Response, Stored};
+use sotto_proto::{DeviceAddr, ErrorCode, Handle, MlsKind, Request, Response, Stored};
 
-use super::{Answer, Asked, CommitKind, Env, LeftReason, RoomSession, Stage, trust::Verdict};
+use super::{
+    Answer, Asked, CommitKind, Env, LeftReason, RoomEvent, RoomSession, Stage, trust::Verdict,
+};
 use crate::mls::{CallGroup, GroupEvent, StagedMessage};
 
 /// Devices one commit adds at most: a bigger storm lands in a few commits, each within
@@ -59,6 +64,16 @@ pub(super) struct Plan {
     leaf_seen: Option<Instant>,
     failed: HashMap<DeviceAddr, Instant>,
     not_before: Option<Instant>,
+}
+
+/// Members whose credentials did not check out, in the epoch someone else's commit put
+/// them in.
+pub(super) struct Quarantine {
+    /// Their leaves.
+    pub(super) leaves: Vec<u32>,
+    /// What the first of them claims to be, and why it was refused.
+    shown: String,
+    reason: String,
 }
 
 struct Claiming {
@@ -230,17 +245,36 @@ impl RoomSession {
                     .any(|m| m.identity == c.identity && m.signature_key == c.signature_key)
             })
             .collect();
-        match self.dir.check_all(&fresh, env.pins) {
-            Err(v) => {
-                self.refused(env, v);
-                Handled::Done
+        // Every credential the commit brings in is decided before anything is applied.
+        let mut ask: Vec<Handle> = Vec::new();
+        let mut bad: Vec<(Vec<u8>, Vec<u8>, Verdict)> = Vec::new();
+        for c in &fresh {
+            match self.dir.check(c, env.pins) {
+                Verdict::Member(_) => {}
+                Verdict::Ask(h) => {
+                    if !ask.contains(&h) {
+                        ask.push(h);
+                    }
+                }
+                v => bad.push((c.identity.clone(), c.signature_key.clone(), v)),
             }
-            Ok(ask) if !ask.is_empty() => {
+        }
+        match bad.first() {
+            _ if !ask.is_empty() => {
                 self.lookup(ask);
                 Handled::Wait
             }
-            Ok(_) => {
+            // A one-to-one call has no one to remove a stranger for: it ends.
+            Some((_, _, v)) if self.opts.only.is_some() => {
+                self.refused(env, v.clone());
+                Handled::Done
+            }
+            _ => {
                 let applied = self.group.as_mut().map(|g| g.apply(env.mls, staged));
+                if !bad.is_empty() && matches!(applied, Some(Ok(GroupEvent::EpochAdvanced { .. })))
+                {
+                    self.quarantine_members(&bad);
+                }
                 match applied {
                     Some(Ok(GroupEvent::EpochAdvanced { .. })) => {
                         self.roster_stale_until = Some(now + ROSTER_WAIT);
@@ -280,6 +314,87 @@ impl RoomSession {
                 None => tracing::warn!("ignoring a proposal that is not the service's Remove"),
             },
             Err(e) => tracing::warn!(error = %e, "a proposal does not process"),
+        }
+    }
+
+    /// The group now holds members whose keys did not check out: report them, and keep
+    /// them out of every media key until our (or another member's) commit removes them.
+    fn quarantine_members(&mut self, bad: &[(Vec<u8>, Vec<u8>, Verdict)]) {
+        let Some(group) = self.group.as_ref() else {
+            return;
+        };
+        let leaves: Vec<u32> = group
+            .members()
+            .into_iter()
+            .filter(|m| {
+                bad.iter()
+                    .any(|(id, key, _)| &m.identity == id && &m.signature_key == key)
+            })
+            .map(|m| m.leaf)
+            .collect();
+        let Some((_, _, Verdict::Refused { shown, reason })) = bad.first() else {
+            return;
+        };
+        tracing::warn!(%shown, %reason, ?leaves, "a commit brought in a member whose key does not check out: removing it");
+        self.status.refused_members += leaves.len() as u64;
+        self.emit(RoomEvent::MemberRefused {
+            shown: shown.clone(),
+            reason: reason.clone(),
+        });
+        self.quarantine = Some(Quarantine {
+            leaves,
+            shown: shown.clone(),
+            reason: reason.clone(),
+        });
+    }
+
+    /// Whether the current epoch holds a quarantined member; if it does, its removal is
+    /// committed (unless a commit of ours is out already).
+    pub(super) fn quarantined(&mut self, env: &mut Env<'_>) -> bool {
+        let (Some(q), Some(group)) = (self.quarantine.as_ref(), self.group.as_mut()) else {
+            return false;
+        };
+        let present = group.member_indices();
+        let leaves: Vec<u32> = q
+            .leaves
+            .iter()
+            .copied()
+            .filter(|l| present.contains(l))
+            .collect();
+        if leaves.is_empty() {
+            tracing::info!("the member whose key did not check out is out of the group");
+            self.quarantine = None;
+            return false;
+        }
+        if self.plan.committing.is_none() {
+            match group.remove(env.mls, &leaves) {
+                Ok(c) => {
+                    self.plan.committing = Some(CommitKind::Remove);
+                    self.ask(
+                        Asked::Commit(CommitKind::Remove),
+                        c.into_request(self.room.0.to_vec()),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not make the removal: leaving");
+                    self.leave_quarantined(env);
+                }
+            }
+        }
+        true
+    }
+
+    /// The removal of a quarantined member cannot be made or was refused: we leave
+    /// rather than stay in a group with it.
+    fn leave_quarantined(&mut self, env: &mut Env<'_>) {
+        if let Some(q) = self.quarantine.take() {
+            self.refused(
+                env,
+                Verdict::Refused {
+                    shown: q.shown,
+                    reason: q.reason,
+                },
+            );
         }
     }
 
@@ -518,7 +633,11 @@ impl RoomSession {
             }
         };
         let mut refusal = None;
+        let careless = self.opts.test_add_unchecked;
         let checked = package.filter(|p| {
+            if careless {
+                return true;
+            }
             let verdict = env
                 .mls
                 .key_package_credential(p)
@@ -629,6 +748,9 @@ impl RoomSession {
                 tracing::warn!(answer = ?other, "our commit was refused");
                 let _ = group.discard_pending(env.mls);
                 self.plan.not_before = Some(now + COMMIT_BACKOFF);
+                if self.quarantine.is_some() {
+                    self.leave_quarantined(env);
+                }
             }
         }
     }

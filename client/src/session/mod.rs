@@ -103,6 +103,10 @@ pub struct RoomOptions {
     /// that a member with the wrong keys decodes nothing.
     #[doc(hidden)]
     pub test_wrong_keys: bool,
+    /// Test hook: add claimed KeyPackages without checking their credentials, as a
+    /// careless or malicious member would (so tests see honest members catch it).
+    #[doc(hidden)]
+    pub test_add_unchecked: bool,
 }
 
 /// Media of a one-to-one call peer to peer: the offerer's link offers through the call's
@@ -146,6 +150,7 @@ impl RoomOptions {
             starts_group: true,
             self_update_every: None,
             test_wrong_keys: false,
+            test_add_unchecked: false,
         }
     }
 }
@@ -246,6 +251,15 @@ pub enum RoomEvent {
     PausedLayers(Vec<u8>),
     /// The SFU says this device speaks (a UI hint; the SFU is not trusted).
     Speaker(DeviceAddr),
+    /// A commit brought in a member whose key does not check out (someone substituted
+    /// keys): nothing is encrypted to it or decrypted from it, and its removal is being
+    /// committed.
+    MemberRefused {
+        /// Who it claims to be (not validated).
+        shown: String,
+        /// What did not match.
+        reason: String,
+    },
     /// The session is over.
     Left(LeftReason),
 }
@@ -287,6 +301,9 @@ pub struct RoomStatus {
     pub epoch_keyframes: u64,
     /// MLS self-updates we committed (post-compromise security for long calls).
     pub self_updates: u64,
+    /// Members someone else's commit brought in whose keys did not check out (reported,
+    /// and removed before any media key of their epoch was used).
+    pub refused_members: u64,
     /// Bytes and losses on the media connection.
     pub link: LinkStats,
     /// The addresses the SFU's answer named (where our media goes).
@@ -373,6 +390,9 @@ pub struct RoomSession {
     /// change of members.
     switch_is_rekey: bool,
     held: VecDeque<(Instant, bool, u32, Vec<u8>)>,
+    /// Members whose keys did not check out, brought in by someone else's commit: no
+    /// media key of an epoch they are in is derived until a commit removes them.
+    quarantine: Option<membership::Quarantine>,
     out: VecDeque<Output>,
     status: RoomStatus,
 }
@@ -417,6 +437,7 @@ impl RoomSession {
             self_update_due: None,
             switch_is_rekey: false,
             held: VecDeque::new(),
+            quarantine: None,
             out: VecDeque::new(),
             status: RoomStatus::default(),
         };
