@@ -564,3 +564,68 @@ fn report_json(r: &RoomReport) -> serde_json::Value {
         "frames_lost": r.frames_lost,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line() -> RoomLine {
+        let h = |s: &str| Handle::parse(s).expect("handle");
+        RoomLine {
+            phase: RoomPhase::InCall,
+            members: vec![h("@ana"), h("@ben"), h("@cyd")],
+            speaking: vec![h("@ben")],
+            dominant: None,
+            epoch: 4,
+            code: "12345 67890 13579 24680".into(),
+            send_bps: 48_000,
+            recv_bps: 96_500,
+            loss: 0.034,
+            rejected: 0,
+            last_frame_id: None,
+            last_video_id: None,
+            video_decoded: 0,
+            played: 10,
+            concealed: 0,
+            rtt: None,
+            estimate_bps: None,
+            via_sfu: true,
+        }
+    }
+
+    #[test]
+    fn the_status_line_shows_roster_speakers_code_rates_and_loss() {
+        let text = status_text(&line());
+        for part in [
+            "● in room",
+            "@ana @ben @cyd",
+            "speaking @ben",
+            "code 12345 67890 13579 24680",
+            "↑ 48 kb/s ↓ 96 kb/s",
+            "loss 3%",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text:?}");
+        }
+        assert!(!text.contains("rejected"), "{text}");
+        let quiet = RoomLine {
+            speaking: vec![],
+            rejected: 2,
+            video_decoded: 7,
+            ..line()
+        };
+        let text = status_text(&quiet);
+        assert!(!text.contains("speaking"), "{text}");
+        assert!(
+            text.contains("video 7") && text.contains("rejected 2"),
+            "{text}"
+        );
+        let waiting = RoomLine {
+            phase: RoomPhase::WaitingToBeLetIn,
+            ..line()
+        };
+        assert_eq!(
+            status_text(&waiting),
+            "○ waiting for someone in the room to let you in…"
+        );
+    }
+}
