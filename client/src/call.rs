@@ -423,8 +423,13 @@ impl Endpoint {
             .await?;
         if let Response::KeyPackagesStored { forgotten, .. } = stored {
             let forgotten = &forgotten[..forgotten.len().min(MAX_FORGOTTEN)];
-            let deleted = self.mls.forget_key_packages(forgotten)?;
-            tracing::debug!(deleted, "private keys of replaced KeyPackages deleted");
+            // The new packages are stored: a failure here only leaves old keys behind.
+            match self.mls.forget_key_packages(forgotten) {
+                Ok(deleted) => {
+                    tracing::debug!(deleted, "private keys of replaced KeyPackages deleted")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not delete replaced KeyPackages' keys"),
+            }
         }
         Ok(())
     }

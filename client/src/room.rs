@@ -1404,7 +1404,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// The next encoded video frame; never, without video (or once the encoder stopped).
 /// The microphone's next frame; pending for ever without one (or once it stopped, with a
 /// warning: the call goes on silent rather than ending, and no synthetic sound stands in).
 async fn next_mic(m: &mut Option<Microphone>) -> Option<CapturedFrame> {
@@ -1421,6 +1420,7 @@ async fn next_mic(m: &mut Option<Microphone>) -> Option<CapturedFrame> {
     }
 }
 
+/// The next encoded video frame; never, without video (or once the encoder stopped).
 async fn next_video(v: &mut Option<VideoSender>) -> Option<LayerFrame> {
     match v {
         Some(s) => match s.next().await {

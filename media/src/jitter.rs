@@ -215,6 +215,15 @@ impl JitterBuffer {
             self.next_index = None;
             self.origin = None;
             self.prev_transit = None;
+            // A new schedule: the old one's stretches and windows are not its.
+            self.stretch_pending = false;
+            self.stretched_for = None;
+            self.late_stretches = 0;
+            self.repair_stretched = false;
+            self.window = 0;
+            self.window_clean = true;
+            self.spare_windows = 0;
+            self.least_slack = f64::INFINITY;
         }
         self.update_jitter(index, arrival);
         match self.next_index {
@@ -262,8 +271,10 @@ impl JitterBuffer {
     /// Plays one concealed slot more at the next due time, if the delay may grow and no
     /// stretch is pending already; whether it will.
     fn stretch(&mut self) -> bool {
-        let grow =
-            !self.stretch_pending && self.target_delay() + self.cfg.frame <= self.cfg.max_delay;
+        // The delay now: the target the schedule started from and every stretch since.
+        let stretches = self.late_stretches + u32::from(self.repair_stretched) + 1;
+        let grow = !self.stretch_pending
+            && self.target_delay() + self.cfg.frame * stretches <= self.cfg.max_delay;
         self.stretch_pending |= grow;
         grow
     }
@@ -607,6 +618,28 @@ mod tests {
             played_at(&out, 350),
             t0 + F * 350 + 2 * MS,
             "back to the least delay after 5 clean seconds, before a loss's 10 s wait ends"
+        );
+    }
+
+    #[test]
+    fn stretches_stop_at_the_most_delay() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            max_delay: F * 3,
+            ..JitterConfig::default()
+        });
+        // Every frame comes ever later: each is late, and each would stretch.
+        let arrivals = (0..100u32)
+            .map(|i| (u64::from(i), t0 + F * i + F * i / 2))
+            .collect();
+        let out = simulate(&mut jb, t0, arrivals, t0 + F * 200);
+        let stretches = out
+            .iter()
+            .filter(|(_, p)| matches!(p, Playout::Conceal { index: None, .. }))
+            .count();
+        assert!(
+            (1..3).contains(&stretches),
+            "{stretches} stretches against a 3-frame limit"
         );
     }
 

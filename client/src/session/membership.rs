@@ -66,14 +66,14 @@ pub(super) struct Plan {
     not_before: Option<Instant>,
 }
 
-/// Members whose credentials did not check out, in the epoch someone else's commit put
-/// them in.
+/// Credentials that did not check out, brought into the group by someone else's commit.
+/// Matched by credential, not leaf (leaves are reused, and a rejoin renumbers them); a
+/// credential once refused stays refused for the session.
 pub(super) struct Quarantine {
-    /// Their leaves.
-    pub(super) leaves: Vec<u32>,
-    /// What the first of them claims to be, and why it was refused.
-    shown: String,
-    reason: String,
+    /// (identity, signature key) of each.
+    creds: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Who the first claimed to be, and why it was refused.
+    verdict: Verdict,
 }
 
 struct Claiming {
@@ -320,65 +320,62 @@ impl RoomSession {
     /// The group now holds members whose keys did not check out: report them, and keep
     /// them out of every media key until our (or another member's) commit removes them.
     fn quarantine_members(&mut self, bad: &[(Vec<u8>, Vec<u8>, Verdict)]) {
-        let Some(group) = self.group.as_ref() else {
-            return;
+        for (_, _, v) in bad {
+            if let Verdict::Refused { shown, reason } = v {
+                tracing::warn!(%shown, %reason, "a commit brought in a member whose key does not check out: removing it");
+                self.status.refused_members += 1;
+                self.emit(RoomEvent::MemberRefused {
+                    shown: shown.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let q = self.quarantine.get_or_insert_with(|| Quarantine {
+            creds: Vec::new(),
+            verdict: bad[0].2.clone(),
+        });
+        for (id, key, _) in bad {
+            if !q.creds.iter().any(|(i, k)| i == id && k == key) {
+                q.creds.push((id.clone(), key.clone()));
+            }
+        }
+    }
+
+    /// Whether the group holds a quarantined credential; if it does, its removal is
+    /// committed unless other membership work is under way (which moves us on when it is
+    /// answered, and this is asked again).
+    pub(super) fn quarantined(&mut self, env: &mut Env<'_>) -> bool {
+        let (Some(q), Some(group)) = (self.quarantine.as_ref(), self.group.as_ref()) else {
+            return false;
         };
         let leaves: Vec<u32> = group
             .members()
             .into_iter()
             .filter(|m| {
-                bad.iter()
-                    .any(|(id, key, _)| &m.identity == id && &m.signature_key == key)
+                q.creds
+                    .iter()
+                    .any(|(id, key)| &m.identity == id && &m.signature_key == key)
             })
             .map(|m| m.leaf)
             .collect();
-        let Some((_, _, Verdict::Refused { shown, reason })) = bad.first() else {
-            return;
-        };
-        tracing::warn!(%shown, %reason, ?leaves, "a commit brought in a member whose key does not check out: removing it");
-        self.status.refused_members += leaves.len() as u64;
-        self.emit(RoomEvent::MemberRefused {
-            shown: shown.clone(),
-            reason: reason.clone(),
-        });
-        self.quarantine = Some(Quarantine {
-            leaves,
-            shown: shown.clone(),
-            reason: reason.clone(),
-        });
-    }
-
-    /// Whether the current epoch holds a quarantined member; if it does, its removal is
-    /// committed (unless a commit of ours is out already).
-    pub(super) fn quarantined(&mut self, env: &mut Env<'_>) -> bool {
-        let (Some(q), Some(group)) = (self.quarantine.as_ref(), self.group.as_mut()) else {
-            return false;
-        };
-        let present = group.member_indices();
-        let leaves: Vec<u32> = q
-            .leaves
-            .iter()
-            .copied()
-            .filter(|l| present.contains(l))
-            .collect();
         if leaves.is_empty() {
-            tracing::info!("the member whose key did not check out is out of the group");
-            self.quarantine = None;
             return false;
         }
-        if self.plan.committing.is_none() {
-            match group.remove(env.mls, &leaves) {
-                Ok(c) => {
+        if !self.plan.busy() {
+            let made = self.group.as_mut().map(|g| g.remove(env.mls, &leaves));
+            match made {
+                Some(Ok(c)) => {
                     self.plan.committing = Some(CommitKind::Remove);
                     self.ask(
                         Asked::Commit(CommitKind::Remove),
                         c.into_request(self.room.0.to_vec()),
                     );
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "could not make the removal: leaving");
                     self.leave_quarantined(env);
                 }
+                None => {}
             }
         }
         true
@@ -388,13 +385,7 @@ impl RoomSession {
     /// rather than stay in a group with it.
     fn leave_quarantined(&mut self, env: &mut Env<'_>) {
         if let Some(q) = self.quarantine.take() {
-            self.refused(
-                env,
-                Verdict::Refused {
-                    shown: q.shown,
-                    reason: q.reason,
-                },
-            );
+            self.refused(env, q.verdict);
         }
     }
 
@@ -478,6 +469,10 @@ impl RoomSession {
         if self.plan.busy() || !self.handshakes.is_empty() {
             // What is under way moves us on when it is answered.
             self.plan.due_at = None;
+            return;
+        }
+        if self.quarantined(env) {
+            // Nothing else until the member whose key did not check out is out.
             return;
         }
         if self.self_update_due.is_some_and(|t| t <= now) {
@@ -684,6 +679,11 @@ impl RoomSession {
             .map(|c| c.packages)
             .unwrap_or_default();
         if packages.is_empty() {
+            return;
+        }
+        if self.quarantined(env) {
+            // The group holds a member whose key did not check out: its removal first
+            // (the joiners are claimed again after it).
             return;
         }
         let Some(group) = self.group.as_mut() else {

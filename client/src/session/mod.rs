@@ -695,6 +695,10 @@ impl RoomSession {
         self.asking.retain(|x| x != &h);
         match answer {
             Answer::Ok(Response::Identity { identity_key, .. }) => self.dir.learn(h, identity_key),
+            // No such account: a credential naming it cannot be its account's.
+            Answer::Refused(e) if e.code == sotto_proto::ErrorCode::NotFound => {
+                self.dir.learn_missing(h);
+            }
             other => tracing::warn!(handle = %h, answer = ?other, "a directory lookup failed"),
         }
     }

@@ -59,6 +59,8 @@ pub struct Directory {
     me: Handle,
     my_key: Vec<u8>,
     keys: HashMap<Handle, Vec<u8>>,
+    /// Handles the directory says have no account.
+    missing: std::collections::HashSet<Handle>,
     /// The only handles (besides ours) a member may have, if the group is limited (a
     /// relayed one-to-one call: the two parties).
     only: Option<Vec<Handle>>,
@@ -71,6 +73,7 @@ impl Directory {
             me,
             my_key,
             keys: HashMap::new(),
+            missing: std::collections::HashSet::new(),
             only: None,
         }
     }
@@ -87,9 +90,14 @@ impl Directory {
         self.keys.insert(handle, key);
     }
 
-    /// Whether the directory's key for `h` is known.
+    /// The directory has no account for `handle`.
+    pub fn learn_missing(&mut self, handle: Handle) {
+        self.missing.insert(handle);
+    }
+
+    /// Whether the directory's key for `h` is known (or that it has none).
     pub fn knows(&self, h: &Handle) -> bool {
-        self.keys.contains_key(h)
+        self.keys.contains_key(h) || self.missing.contains(h)
     }
 
     /// Checks `m` against the directory and `pins`.
@@ -117,6 +125,9 @@ impl Directory {
             .is_some_and(|only| !only.contains(&handle))
         {
             return refused(format!("{handle} is not a party to this call"));
+        }
+        if self.missing.contains(&handle) {
+            return refused(format!("the directory has no account {handle}"));
         }
         let Some(directory) = self.keys.get(&handle) else {
             return Verdict::Ask(handle);
@@ -198,6 +209,19 @@ mod tests {
         let swapped = cred("@bob", &[9; 32]);
         assert!(matches!(
             dir.check(&swapped, &mut NoPins),
+            Verdict::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_handle_the_directory_has_no_account_for_is_refused_not_asked_again() {
+        let mut dir = Directory::new(h("@mine"), vec![1; 32]);
+        let ghost = cred("@ghost", &[4; 32]);
+        assert_eq!(dir.check(&ghost, &mut NoPins), Verdict::Ask(h("@ghost")));
+        dir.learn_missing(h("@ghost"));
+        assert!(dir.knows(&h("@ghost")));
+        assert!(matches!(
+            dir.check(&ghost, &mut NoPins),
             Verdict::Refused { .. }
         ));
     }

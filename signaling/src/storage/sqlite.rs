@@ -165,7 +165,8 @@ fn migrate(db: &Connection) -> Result<()> {
         [],
         |r| r.get::<_, i64>(0).map(|n| n > 0),
     )?;
-    if table_exists("key_packages")? && !key_packages_have_claimed {
+    // Before schema 2 the table is dropped above and made afresh, with the column.
+    if version >= 2 && table_exists("key_packages")? && !key_packages_have_claimed {
         // Unknown for older rows: count them as claimed, so none is called forgotten.
         steps.push_str(
             "ALTER TABLE key_packages ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
@@ -800,6 +801,32 @@ mod tests {
                 .forgotten,
             Vec::<Vec<u8>>::new(),
             "the claimed one is gone from the table; the last resort stays"
+        );
+    }
+
+    #[test]
+    fn a_schema_1_database_opens() {
+        let db = Connection::open_in_memory().expect("db");
+        // Schema 1: KeyPackages without hash references (nor a claimed column).
+        db.execute_batch(
+            "CREATE TABLE accounts (handle TEXT PRIMARY KEY, identity_key BLOB NOT NULL);
+             CREATE TABLE key_packages (id INTEGER PRIMARY KEY AUTOINCREMENT, handle TEXT NOT NULL,
+                 device INTEGER NOT NULL, last_resort INTEGER NOT NULL, package BLOB NOT NULL);
+             CREATE TABLE queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, handle TEXT NOT NULL,
+                 device INTEGER NOT NULL, item BLOB NOT NULL);
+             INSERT INTO accounts VALUES ('@bob', x'01');",
+        )
+        .expect("old schema");
+        db.pragma_update(None, "user_version", 1).expect("version");
+        let mut s = SqliteStorage::init(db).expect("migrated");
+        let bob = Handle::parse("@bob").expect("handle");
+        assert!(s.account(&bob).expect("account").is_some(), "accounts kept");
+        s.add_device(&addr("@bob", 1)).expect("device");
+        assert_eq!(
+            s.add_key_packages(&addr("@bob", 1), &[kp(1)], None, true)
+                .expect("add")
+                .one_time,
+            1
         );
     }
 
