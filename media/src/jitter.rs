@@ -50,10 +50,15 @@ impl Default for JitterConfig {
 
 /// Slots over which the least slack is taken before the delay may come down by a frame.
 const TRIM_WINDOW: u32 = 50;
-/// Windows in a row with a frame to spare before a late frame's stretch is undone: a
-/// busy host is late now and then, and each stretch costs a concealed slot, so the delay
-/// a late frame asked for stays until the path has been clean for a while (5 s).
+/// Windows in a row with a frame to spare before a late frame's stretch is undone, once
+/// frames have been late more than once within [`LATE_MEMORY`]: a busy host is late now
+/// and then, and each stretch costs a concealed slot, so the delay lateness asked for
+/// stays until the path has been clean for a while (5 s). A one-off is undone after one.
 const UNDO_LATE_WINDOWS: u32 = 5;
+/// How long a late frame counts towards the patience above.
+const LATE_MEMORY: Duration = Duration::from_secs(30);
+/// Late frames remembered for it.
+const LATES_KEPT: usize = 8;
 /// Slots after which a buffer far deeper than its target skips a frame at once.
 const TRIM_FAST: u32 = 10;
 /// What to play in one slot.
@@ -137,6 +142,8 @@ pub struct JitterBuffer {
     window_clean: bool,
     /// Windows in a row that were clean with a frame to spare.
     spare_windows: u32,
+    /// When the last few late frames arrived.
+    lates: std::collections::VecDeque<Instant>,
     /// Slots in a row the buffer held far more frames than it needs.
     deep_slots: u32,
     stats: JitterStats,
@@ -164,6 +171,7 @@ impl JitterBuffer {
             window: 0,
             window_clean: true,
             spare_windows: 0,
+            lates: std::collections::VecDeque::new(),
             deep_slots: 0,
             stats: JitterStats::default(),
         }
@@ -174,9 +182,11 @@ impl JitterBuffer {
     /// but keeping what it learned of the path: the jitter and a recent loss.
     pub fn restart(&mut self, frame: Duration) {
         let (jitter, repair_until) = (self.jitter, self.repair_until);
+        let lates = std::mem::take(&mut self.lates);
         *self = Self::new(JitterConfig { frame, ..self.cfg });
         self.jitter = jitter;
         self.repair_until = repair_until;
+        self.lates = lates;
     }
 
     /// Counters so far.
@@ -235,6 +245,10 @@ impl JitterBuffer {
             Some(next) if index < next => {
                 self.stats.late += 1;
                 self.window_clean = false;
+                if self.lates.len() >= LATES_KEPT {
+                    self.lates.pop_front();
+                }
+                self.lates.push_back(arrival);
                 if self.stretched_for == Some(index) {
                     // The frame that started the FEC wait was late, not lost: its stretch
                     // stays, but as a late frame's (undone once jitter settles), and the
@@ -329,7 +343,7 @@ impl JitterBuffer {
                 }
             }
         };
-        self.trim();
+        self.trim(now);
         Some(out)
     }
 
@@ -354,7 +368,7 @@ impl JitterBuffer {
     /// the buffer held far more frames than its target for a
     /// while (a stall released a burst). Slack is measured to the actual playout, so the
     /// device's pull granularity counts as the margin it is.
-    fn trim(&mut self) {
+    fn trim(&mut self, now: Instant) {
         let Some(next) = self.next_index else { return };
         let depth = self.frames.range(next..).count() as u64;
         if depth > self.target_frames() + 2 {
@@ -375,7 +389,12 @@ impl JitterBuffer {
                 && self.least_slack.is_finite()
                 && self.least_slack - frame >= need;
             self.spare_windows = if spare { self.spare_windows + 1 } else { 0 };
-            let patience = if self.late_stretches > 0 {
+            let recent = self
+                .lates
+                .iter()
+                .filter(|t| now.saturating_duration_since(**t) < LATE_MEMORY)
+                .count();
+            let patience = if self.late_stretches > 0 && recent > 1 {
                 UNDO_LATE_WINDOWS
             } else {
                 1
@@ -579,9 +598,9 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
         // Frame 3 is lost (the FEC wait starts: a frame more); frame 60 comes 50 ms late,
-        // after even that.
-        let arrivals = stream(t0, 400, &[3], &[(60, 50 * MS)]);
-        let out = simulate(&mut jb, t0, arrivals, t0 + F * 399);
+        // after even that: a one-off.
+        let arrivals = stream(t0, 200, &[3], &[(60, 50 * MS)]);
+        let out = simulate(&mut jb, t0, arrivals, t0 + F * 199);
         assert_eq!(jb.stats().late, 1);
         assert_eq!(
             played_at(&out, 62),
@@ -589,14 +608,32 @@ mod tests {
             "two frames of delay"
         );
         assert_eq!(
+            played_at(&out, 190),
+            t0 + F * 190 + F + 2 * MS,
+            "a one-off's stretch is undone after a clean second; the FEC wait stays"
+        );
+    }
+
+    #[test]
+    fn frames_late_again_and_again_keep_their_delay_for_longer() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            repair_memory: Duration::from_secs(100),
+            ..JitterConfig::default()
+        });
+        // The FEC wait (frame 3 lost), then two late frames a fifth of a second apart.
+        let arrivals = stream(t0, 700, &[3], &[(60, 50 * MS), (70, 70 * MS)]);
+        let out = simulate(&mut jb, t0, arrivals, t0 + F * 699);
+        assert_eq!(jb.stats().late, 2);
+        assert_eq!(
             played_at(&out, 250),
-            t0 + F * 250 + 2 * F + 2 * MS,
-            "kept for a while"
+            t0 + F * 250 + 3 * F + 2 * MS,
+            "both stretches kept for a while"
         );
         assert_eq!(
-            played_at(&out, 390),
-            t0 + F * 390 + F + 2 * MS,
-            "the late frame's stretch is undone after 5 clean seconds; the FEC wait stays"
+            played_at(&out, 690),
+            t0 + F * 690 + F + 2 * MS,
+            "both undone after clean spells of five seconds; the FEC wait stays"
         );
     }
 
@@ -617,7 +654,7 @@ mod tests {
         assert_eq!(
             played_at(&out, 350),
             t0 + F * 350 + 2 * MS,
-            "back to the least delay after 5 clean seconds, before a loss's 10 s wait ends"
+            "back to the least delay once the path is clean, long before a loss's 10 s wait would end"
         );
     }
 
